@@ -1,0 +1,1 @@
+"""Alert lifecycle, notification events and the email / Slack / webhook bridges."""

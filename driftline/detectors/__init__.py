@@ -1,0 +1,1 @@
+"""Drift detectors: PSI, KS, distances, MMD, sequential and outlier detectors, thresholds."""

@@ -1,0 +1,1 @@
+"""The ONNX model store and runtime, and shadow execution."""

@@ -1,0 +1,1 @@
+"""Kafka I/O: the inference worker, the monitor agents, windows and replay."""

@@ -1,0 +1,116 @@
+"""Shared fixtures: the real Kafka broker and Redis server, unique names per test.
+
+Integration and e2e tests never skip for lack of services: if Kafka or Redis does not answer,
+the session starts them with ``driftline services up`` and fails with its message if that fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from driftline.config import KafkaSettings, RedisSettings, load_settings
+
+_services_checked = False
+
+
+def _ensure_services() -> None:
+    global _services_checked
+    if _services_checked:
+        return
+    from driftline.errors import ServiceError
+    from driftline.services import Services
+
+    services = Services(load_settings())
+    if not (services._kafka_answers() and services._redis_answers()):
+        try:
+            services.up()
+        except ServiceError as exc:
+            pytest.fail(f"Kafka/Redis are needed and could not be started: {exc}", pytrace=False)
+    _services_checked = True
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.keywords or "e2e" in item.keywords:
+            item.fixturenames.append("services")
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    """Kafka and Redis answer (started if needed)."""
+    _ensure_services()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for names of topics, groups and keys."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def kafka_settings() -> KafkaSettings:
+    return load_settings().kafka
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(services: None, kafka_settings: KafkaSettings):  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(kafka_settings.client_config())
+
+
+@pytest.fixture
+def kafka_config(kafka_settings: KafkaSettings) -> Callable[..., dict[str, object]]:
+    """librdkafka config for the test broker, with short timeouts for fast group joins."""
+
+    def make(**extra: object) -> dict[str, object]:
+        return kafka_settings.client_config(**extra)
+
+    return make
+
+
+@pytest.fixture
+def topic_factory(kafka_admin, unique: str) -> Iterator[Callable[..., str]]:  # type: ignore[no-untyped-def]
+    """Create uniquely named topics for one test; all are deleted afterwards."""
+    from confluent_kafka.admin import NewTopic
+
+    created: list[str] = []
+
+    def make(name: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        topic = f"test.{unique}.{name}"
+        futures = kafka_admin.create_topics(
+            [NewTopic(topic, partitions, 1, config=config or {})], operation_timeout=15
+        )
+        futures[topic].result(30)
+        created.append(topic)
+        return topic
+
+    yield make
+    if created:
+        for fut in kafka_admin.delete_topics(created, operation_timeout=15).values():
+            try:
+                fut.result(30)
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def redis_client(services: None):  # type: ignore[no-untyped-def]
+    import redis
+
+    client = redis.Redis.from_url(RedisSettings().redis_url.get_secret_value())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client, unique: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A unique key prefix; every key under it is deleted after the test."""
+    prefix = f"test:{unique}"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
