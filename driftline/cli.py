@@ -30,7 +30,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="Run the local Kafka broker and Redis server.", no_args_is_help=True)
+services_app = typer.Typer(
+    help="Run the local Kafka broker and Redis server.", no_args_is_help=True
+)
 app.add_typer(services_app, name="services")
 
 

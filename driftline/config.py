@@ -69,7 +69,9 @@ class KafkaSettings(_Base):
     @field_validator("topic_prefix")
     @classmethod
     def _check_prefix(cls, v: str) -> str:
-        if not v or any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-" for c in v):
+        if not v or any(
+            c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-" for c in v
+        ):
             raise ValueError(
                 f"DRIFTLINE_TOPIC_PREFIX={v!r}: use letters, digits, '.', '_' or '-' only"
             )

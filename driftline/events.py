@@ -45,7 +45,9 @@ def notification_id(pipeline: str, alert: str, transition_start: int, state: str
     >>> notification_id("p", "a", 1, "firing") == notification_id("p", "a", 1, "firing")
     True
     """
-    digest = hashlib.sha256(f"{pipeline}\0{alert}\0{transition_start}\0{state}".encode()).hexdigest()
+    digest = hashlib.sha256(
+        f"{pipeline}\0{alert}\0{transition_start}\0{state}".encode()
+    ).hexdigest()
     return f"n-{digest[:24]}"
 
 

@@ -246,9 +246,7 @@ class Services:
 
         if not _port_open(self.kafka_port):
             return False
-        admin = AdminClient(
-            {"bootstrap.servers": f"127.0.0.1:{self.kafka_port}", "log_level": 0}
-        )
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.kafka_port}", "log_level": 0})
         try:
             md = admin.list_topics(timeout=2)
         except Exception:
@@ -297,12 +295,23 @@ class Services:
                     capture_output=True,
                     text=True,
                     check=False,
-                ).stdout.strip().splitlines()
+                )
+                .stdout.strip()
+                .splitlines()
                 or [uuid.uuid4().hex]
             )[-1]
             proc = subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(props)],
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -313,9 +322,17 @@ class Services:
         stdout = open(self.kafka_dir / "stdout.log", "ab")  # noqa: SIM115 - the child owns it
         heap = os.environ.get("DRIFTLINE_KAFKA_HEAP", "-Xmx1g")
         proc_ = subprocess.Popen(
-            [java, heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
-             f"-Dlog4j2.configurationFile={self.kafka_dir / 'log4j2.properties'}",
-             "-cp", classpath, "kafka.Kafka", str(props)],
+            [
+                java,
+                heap,
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.kafka_dir / 'log4j2.properties'}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(props),
+            ],
             stdout=stdout,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -423,15 +440,24 @@ class Services:
         log_file = self.redis_dir / "redis.log"
         cmd = [
             exe,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(data),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--daemonize", "yes",
-            "--pidfile", str(self._redis_pidfile()),
-            "--logfile", str(log_file),
-            "--save", "",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(self._redis_pidfile()),
+            "--logfile",
+            str(log_file),
+            "--save",
+            "",
         ]
         self.log(f"starting redis on 127.0.0.1:{port}")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
