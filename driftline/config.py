@@ -12,6 +12,7 @@ orchestrator).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,7 @@ class KafkaSettings(_Base):
     @field_validator("topic_prefix")
     @classmethod
     def _check_prefix(cls, v: str) -> str:
-        if not v or any(
-            c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-" for c in v
-        ):
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", v):
             raise ValueError(
                 f"DRIFTLINE_TOPIC_PREFIX={v!r}: use letters, digits, '.', '_' or '-' only"
             )
@@ -85,7 +84,11 @@ class KafkaSettings(_Base):
         return conf
 
     def topic(self, *parts: str) -> str:
-        """Topic name under the prefix: ``topic("fraud", "results")`` → ``driftline.fraud.results``."""
+        """Topic name under the prefix.
+
+        >>> KafkaSettings(topic_prefix="driftline").topic("fraud", "results")
+        'driftline.fraud.results'
+        """
         return ".".join((self.topic_prefix, *parts))
 
 
