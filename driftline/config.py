@@ -11,15 +11,17 @@ orchestrator).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "BridgeSettings",
     "KafkaSettings",
     "RedisSettings",
     "Settings",
@@ -121,3 +123,84 @@ class Settings(_Base):
 def load_settings() -> Settings:
     """Read :class:`Settings` from the environment (the single place that does so)."""
     return Settings()
+
+
+class BridgeSettings(_Base):
+    """How ``driftline bridge`` delivers notifications (DESIGN §8).
+
+    The secret-bearing variables keep the exact names operators set: ``DRIFTLINE_SMTP_URL``
+    (``smtp://user:password@host:port?starttls=true``), ``DRIFTLINE_SMTP_FROM``,
+    ``DRIFTLINE_SLACK_WEBHOOKS`` (JSON ``{"channel": "https://hooks.slack.com/..."}``) and
+    ``DRIFTLINE_WEBHOOKS`` (JSON ``{"name": {"url": "...", "secret": "..."}}``). Each may be
+    read from a file named by the same variable with a ``_FILE`` suffix instead.
+    ``bridge_rate_limits`` is messages per second per target, by channel kind.
+    """
+
+    smtp_url: SecretStr | None = Field(default=None)
+    smtp_from: str = Field(default="driftline@localhost")
+    slack_webhooks: dict[str, SecretStr] = Field(default_factory=dict)
+    webhooks: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
+    bridge_topic: str | None = Field(default=None, description="Default: <prefix>.notifications")
+    bridge_deadletter_topic: str | None = Field(
+        default=None, description="Default: <prefix>.notifications.deadletter"
+    )
+    bridge_group: str = Field(default="driftline-bridge")
+    bridge_max_attempts: int = Field(default=5, ge=1)
+    bridge_backoff_s: float = Field(default=0.5, gt=0)
+    bridge_backoff_max_s: float = Field(default=60.0, gt=0)
+    bridge_retry_after_max_s: float = Field(default=300.0, ge=0)
+    bridge_timeout_s: float = Field(default=10.0, gt=0)
+    bridge_rate_limits: dict[str, float] = Field(
+        default_factory=lambda: {"slack": 1.0, "webhook": 10.0, "email": 10.0}
+    )
+    bridge_group_ms: int = Field(default=2000, ge=0)
+    bridge_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    bridge_max_in_flight: int = Field(default=256, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        names = ["SMTP_URL", "SMTP_FROM", "SLACK_WEBHOOKS", "WEBHOOKS"]
+        for key, value in read_file_overrides(names).items():
+            if data.get(key) is not None:
+                raise ValueError(
+                    f"both DRIFTLINE_{key.upper()} and DRIFTLINE_{key.upper()}_FILE are set;"
+                    " set only one"
+                )
+            data[key] = value
+        return data
+
+    @field_validator("slack_webhooks", "webhooks", "bridge_rate_limits", mode="before")
+    @classmethod
+    def _parse_json(cls, v: Any) -> Any:
+        if isinstance(v, str | bytes):
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise ValueError("is not a JSON object") from None
+        return v
+
+    @field_validator("webhooks")
+    @classmethod
+    def _check_webhooks(cls, v: dict[str, dict[str, SecretStr]]) -> dict[str, dict[str, SecretStr]]:
+        for name, conf in v.items():
+            missing = {"url", "secret"} - set(conf)
+            if missing:
+                raise ValueError(
+                    f"DRIFTLINE_WEBHOOKS[{name!r}] lacks {', '.join(sorted(missing))};"
+                    ' give {"url": ..., "secret": ...}'
+                )
+        return v
+
+    @field_validator("bridge_rate_limits")
+    @classmethod
+    def _merge_rates(cls, v: dict[str, float]) -> dict[str, float]:
+        merged = {"slack": 1.0, "webhook": 10.0, "email": 10.0, **v}
+        for kind, rate in merged.items():
+            if not rate > 0:
+                raise ValueError(
+                    f"DRIFTLINE_BRIDGE_RATE_LIMITS[{kind!r}]={rate!r}: use a positive rate"
+                )
+        return merged
