@@ -106,6 +106,7 @@ class Settings(_Base):
 
     model_store: Path = Field(default=Path.home() / ".driftline" / "models")
     services_dir: Path = Field(default=Path.home() / ".cache" / "driftline" / "services")
+    cache_dir: Path = Field(default=Path.home() / ".cache" / "driftline")
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     redis_port: int = Field(default=6379, ge=1, le=65535)
     metrics_port: int | None = Field(default=None)

@@ -141,7 +141,7 @@ class Services:
         return self.kafka_dir / "kafka.pid"
 
     def _jar_dir(self) -> Path:
-        return self.root / f"kafka-{kafka_version()}-jars"
+        return self.settings.cache_dir.expanduser() / f"kafka-{kafka_version()}-jars"
 
     def _ensure_jars(self) -> Path:
         jars = self._jar_dir()
