@@ -6,6 +6,7 @@ the session starts them with ``driftline services up`` and fails with its messag
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -91,10 +92,8 @@ def topic_factory(kafka_admin, unique: str) -> Iterator[Callable[..., str]]:  # 
     yield make
     if created:
         for fut in kafka_admin.delete_topics(created, operation_timeout=15).values():
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(30)
-            except Exception:
-                pass
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 pytestmark = pytest.mark.integration
@@ -164,9 +165,8 @@ def test_redis_lua_batch_with_offset_guard_is_atomic_and_idempotent(redis_client
     assert apply(keys=[guard], args=["results:1", 10, bucket, "bin0", 3]) == 1
     assert int(redis_client.hget(bucket, "bin0")) == 23
 
-    # A failing batch changes nothing: Lua aborts the script on the bad increment before
-    # the guard moves, and earlier increments of a script that errors are not rolled back by
-    # Redis, so the guard must be written last and batches validated before they are sent.
-    with pytest.raises(Exception):
+    # A script error stops before the guard moves, so the batch can be retried. (Redis does
+    # not roll back increments made before an error, so callers validate batches first.)
+    with pytest.raises(redis.ResponseError):
         apply(keys=[guard], args=["results:0", 200, bucket, "bin0", "not-a-number"])
     assert int(redis_client.hget(guard, "results:0")) == 99
