@@ -158,7 +158,9 @@ def fold_counts(
     return ub, counts
 
 
-def fold_sums(buckets: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fold_sums(
+    buckets: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-bucket ``(starts, truthy count, sum, non-NaN count)`` of one evaluated column.
 
     Truthy means non-zero and not NaN (a boolean condition that holds).
