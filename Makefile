@@ -1,0 +1,48 @@
+# The two commands of the quickstart are `make demo` and `make test`; each creates .venv,
+# installs driftline, starts the local Kafka broker and Redis server, and runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install services down status lint typecheck unit test demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+services: install
+	$(BIN)/driftline services up
+
+down: install
+	$(BIN)/driftline services down
+
+status: install
+	$(BIN)/driftline services status
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -m "unit"
+
+test: lint typecheck services
+	$(BIN)/pytest
+
+demo: services
+	$(BIN)/driftline demo
+
+bench: services
+	$(BIN)/python bench/inference.py --quick
+	$(BIN)/python bench/monitor.py --quick
+	$(BIN)/python bench/detection.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
