@@ -1,0 +1,279 @@
+"""The pure part of the inference worker: one pipeline's micro-batch in, result events out.
+
+No Kafka here. :func:`process_batch` decodes the raw request values of one pipeline, runs the
+champion and every shadow model once on all rows, evaluates every validation vectorized and
+serializes one result event per row. The I/O shell (:mod:`driftline.streams.worker`) only
+feeds it messages and produces what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import orjson
+
+from driftline.streams.codec import MODEL_ERROR, DecodedBatch, Rejection, decode_requests
+
+__all__ = [
+    "BatchOutcome",
+    "ModelRunner",
+    "PipelineRuntime",
+    "RuntimeModel",
+    "Validation",
+    "process_batch",
+]
+
+#: A validation: tensors of a micro-batch → one truth value per row (true = healthy).
+Validation = Callable[[Mapping[tuple[str, str], Sequence[np.ndarray]]], np.ndarray]
+
+
+class ModelRunner(Protocol):
+    """What the worker needs of a loaded model: float32 rows in, 2-D outputs out."""
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class RuntimeModel:
+    """One loaded model of a deployed pipeline."""
+
+    name: str
+    sha256: str
+    runner: ModelRunner
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class PipelineRuntime:
+    """Everything needed to serve one version of one pipeline.
+
+    ``models[0]`` is the champion; the others are shadows, run on the same rows and recorded.
+    ``version`` is the spec version (``sha256:…``) written into every result.
+    """
+
+    name: str
+    version: str
+    models: tuple[RuntimeModel, ...]
+    validations: Mapping[str, Validation] = field(default_factory=dict)
+    input_width: int | None = None
+    input_names: tuple[str, ...] | None = None
+    allow_nan: bool = True
+    max_message_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError(f"models: pipeline {self.name!r} needs at least one model")
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {m.name: m.sha256 for m in self.models}
+
+
+@dataclass
+class BatchOutcome:
+    """What one pipeline's micro-batch produced.
+
+    ``results[i]`` is ``(message index in the batch, serialized result event)``, one per row, in
+    message and row order; ``keys`` the result key (request id) of each accepted message by
+    message index; ``check_failures`` counts failed rows per validation.
+    """
+
+    results: list[tuple[int, bytes]] = field(default_factory=list)
+    ids: dict[int, str] = field(default_factory=dict)
+    rejected: list[Rejection] = field(default_factory=list)
+    rows: int = 0
+    messages: int = 0
+    check_failures: dict[str, int] = field(default_factory=dict)
+    inference_s: float = 0.0
+
+
+def _run_all(runtime: PipelineRuntime, x: np.ndarray) -> dict[str, list[np.ndarray]]:
+    n = x.shape[0]
+    outs: dict[str, list[np.ndarray]] = {}
+    for model in runtime.models:
+        res = model.runner.run(x)
+        # Validations and results index outputs per row: flatten each row of each output.
+        outs[model.name] = [np.asarray(o).reshape(n, -1) for o in res]
+    return outs
+
+
+def _run_isolating(
+    runtime: PipelineRuntime, rows: np.ndarray, batch: DecodedBatch
+) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
+    """Run message by message to find those the model rejects; return outputs and kept rows."""
+    per_msg: list[dict[str, list[np.ndarray]]] = []
+    keep = np.ones(len(batch.counts), dtype=bool)
+    start = 0
+    for k, count in enumerate(batch.counts):
+        part = rows[start : start + count]
+        start += count
+        try:
+            per_msg.append(_run_all(runtime, part))
+        except Exception as exc:
+            keep[k] = False
+            batch.rejected.append(
+                Rejection(batch.accepted[k], MODEL_ERROR, f"model run failed: {exc}"[:500])
+            )
+    row_keep = keep[batch.row_message()]
+    kept = [a for a, ok in zip(range(len(batch.counts)), keep.tolist(), strict=True) if ok]
+    batch.accepted = [batch.accepted[k] for k in kept]
+    batch.ids = [batch.ids[k] for k in kept]
+    batch.times = [batch.times[k] for k in kept]
+    batch.counts = [batch.counts[k] for k in kept]
+    batch.rows = batch.rows[row_keep]
+    if not per_msg:
+        return {}, rows[row_keep]
+    outs = {
+        m.name: [
+            np.concatenate([p[m.name][i] for p in per_msg], axis=0)
+            for i in range(len(per_msg[0][m.name]))
+        ]
+        for m in runtime.models
+    }
+    return outs, rows[row_keep]
+
+
+def process_batch(
+    runtime: PipelineRuntime,
+    values: Sequence[bytes | None],
+    *,
+    default_ids: Sequence[str],
+    default_times: Sequence[int],
+    received_ns: int | None = None,
+    max_message_bytes: int | None = None,
+) -> BatchOutcome:
+    """Serve one pipeline's micro-batch.
+
+    Parameters
+    ----------
+    runtime:
+        The pipeline version to serve it with (fixed for the whole batch).
+    values:
+        Raw request values.
+    default_ids, default_times:
+        Per message, the id and event time used when the request carries none.
+    received_ns:
+        ``time.perf_counter_ns()`` when the batch arrived; ``elapsed_ns`` counts from there.
+    max_message_bytes:
+        Size limit when the spec sets none.
+    """
+    t0 = time.perf_counter_ns() if received_ns is None else received_ns
+    limit = runtime.max_message_bytes or max_message_bytes
+    batch = decode_requests(
+        values,
+        width=runtime.input_width,
+        default_ids=default_ids,
+        default_times=default_times,
+        input_names=runtime.input_names,
+        allow_nan=runtime.allow_nan,
+        max_bytes=limit,
+    )
+    outcome = BatchOutcome(messages=len(values))
+    if batch.num_rows:
+        rows = batch.rows
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, as the model sees it
+            x = rows.astype(np.float32)
+        t_inf = time.perf_counter()
+        try:
+            outs = _run_all(runtime, x)
+        except Exception:
+            outs, x = _run_isolating(runtime, x, batch)
+            rows = batch.rows
+        outcome.inference_s = time.perf_counter() - t_inf
+        if batch.num_rows:
+            failures = _evaluate(runtime, rows, outs, batch, outcome)
+            if batch.num_rows:
+                _build(runtime, batch, rows, outs, failures, t0, outcome)
+    outcome.rejected = sorted(batch.rejected, key=lambda r: r.index)
+    return outcome
+
+
+def _evaluate(
+    runtime: PipelineRuntime,
+    rows: np.ndarray,
+    outs: dict[str, list[np.ndarray]],
+    batch: DecodedBatch,
+    outcome: BatchOutcome,
+) -> list[tuple[str, np.ndarray]]:
+    """Failed-row masks of every validation that fails somewhere in the batch."""
+    if not runtime.validations:
+        return []
+    tensors: dict[tuple[str, str], Sequence[np.ndarray]] = {}
+    for name, o in outs.items():
+        tensors[(name, "outputs")] = o
+        tensors[(name, "inputs")] = [rows]
+    failures: list[tuple[str, np.ndarray]] = []
+    n = rows.shape[0]
+    for vname, fn in runtime.validations.items():
+        try:
+            healthy = np.broadcast_to(np.asarray(fn(tensors)), (n,)).astype(bool)
+        except Exception as exc:
+            # A spec whose validation cannot run on these rows: the rows are unusable as
+            # observations, so they go to the dead-letter topic instead of silently passing.
+            for idx in batch.accepted:
+                batch.rejected.append(
+                    Rejection(idx, MODEL_ERROR, f"validation {vname!r} failed: {exc}"[:500])
+                )
+            batch.accepted, batch.ids, batch.times, batch.counts = [], [], [], []
+            batch.rows = rows[:0]
+            return []
+        failed = ~healthy
+        count = int(failed.sum())
+        outcome.check_failures[vname] = count
+        if count:
+            failures.append((vname, failed))
+    return failures
+
+
+def _build(
+    runtime: PipelineRuntime,
+    batch: DecodedBatch,
+    rows: np.ndarray,
+    outs: dict[str, list[np.ndarray]],
+    failures: list[tuple[str, np.ndarray]],
+    t0: int,
+    outcome: BatchOutcome,
+) -> None:
+    n = rows.shape[0]
+    msg_of_row = batch.row_message().tolist()
+    row_num = batch.row_number().tolist()
+    inputs = rows.tolist()
+    # One tolist() per output column of the batch; zip gives each row its list of outputs.
+    per_model = {
+        name: list(zip(*[o.tolist() for o in o_list], strict=True)) if o_list else [()] * n
+        for name, o_list in outs.items()
+    }
+    names = list(per_model)
+    columns = [per_model[name] for name in names]
+    checks: list[list[str]] = [[] for _ in range(n)] if failures else []
+    for vname, failed in failures:
+        for r in np.flatnonzero(failed).tolist():
+            checks[r].append(vname)
+    no_checks: list[str] = []
+    models = runtime.model_versions
+    pipeline, spec = runtime.name, runtime.version
+    ids, times, accepted = batch.ids, batch.times, batch.accepted
+    elapsed = time.perf_counter_ns() - t0
+    dumps = orjson.dumps
+    results = outcome.results
+    for r in range(n):
+        k = msg_of_row[r]
+        event = {
+            "id": ids[k],
+            "row": row_num[r],
+            "time": times[k],
+            "pipeline": pipeline,
+            "spec": spec,
+            "inputs": inputs[r],
+            "outputs": {name: col[r] for name, col in zip(names, columns, strict=True)},
+            "models": models,
+            "check_failures": checks[r] if failures else no_checks,
+            "elapsed_ns": elapsed,
+        }
+        results.append((accepted[k], dumps(event)))
+    outcome.ids = dict(zip(accepted, ids, strict=True))
+    outcome.rows = n

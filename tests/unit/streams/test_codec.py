@@ -1,0 +1,156 @@
+"""Request decoding: one matrix per batch, every bad message classified, good ones kept."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from driftline.streams.codec import REASONS, decode_requests
+
+pytestmark = pytest.mark.unit
+
+
+def _decode(values: list[bytes | None], width: int | None = 3, **kw: object):  # type: ignore[no-untyped-def]
+    n = len(values)
+    return decode_requests(
+        values,
+        width=width,
+        default_ids=[f"k{i}" for i in range(n)],
+        default_times=[1000 + i for i in range(n)],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_well_formed_batch_is_one_matrix_in_order() -> None:
+    values = [
+        orjson.dumps({"id": "a", "time": 5, "tensor": [[1, 2, 3], [4, 5, 6]]}),
+        orjson.dumps({"tensor": [[7.5, 8, 9]]}),
+    ]
+    b = _decode(values)
+    assert b.rows.dtype == np.float64
+    assert b.rows.tolist() == [[1, 2, 3], [4, 5, 6], [7.5, 8, 9]]
+    assert b.accepted == [0, 1]
+    assert b.ids == ["a", "k1"]
+    assert b.times == [5, 1001]
+    assert b.counts == [2, 1]
+    assert b.row_message().tolist() == [0, 0, 1]
+    assert b.row_number().tolist() == [0, 1, 0]
+    assert b.rejected == []
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "malformed_json"),
+        (b"", "malformed_json"),
+        (None, "missing_tensor"),
+        (b"[1, 2, 3]", "missing_tensor"),
+        (b'{"id": "x"}', "missing_tensor"),
+        (b'{"tensor": []}', "missing_tensor"),
+        (b'{"tensor": [["a", 1, 2]]}', "non_numeric"),
+        (b'{"tensor": [[true, false, true]]}', "non_numeric"),
+        (b'{"tensor": [[{"a": 1}, 1, 2]]}', "non_numeric"),
+        (b'{"tensor": [[1, 2]]}', "wrong_width"),
+        (b'{"tensor": [[1, 2, 3], [1, 2]]}', "wrong_width"),
+        (b'{"tensor": [1, 2, 3]}', "wrong_width"),
+    ],
+)
+def test_each_bad_kind_is_rejected_and_neighbours_survive(value: bytes | None, reason: str) -> None:
+    good = orjson.dumps({"tensor": [[1, 2, 3]]})
+    b = _decode([good, value, good])
+    assert [(r.index, r.reason) for r in b.rejected] == [(1, reason)]
+    assert reason in REASONS
+    assert b.rejected[0].detail
+    assert b.accepted == [0, 2]
+    assert b.rows.tolist() == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_too_large_is_checked_before_parsing() -> None:
+    big = orjson.dumps({"tensor": [[1, 2, 3]] * 50})
+    small = orjson.dumps({"tensor": [[1, 2, 3]]})
+    b = _decode([small, big], max_bytes=len(small) + 1)
+    assert [(r.index, r.reason) for r in b.rejected] == [(1, "too_large")]
+    assert str(len(big)) in b.rejected[0].detail
+
+
+def test_nan_inf_and_null_are_allowed_by_default() -> None:
+    values = [b'{"tensor": [[NaN, Infinity, 1]]}', b'{"tensor": [[null, 1, 2]]}']
+    b = _decode(values)
+    assert b.rejected == []
+    assert math.isnan(b.rows[0, 0]) and math.isinf(b.rows[0, 1]) and math.isnan(b.rows[1, 0])
+
+
+def test_non_finite_rejected_per_message_when_disallowed() -> None:
+    values = [
+        orjson.dumps({"tensor": [[1, 2, 3]]}),
+        b'{"tensor": [[1, 2, 3], [NaN, 1, 2]]}',
+        b'{"tensor": [[1e300, 1, 2]]}',  # finite in float64, inf for the float32 model
+        orjson.dumps({"tensor": [[4, 5, 6]]}),
+    ]
+    b = _decode(values, allow_nan=False)
+    assert [(r.index, r.reason) for r in b.rejected] == [(1, "non_finite"), (2, "non_finite")]
+    assert b.accepted == [0, 3]
+    assert b.counts == [1, 1]
+    assert b.rows.tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_named_inputs_map_onto_model_input_order() -> None:
+    value = orjson.dumps({"inputs": {"b": [2, 20], "a": [[1], [10]], "c": [3, 30]}})
+    b = _decode([value], input_names=("a", "b", "c"))
+    assert b.rows.tolist() == [[1, 2, 3], [10, 20, 30]]
+    missing = _decode([orjson.dumps({"inputs": {"a": [1]}})], input_names=("a", "b", "c"))
+    assert missing.rejected[0].reason == "missing_tensor"
+    assert "'b'" in missing.rejected[0].detail
+
+
+def test_unknown_width_needs_one_width_per_batch() -> None:
+    b = _decode(
+        [b'{"tensor": [[1, 2]]}', b'{"tensor": [[1, 2, 3]]}', b'{"tensor": [["x", 1]]}'], width=None
+    )
+    assert b.accepted == [0]
+    assert [(r.index, r.reason) for r in b.rejected] == [(1, "wrong_width"), (2, "non_numeric")]
+
+
+def test_defaults_must_match_values() -> None:
+    with pytest.raises(ValueError, match="default_ids"):
+        decode_requests([b"{}"], width=1, default_ids=[], default_times=[0])
+
+
+_cell = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.integers(-1000, 1000),
+)
+_good = st.lists(st.lists(_cell, min_size=3, max_size=3), min_size=1, max_size=4).map(
+    lambda t: ("ok", orjson.dumps({"tensor": t}))
+)
+_bad = st.sampled_from(
+    [
+        ("malformed_json", b"{"),
+        ("missing_tensor", b"{}"),
+        ("non_numeric", b'{"tensor": [["1", 2, 3]]}'),
+        ("wrong_width", b'{"tensor": [[1, 2, 3, 4]]}'),
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(_good, _bad), min_size=1, max_size=12))
+def test_every_message_is_either_accepted_or_rejected_once(msgs: list[tuple[str, bytes]]) -> None:
+    b = _decode([v for _, v in msgs])
+    rejected = {r.index: r.reason for r in b.rejected}
+    assert len(rejected) == len(b.rejected)
+    assert sorted([*b.accepted, *rejected]) == list(range(len(msgs)))
+    expected_rows = []
+    for i, (kind, value) in enumerate(msgs):
+        if kind == "ok":
+            assert i in b.accepted
+            expected_rows.extend(orjson.loads(value)["tensor"])
+        else:
+            assert rejected[i] == kind
+    np.testing.assert_array_equal(b.rows, np.array(expected_rows, dtype=np.float64).reshape(-1, 3))
+    assert sum(b.counts) == b.num_rows

@@ -1,0 +1,202 @@
+"""The worker's pure core: model outputs, validations and result events of a micro-batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import orjson
+import pytest
+from onnx import TensorProto, helper
+
+from driftline.events import ResultEvent
+from driftline.streams._worker_core import PipelineRuntime, RuntimeModel, process_batch
+
+pytestmark = pytest.mark.unit
+
+WIDTH = 4
+
+
+def _linear_model(path: Path, weights: list[float], bias: float) -> Path:
+    """y = sigmoid(x @ w + b), shape (n, 1); also z = x * 2 as a second output (n, WIDTH)."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [WIDTH, 1], weights)
+    b = helper.make_tensor("b", TensorProto.FLOAT, [1], [bias])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["y"]),
+            helper.make_node("Mul", ["x", "two"], ["z"]),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", WIDTH]),
+        ],
+        initializer=[w, b, two],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+class _Ort:
+    def __init__(self, path: Path) -> None:
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.calls = 0
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        self.calls += 1
+        return list(self.session.run(None, {"x": x}))
+
+
+class _Failing:
+    """Fails on any batch holding a row whose first value is 666 (a model runtime error)."""
+
+    def __init__(self, inner: _Ort) -> None:
+        self.inner = inner
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        if (x[:, 0] == 666).any():
+            raise RuntimeError("bad value 666")
+        return self.inner.run(x)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> tuple[_Ort, _Ort]:
+    champ = _Ort(_linear_model(tmp_path / "champ.onnx", [0.5, -0.25, 1.0, 0.1], -0.2))
+    shadow = _Ort(_linear_model(tmp_path / "shadow.onnx", [0.4, -0.2, 1.1, 0.0], -0.1))
+    return champ, shadow
+
+
+def _runtime(champ: object, shadow: object, **kw: object) -> PipelineRuntime:
+    return PipelineRuntime(
+        name="fraud",
+        version="sha256:spec1",
+        models=(
+            RuntimeModel("champ", "sha256:c1", champ),  # type: ignore[arg-type]
+            RuntimeModel("shadow", "sha256:s1", shadow, shadow=True),  # type: ignore[arg-type]
+        ),
+        validations={
+            "not_high": lambda t: t[("champ", "outputs")][0][:, 0] < 0.7,
+            "agree": lambda t: (
+                np.abs(t[("champ", "outputs")][0][:, 0] - t[("shadow", "outputs")][0][:, 0]) <= 0.05
+            ),
+            "small_input": lambda t: t[("champ", "inputs")][0][:, 2] < 1.5,
+        },
+        input_width=WIDTH,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _requests(rng: np.random.Generator, sizes: list[int]) -> tuple[list[bytes], np.ndarray]:
+    values, rows = [], []
+    for i, n in enumerate(sizes):
+        x = rng.normal(size=(n, WIDTH)).round(6)
+        rows.append(x)
+        values.append(orjson.dumps({"id": f"r{i}", "time": 100 + i, "tensor": x.tolist()}))
+    return values, np.concatenate(rows)
+
+
+def _process(rt: PipelineRuntime, values: list[bytes | None]):  # type: ignore[no-untyped-def]
+    n = len(values)
+    return process_batch(rt, values, default_ids=[f"k{i}" for i in range(n)], default_times=[7] * n)
+
+
+def test_outputs_checks_and_events_match_a_direct_computation(models: tuple[_Ort, _Ort]) -> None:
+    champ, shadow = models
+    rng = np.random.default_rng(1)
+    sizes = [1, 3, 2, 5, 1, 4]
+    values, rows = _requests(rng, sizes)
+    out = _process(_runtime(champ, shadow), values)
+    assert champ.calls == 1 and shadow.calls == 1  # once per micro-batch, not per request
+    assert out.rejected == []
+    assert out.rows == sum(sizes) == len(out.results)
+
+    x32 = rows.astype(np.float32)
+    y_c, z_c = champ.session.run(None, {"x": x32})
+    y_s, _ = shadow.session.run(None, {"x": x32})
+    expected_fail = {
+        "not_high": ~(y_c[:, 0] < 0.7),
+        "agree": ~(np.abs(y_c[:, 0] - y_s[:, 0]) <= 0.05),
+        "small_input": ~(rows[:, 2] < 1.5),
+    }
+    assert out.check_failures == {k: int(v.sum()) for k, v in expected_fail.items()}
+    assert sum(out.check_failures.values()) > 0  # the data exercises the checks
+
+    events = [ResultEvent.from_dict(orjson.loads(v)) for _, v in out.results]
+    msg_index = [m for m, _ in out.results]
+    assert msg_index == [i for i, n in enumerate(sizes) for _ in range(n)]
+    for r, ev in enumerate(events):
+        k = msg_index[r]
+        assert ev.id == f"r{k}" and ev.time == 100 + k and ev.pipeline == "fraud"
+        assert ev.row == r - sum(sizes[:k])
+        assert ev.spec == "sha256:spec1"
+        assert ev.models == {"champ": "sha256:c1", "shadow": "sha256:s1"}
+        assert ev.inputs == rows[r].tolist()
+        assert ev.outputs["champ"][0] == y_c[r].tolist()
+        assert ev.outputs["champ"][1] == z_c[r].tolist()
+        assert ev.outputs["shadow"][0] == y_s[r].tolist()
+        assert ev.check_failures == [k for k, v in expected_fail.items() if v[r]]
+        assert ev.elapsed_ns > 0
+    assert out.ids == {i: f"r{i}" for i in range(len(sizes))}
+
+
+def test_bad_messages_are_rejected_and_the_rest_served(models: tuple[_Ort, _Ort]) -> None:
+    champ, shadow = models
+    good = orjson.dumps({"tensor": [[0.1, 0.2, 0.3, 0.4]]})
+    values: list[bytes | None] = [
+        good,
+        b"nope",
+        orjson.dumps({"tensor": [[1, 2]]}),
+        b'{"tensor": [[NaN, 1, 1, 1]]}',
+        orjson.dumps({"tensor": [[666, 0, 0, 0]]}),
+        good,
+    ]
+    rt = _runtime(_Failing(champ), shadow, allow_nan=False)
+    out = _process(rt, values)
+    assert [(r.index, r.reason) for r in out.rejected] == [
+        (1, "malformed_json"),
+        (2, "wrong_width"),
+        (3, "non_finite"),
+        (4, "model_error"),
+    ]
+    assert "666" in out.rejected[-1].detail
+    assert [m for m, _ in out.results] == [0, 5]
+    assert {orjson.loads(v)["id"] for _, v in out.results} == {"k0", "k5"}
+
+
+def test_failing_validation_dead_letters_instead_of_passing(models: tuple[_Ort, _Ort]) -> None:
+    champ, _shadow = models
+    rt = PipelineRuntime(
+        name="p",
+        version="sha256:v",
+        models=(RuntimeModel("champ", "sha256:c", champ),),  # type: ignore[arg-type]
+        validations={"broken": lambda t: t[("champ", "outputs")][5][:, 0] > 0},
+        input_width=WIDTH,
+    )
+    out = _process(rt, [orjson.dumps({"tensor": [[1, 2, 3, 4]]})])
+    assert out.results == []
+    assert [(r.index, r.reason) for r in out.rejected] == [(0, "model_error")]
+    assert "broken" in out.rejected[0].detail
+
+
+def test_spec_size_limit_overrides_the_worker_default(models: tuple[_Ort, _Ort]) -> None:
+    champ, shadow = models
+    value = orjson.dumps({"tensor": [[1, 2, 3, 4]] * 10})
+    rt = _runtime(champ, shadow, max_message_bytes=50)
+    out = process_batch(rt, [value], default_ids=["a"], default_times=[0], max_message_bytes=10**6)
+    assert [r.reason for r in out.rejected] == ["too_large"]
+    rt = _runtime(champ, shadow)
+    out = process_batch(rt, [value], default_ids=["a"], default_times=[0], max_message_bytes=50)
+    assert [r.reason for r in out.rejected] == ["too_large"]
+
+
+def test_runtime_needs_a_model() -> None:
+    with pytest.raises(ValueError, match="models"):
+        PipelineRuntime(name="p", version="v", models=())
