@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,7 @@ __all__ = [
     "KafkaSettings",
     "RedisSettings",
     "Settings",
+    "WorkerSettings",
     "load_settings",
     "read_file_overrides",
 ]
@@ -205,3 +207,23 @@ class BridgeSettings(_Base):
                     f"DRIFTLINE_BRIDGE_RATE_LIMITS[{kind!r}]={rate!r}: use a positive rate"
                 )
         return merged
+
+
+class WorkerSettings(_Base):
+    """The inference worker: micro-batching, delivery guarantee, identity, limits."""
+
+    worker_batch_size: int = Field(default=2000, ge=1, description="Max messages per batch.")
+    worker_batch_timeout_ms: int = Field(
+        default=20, ge=0, description="How long a batch waits to fill before it is served."
+    )
+    worker_guarantee: Literal["exactly-once", "at-least-once"] = Field(default="exactly-once")
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-0",
+        description="Stable per worker instance: its transactional.id, so a restart fences "
+        "its predecessor. Give each worker on one host its own.",
+    )
+    worker_group: str = Field(default="driftline-worker")
+    worker_max_message_bytes: int = Field(default=1_048_576, ge=1)
+    worker_metrics_port: int | None = Field(default=None)
+    worker_intra_op_threads: int = Field(default=1, ge=0, description="0: onnxruntime decides.")
+    worker_transaction_timeout_ms: int = Field(default=60_000, ge=1000)
