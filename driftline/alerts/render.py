@@ -1,0 +1,248 @@
+"""What a person reads: email subject and bodies, Slack blocks, webhook JSON and its signature.
+
+All functions are pure: they take the notifications of one delivery (a burst of the same alert
+grouped together, oldest first) and return text, dicts or bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import math
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import orjson
+
+from driftline.events import Notification
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "email_message",
+    "email_subject",
+    "email_text",
+    "sign",
+    "slack_payload",
+    "split_condition",
+    "stdout_line",
+    "verify_signature",
+    "webhook_body",
+]
+
+SIGNATURE_HEADER = "X-Driftline-Signature"
+TIMESTAMP_HEADER = "X-Driftline-Timestamp"
+
+_COLOURS = {"firing": "#d93f0b", "resolved": "#2eb67d"}
+_CONDITION = re.compile(r"^(?P<lhs>.*?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<rhs>[-+0-9.eE]+)\s*$")
+
+
+def split_condition(condition: str) -> tuple[str, str, float] | None:
+    """Split ``"count(...) > 10"`` into ``(lhs, op, threshold)``; None if it has another shape.
+
+    >>> split_condition('count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 10')
+    ('count(ccfraud.outputs[0][0] > 0.95, "5m", "1s")', '>', 10.0)
+    >>> split_condition("weird") is None
+    True
+    """
+    m = _CONDITION.match(condition)
+    if not m:
+        return None
+    try:
+        return m["lhs"], m["op"], float(m["rhs"])
+    except ValueError:
+        return None
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _num(x: float) -> str:
+    if isinstance(x, float) and math.isnan(x):
+        return "n/a"
+    return f"{x:.6g}"
+
+
+def _facts(n: Notification) -> list[tuple[str, str]]:
+    """The fields a reader needs, as (label, text) pairs."""
+    parts = split_condition(n.condition)
+    facts = [("State", n.state.upper()), ("Value", _num(n.value))]
+    if parts is not None:
+        facts.append(("Threshold", f"{parts[1]} {_num(parts[2])}"))
+    facts += [
+        ("Condition", n.condition or "-"),
+        ("Window", f"{_time(n.window.get('start'))} → {_time(n.window.get('end'))}"),
+        ("Pipeline", n.pipeline),
+        ("Severity", n.severity),
+        ("At", _time(n.at)),
+        ("Spec version", n.spec or "-"),
+        ("Notification id", n.id),
+    ]
+    return facts
+
+
+def _headline(group: Sequence[Notification]) -> str:
+    last = group[-1]
+    more = f" ({len(group)} notifications)" if len(group) > 1 else ""
+    return f"{last.state.upper()}: {last.alert} on {last.pipeline} [{last.severity}]{more}"
+
+
+def email_subject(group: Sequence[Notification]) -> str:
+    """One-line subject; the latest state wins when a burst is grouped.
+
+    >>> n = Notification("n-1", "high_fraud_5m", "fraud", "firing", 14.0, "count(x) > 10",
+    ...                  {"start": 0, "end": 300000}, 300000, "critical", ["stdout"], "sha256:ab")
+    >>> email_subject([n])
+    '[driftline] FIRING: high_fraud_5m on fraud [critical] — value 14 > 10'
+    """
+    last = group[-1]
+    parts = split_condition(last.condition)
+    tail = f" — value {_num(last.value)}"
+    if parts is not None:
+        tail += f" {parts[1]} {_num(parts[2])}"
+    return f"[driftline] {_headline(group)}{tail}"
+
+
+def email_text(group: Sequence[Notification]) -> str:
+    """Plain-text body: one block of facts per notification, oldest first."""
+    lines = [_headline(group), ""]
+    for n in group:
+        width = max(len(k) for k, _ in _facts(n))
+        lines += [f"{k.ljust(width)}  {v}" for k, v in _facts(n)]
+        lines.append("")
+    lines.append("Sent by driftline.")
+    return "\n".join(lines) + "\n"
+
+
+def _email_html(group: Sequence[Notification]) -> str:
+    blocks = []
+    for n in group:
+        colour = _COLOURS.get(n.state, "#666666")
+        rows = "".join(
+            f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in _facts(n)
+        )
+        blocks.append(
+            f"<table style='border-left:4px solid {colour};padding-left:8px'>{rows}</table>"
+        )
+    return (
+        f"<html><body><h2>{html.escape(_headline(group))}</h2>"
+        + "<br>".join(blocks)
+        + "<p>Sent by driftline.</p></body></html>"
+    )
+
+
+def email_message(group: Sequence[Notification], sender: str, to: str) -> EmailMessage:
+    """A multipart/alternative email (plain text and HTML) for one delivery."""
+    msg = EmailMessage()
+    msg["Subject"] = email_subject(group)
+    msg["From"] = sender
+    msg["To"] = to
+    msg["X-Driftline-Notification"] = ",".join(n.id for n in group)
+    msg.set_content(email_text(group))
+    msg.add_alternative(_email_html(group), subtype="html")
+    return msg
+
+
+def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
+    """Incoming-webhook JSON: a fallback ``text`` and one coloured attachment of blocks each.
+
+    >>> n = Notification("n-1", "a", "p", "resolved", 1.0, "mean(x) > 2", {}, 0, "warning",
+    ...                  ["slack:c"], "")
+    >>> p = slack_payload([n])
+    >>> p["attachments"][0]["color"], p["text"]
+    ('#2eb67d', 'RESOLVED: a on p [warning]')
+    """
+    attachments = []
+    for n in group:
+        fields = [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in _facts(n)[:-1]]
+        attachments.append(
+            {
+                "color": _COLOURS.get(n.state, "#666666"),
+                "blocks": [
+                    {
+                        "type": "section",
+                        "text": {
+                            "type": "mrkdwn",
+                            "text": f"*{n.state.upper()}* `{n.alert}` on `{n.pipeline}`",
+                        },
+                    },
+                    # Slack allows at most 10 fields per section.
+                    {"type": "section", "fields": fields[:10]},
+                    {
+                        "type": "context",
+                        "elements": [{"type": "mrkdwn", "text": f"driftline · {n.id}"}],
+                    },
+                ],
+            }
+        )
+    return {
+        "text": _headline(group),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": _headline(group)[:150]}}
+        ],
+        "attachments": attachments,
+    }
+
+
+def webhook_body(group: Sequence[Notification]) -> bytes:
+    """The JSON a webhook receives: ``{"type", "alert", "pipeline", "state", "notifications"}``."""
+    last = group[-1]
+    return orjson.dumps(
+        {
+            "type": "driftline.notification",
+            "alert": last.alert,
+            "pipeline": last.pipeline,
+            "state": last.state,
+            "notifications": [n.to_dict() for n in group],
+        }
+    )
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """HMAC-SHA256 of ``"<timestamp>." + body`` as ``sha256=<hex>``.
+
+    Binding the timestamp into the signature lets a receiver reject replays of old requests.
+
+    >>> sign("k", 1700000000, b"{}")
+    'sha256=...'
+    >>> verify_signature("k", "1700000000", b"{}", sign("k", 1700000000, b"{}"), now_s=1700000010)
+    True
+    """
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    now_s: float,
+    tolerance_s: float = 300.0,
+) -> bool:
+    """Receiver side: check the signature and that the timestamp is within ``tolerance_s``.
+
+    >>> verify_signature("k", "1700000000", b"{}", sign("k", 1700000000, b"{}"), now_s=1800000000)
+    False
+    """
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    if abs(now_s - ts) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), signature)
+
+
+def stdout_line(group: Sequence[Notification]) -> str:
+    """One line for development consoles."""
+    last = group[-1]
+    return f"{email_subject(group)[len('[driftline] ') :]} | {last.condition} | {last.id}"
