@@ -100,6 +100,130 @@ def services_status(
         raise typer.Exit(EXIT_FAILED)
 
 
+model_app = typer.Typer(help="Upload and list ONNX models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("upload")
+def model_upload(
+    name: Annotated[str, typer.Argument(help="Model name (an identifier).")],
+    path: Annotated[str, typer.Argument(help="Path of the .onnx file.")],
+) -> None:
+    """Store an ONNX model content-addressed and record its version in Kafka."""
+    from driftline.sdk import Client
+
+    info = Client().upload_model(name, path)
+    out.print(f"uploaded [bold]{info.name}[/] {info.sha256}")
+    for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
+        for t in tensors:
+            out.print(f"  {kind} {t.name}: {t.dtype} {list(t.shape)}")
+
+
+@model_app.command("list")
+def model_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List uploaded models and their versions."""
+    from driftline.streams.control import ControlPlane
+
+    models = ControlPlane(load_settings().kafka).models()
+    if as_json:
+        out.print_json(json.dumps(models, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("model", "version", "inputs", "outputs", "uploaded")
+    for name, versions in sorted(models.items()):
+        for v in versions:
+            table.add_row(
+                name,
+                str(v.get("sha256", ""))[:19],
+                _tensor_summary(v.get("inputs", [])),
+                _tensor_summary(v.get("outputs", [])),
+                _ms_to_iso(v.get("uploaded_at")),
+            )
+    out.print(table)
+
+
+def _tensor_summary(tensors: list[dict[str, object]]) -> str:
+    return ", ".join(f"{t.get('name')}{list(t.get('shape') or [])}" for t in tensors)  # type: ignore[call-overload]
+
+
+def _ms_to_iso(ms: object) -> str:
+    import datetime as dt
+
+    if not isinstance(ms, int | float):
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def deploy(
+    spec_path: Annotated[str, typer.Argument(help="The pipeline spec (YAML).", metavar="SPEC")],
+) -> None:
+    """Validate a pipeline spec, upload its models, create its topics and deploy it."""
+    from driftline.sdk import Client
+    from driftline.spec import load_spec
+    from driftline.streams.control import pipeline_topics
+
+    spec = load_spec(spec_path)
+    client = Client()
+    pipeline = client.deploy(spec)
+    out.print(f"deployed [bold]{spec.name}[/] version {pipeline.version}")
+    for kind, topic in pipeline_topics(client.settings.kafka, spec.name).items():
+        out.print(f"  {kind:<10} {topic}")
+
+
+@app.command()
+def undeploy(
+    name: Annotated[str, typer.Argument(help="Pipeline name.")],
+) -> None:
+    """Remove a pipeline from the control topic (its topics and history stay)."""
+    from driftline.streams.control import ControlPlane
+
+    if not ControlPlane(load_settings().kafka).undeploy(name):
+        err.print(f"[red]error:[/] pipeline {name!r} is not deployed (see `driftline pipelines`)")
+        raise typer.Exit(EXIT_USAGE)
+    out.print(f"undeployed [bold]{name}[/]")
+
+
+@app.command()
+def pipelines(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List deployed pipelines with their versions."""
+    from driftline.streams.control import ControlPlane, spec_version
+
+    snapshot = ControlPlane(load_settings().kafka).snapshot()
+    rows = [
+        {
+            "name": name,
+            "version": spec_version(canonical),
+            "models": [m.get("name") for m in canonical.get("models", [])],
+            "validations": sorted(canonical.get("validations", {})),
+            "alerts": sorted(canonical.get("alerts", {})),
+            "assays": sorted(canonical.get("assays", {})),
+        }
+        for name, canonical in sorted(snapshot.items())
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table("pipeline", "version", "models", "validations", "alerts", "assays")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["version"][:19],
+            ", ".join(map(str, r["models"])),
+            ", ".join(r["validations"]),
+            ", ".join(r["alerts"]),
+            ", ".join(r["assays"]),
+        )
+    out.print(table)
+
+
 @app.command()
 def demo(
     output_dir: Annotated[
