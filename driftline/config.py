@@ -113,14 +113,10 @@ class Settings(_Base):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     metrics_port: int | None = Field(default=None)
     log_level: str = Field(default="INFO")
-
-    @property
-    def kafka(self) -> KafkaSettings:
-        return KafkaSettings()
-
-    @property
-    def redis(self) -> RedisSettings:
-        return RedisSettings()
+    # Nested components read their own variables (DRIFTLINE_BOOTSTRAP_SERVERS, ...); tests and
+    # embedding applications pass them explicitly.
+    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
+    redis: RedisSettings = Field(default_factory=lambda: RedisSettings())
 
 
 def load_settings() -> Settings:
