@@ -223,3 +223,24 @@ class WorkerSettings(_Base):
     worker_metrics_port: int | None = Field(default=None)
     worker_intra_op_threads: int = Field(default=1, ge=0, description="0: onnxruntime decides.")
     worker_transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+
+
+class MonitorSettings(_Base):
+    """The monitor agents (``driftline monitor``) and ``driftline replay``."""
+
+    monitor_group: str = Field(default="driftline-monitor")
+    monitor_batch_size: int = Field(default=5000, ge=1, description="Max events per micro-batch.")
+    monitor_batch_timeout_ms: int = Field(default=200, ge=1)
+    monitor_fetch_wait_ms: int = Field(default=100, ge=0, description="Kafka fetch wait.")
+    monitor_idle_close_ms: int | None = Field(
+        default=None, description="Wall-clock idleness that closes windows; default: interval."
+    )
+    monitor_rebuild_lookback_ms: int | None = Field(
+        default=None,
+        description="Replay depth after Redis lost state; default: longest window + lateness.",
+    )
+    monitor_results_pattern: str | None = Field(
+        default=None, description="Regex of results topics; default: ^<prefix>\\..*\\.results$"
+    )
+    monitor_metrics_port: int | None = Field(default=None)
+    monitor_datadir: Path | None = Field(default=None, description="faust data dir; default: temp.")
