@@ -1,0 +1,38 @@
+"""Durations written as an integer and a unit: ``250ms``, ``1s``, ``5m``, ``2h``, ``1d``."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["UNITS_MS", "format_duration", "parse_duration"]
+
+UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_PATTERN = re.compile(r"(\d{1,12})(ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds in ``text``; raise ``ValueError`` naming the accepted form otherwise.
+
+    >>> parse_duration("5m"), parse_duration("250ms")
+    (300000, 250)
+    """
+    match = _PATTERN.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration; write an integer and a unit, one of ms, s, m, h, d "
+            '(for example "5m" or "250ms")'
+        )
+    return int(match.group(1)) * UNITS_MS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    """The shortest exact spelling of ``ms`` milliseconds.
+
+    >>> format_duration(300000), format_duration(1500)
+    ('5m', '1500ms')
+    """
+    for unit in ("d", "h", "m", "s"):
+        size = UNITS_MS[unit]
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
