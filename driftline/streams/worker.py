@@ -1,0 +1,537 @@
+"""The inference worker: requests in, one result event per row out, exactly once.
+
+One confluent-kafka consumer reads the ``<p>.requests`` topic of every deployed pipeline in
+micro-batches; :func:`~driftline.streams._worker_core.process_batch` serves each pipeline's
+share of a batch with the pipeline version current when the batch arrived; results, dead
+letters and the consumer offsets are committed in one Kafka transaction per micro-batch
+(DESIGN §6). Readers use ``isolation.level=read_committed`` and never see a partial batch.
+
+Failure handling, per batch:
+
+* an abortable error aborts the transaction and rewinds every partition of the batch to its
+  first offset, so the batch is served again;
+* a fatal error (the producer was fenced) recreates the producer, then rewinds;
+* rebalances cannot split a transaction: one is opened and committed between two ``consume``
+  calls, which is where librdkafka runs the rebalance callbacks.
+
+``guarantee="at-least-once"`` uses an idempotent, non-transactional producer and commits offsets
+after the batch's results are acknowledged: lower latency, but a crash can duplicate results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import re
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Counter, Histogram
+
+from driftline.config import KafkaSettings, WorkerSettings
+from driftline.errors import ServiceError
+from driftline.streams._worker_core import (
+    BatchOutcome,
+    PipelineRuntime,
+    RuntimeModel,
+    process_batch,
+)
+from driftline.streams.codec import UNDEPLOYED_PIPELINE, Rejection
+
+__all__ = [
+    "PipelineRuntime",
+    "RuntimeModel",
+    "RuntimeSource",
+    "StaticSource",
+    "Worker",
+    "WorkerStats",
+]
+
+log = logging.getLogger("driftline.worker")
+
+REQUESTS = Counter("driftline_worker_requests", "Request messages consumed.", ["pipeline"])
+ROWS = Counter("driftline_worker_rows", "Rows served (one result event each).", ["pipeline"])
+BATCH_SIZE = Histogram(
+    "driftline_worker_batch_messages",
+    "Messages per micro-batch.",
+    buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384),
+)
+INFERENCE = Histogram(
+    "driftline_worker_inference_seconds",
+    "Time to run all models of a pipeline on one micro-batch.",
+    ["pipeline"],
+    buckets=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+)
+BATCH_LATENCY = Histogram(
+    "driftline_worker_batch_seconds",
+    "Time from a micro-batch's arrival to its commit.",
+    buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+)
+CHECK_FAILURES = Counter(
+    "driftline_worker_check_failures", "Rows failing a validation.", ["pipeline", "validation"]
+)
+DEAD_LETTERS = Counter(
+    "driftline_worker_dead_letters",
+    "Messages sent to the dead-letter topic.",
+    ["pipeline", "reason"],
+)
+ABORTS = Counter(
+    "driftline_worker_transaction_aborts",
+    "Micro-batches whose transaction was aborted (and served again).",
+    ["kind"],
+)
+
+
+class RuntimeSource(Protocol):
+    """Where the worker learns which pipelines are deployed, in which version."""
+
+    def snapshot(self) -> dict[str, PipelineRuntime]:
+        """Every deployed pipeline now."""
+        ...
+
+    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
+        """Changes since the last call, without blocking; ``None`` means undeployed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StaticSource:
+    """A source fed by the caller (tests, embedding): ``set()`` deploys, ``set(name, None)``
+    undeploys. Thread-safe, so a test can change versions while the worker runs."""
+
+    def __init__(self, runtimes: Iterable[PipelineRuntime] = ()):
+        self._initial = {r.name: r for r in runtimes}
+        self._changes: queue.SimpleQueue[tuple[str, PipelineRuntime | None]] = queue.SimpleQueue()
+
+    def set(self, name: str, runtime: PipelineRuntime | None) -> None:
+        self._changes.put((name, runtime))
+
+    def snapshot(self) -> dict[str, PipelineRuntime]:
+        return dict(self._initial)
+
+    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
+        out = []
+        while True:
+            try:
+                out.append(self._changes.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class WorkerStats:
+    """Counts since start, for tests and the CLI's exit summary."""
+
+    batches: int = 0
+    messages: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    aborts: int = 0
+    producer_restarts: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+_TXN_TIMEOUT_S = 30.0
+
+
+class Worker:
+    """Serve the requests of deployed pipelines.
+
+    Parameters
+    ----------
+    kafka:
+        Connection and topic prefix.
+    settings:
+        Batching, guarantee, identity (``worker_id`` → ``transactional.id``) and limits.
+    source:
+        The deployed pipelines (:class:`StaticSource`, or the control-plane follower).
+    pipelines:
+        Serve only these pipelines' request topics; ``None`` serves every
+        ``<prefix>.<name>.requests`` topic, dead-lettering requests of undeployed pipelines.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: WorkerSettings,
+        source: RuntimeSource,
+        pipelines: Sequence[str] | None = None,
+    ):
+        self.kafka = kafka
+        self.settings = settings
+        self.source = source
+        self.pipelines = list(pipelines) if pipelines else None
+        self.exactly_once = settings.worker_guarantee == "exactly-once"
+        self.stats = WorkerStats()
+        self._runtimes: dict[str, PipelineRuntime] = {}
+        self._known_topics: set[str] = set()
+        self._stop = threading.Event()
+        self._prefix = kafka.topic_prefix + "."
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._in_txn = False
+
+    # ------------------------------------------------------------------ clients
+    def _consumer_config(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "group.id": self.settings.worker_group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+            # New pipelines' topics are found by the pattern subscription on metadata refresh.
+            "topic.metadata.refresh.interval.ms": 5000,
+        }
+        return self.kafka.client_config(**extra)
+
+    def _producer_config(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "linger.ms": 2,
+            "queue.buffering.max.messages": 1_000_000,
+            "enable.idempotence": True,
+        }
+        if self.exactly_once:
+            extra["transactional.id"] = f"driftline-worker-{self.settings.worker_id}"
+            extra["transaction.timeout.ms"] = self.settings.worker_transaction_timeout_ms
+        return self.kafka.client_config(**extra)
+
+    def _new_producer(self) -> Producer:
+        producer = Producer(self._producer_config())
+        if self.exactly_once:
+            try:
+                # Aborts whatever a killed predecessor with the same id left open, and fences it.
+                producer.init_transactions(_TXN_TIMEOUT_S)
+            except KafkaException as exc:
+                raise ServiceError(
+                    f"cannot initialise transactions at {self.kafka.bootstrap_servers}: {exc}"
+                ) from exc
+        return producer
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        if self.pipelines:
+            topics = [self.kafka.topic(p, "requests") for p in self.pipelines]
+        else:
+            topics = [f"^{re.escape(self._prefix)}.+\\.requests$"]
+        consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Transactions never span a consume() call, where this runs; abort defensively anyway
+        # so that nothing of a revoked partition can be committed by this worker.
+        if self._in_txn and self._producer is not None:
+            try:
+                self._producer.abort_transaction(_TXN_TIMEOUT_S)
+            except KafkaException:
+                log.exception("abort on revoke failed")
+            self._in_txn = False
+        log.info("partitions revoked: %s", [(p.topic, p.partition) for p in partitions])
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch."""
+        self._stop.set()
+
+    def _apply_changes(self, changes: Iterable[tuple[str, PipelineRuntime | None]]) -> None:
+        for name, runtime in changes:
+            if runtime is None:
+                self._runtimes.pop(name, None)
+                log.info("pipeline %s undeployed", name)
+            else:
+                old = self._runtimes.get(name)
+                self._runtimes[name] = runtime
+                if old is None or old.version != runtime.version:
+                    log.info("pipeline %s now at %s", name, runtime.version)
+
+    def _pipeline_of(self, topic: str) -> str:
+        if topic.startswith(self._prefix) and topic.endswith(".requests"):
+            return topic[len(self._prefix) : -len(".requests")]
+        return topic
+
+    def _ensure_topic(self, topic: str) -> None:
+        # Producing to a missing topic inside a transaction would abort every batch after it.
+        if topic in self._known_topics:
+            return
+        from driftline.streams.control import ensure_topics
+
+        ensure_topics(self.kafka, [topic])
+        self._known_topics.add(topic)
+
+    # ------------------------------------------------------------------ loop
+    def run(self, max_idle_s: float | None = None) -> WorkerStats:
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT in the main thread).
+
+        ``max_idle_s`` returns after that long without any message (tests, draining).
+        """
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self._stop.set())
+        self._apply_changes(self.source.snapshot().items())
+        self._consumer = Consumer(self._consumer_config())
+        self._producer = self._new_producer()
+        self._subscribe(self._consumer)
+        timeout = self.settings.worker_batch_timeout_ms / 1000
+        last_msg = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                msgs = self._consumer.consume(self.settings.worker_batch_size, max(timeout, 0.001))
+                self._apply_changes(self.source.poll())
+                if not msgs:
+                    if max_idle_s is not None and time.monotonic() - last_msg > max_idle_s:
+                        break
+                    continue
+                last_msg = time.monotonic()
+                self._serve(msgs)
+        finally:
+            self._close()
+        return self.stats
+
+    def _close(self) -> None:
+        if self._producer is not None:
+            if self._in_txn:
+                with contextlib.suppress(KafkaException):
+                    self._producer.abort_transaction(_TXN_TIMEOUT_S)
+            self._producer.flush(10)
+        if self._consumer is not None:
+            self._consumer.close()
+        self._consumer = self._producer = None
+        self.source.close()
+
+    def _serve(self, msgs: list[Message]) -> None:
+        received = time.perf_counter_ns()
+        by_topic: dict[str, list[Message]] = defaultdict(list)
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            by_topic[m.topic()].append(m)  # type: ignore[index]
+        outputs: list[tuple[str, str, list[Message], BatchOutcome | None]] = []
+        for topic, group in by_topic.items():
+            name = self._pipeline_of(topic)
+            runtime = self._runtimes.get(name)
+            if runtime is None:
+                outputs.append((name, topic, group, None))
+                continue
+            outcome = process_batch(
+                runtime,
+                [m.value() for m in group],
+                default_ids=[_default_id(m) for m in group],
+                default_times=[_event_time(m) for m in group],
+                received_ns=received,
+                max_message_bytes=self.settings.worker_max_message_bytes,
+            )
+            outputs.append((name, topic, group, outcome))
+            INFERENCE.labels(name).observe(outcome.inference_s)
+        offsets = _next_offsets(by_topic.values())
+        if self._deliver(outputs, offsets):
+            self._count(outputs)
+            self.stats.batches += 1
+            BATCH_SIZE.observe(len(msgs))
+            BATCH_LATENCY.observe((time.perf_counter_ns() - received) / 1e9)
+        else:
+            self._rewind(by_topic.values())
+
+    def _count(self, outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]) -> None:
+        for name, _topic, group, outcome in outputs:
+            REQUESTS.labels(name).inc(len(group))
+            self.stats.messages += len(group)
+            if outcome is None:
+                DEAD_LETTERS.labels(name, UNDEPLOYED_PIPELINE).inc(len(group))
+                self.stats.dead_letters += len(group)
+                self.stats.dead_letter_reasons[UNDEPLOYED_PIPELINE] += len(group)
+                continue
+            ROWS.labels(name).inc(outcome.rows)
+            self.stats.rows += outcome.rows
+            for vname, n in outcome.check_failures.items():
+                if n:
+                    CHECK_FAILURES.labels(name, vname).inc(n)
+            for rej in outcome.rejected:
+                DEAD_LETTERS.labels(name, rej.reason).inc()
+                self.stats.dead_letters += 1
+                self.stats.dead_letter_reasons[rej.reason] += 1
+
+    def _produce_all(
+        self, outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]
+    ) -> None:
+        producer = self._producer
+        assert producer is not None
+        for name, topic, group, outcome in outputs:
+            if outcome is None:
+                rejected = [
+                    Rejection(
+                        i,
+                        UNDEPLOYED_PIPELINE,
+                        f"no pipeline {name!r} is deployed; deploy it, then replay this message",
+                    )
+                    for i in range(len(group))
+                ]
+            else:
+                rejected = outcome.rejected
+                if outcome.results:
+                    results_topic = self.kafka.topic(name, "results")
+                    self._ensure_topic(results_topic)
+                    keys = [m.key() for m in group]
+                    ids = outcome.ids
+                    last_k, last_key = -1, None
+                    for k, value in outcome.results:
+                        if k != last_k:
+                            last_k, last_key = k, keys[k] or ids[k].encode()
+                        _produce(producer, results_topic, value, last_key)
+            if rejected:
+                dl_topic = self.kafka.topic(name, "deadletter")
+                self._ensure_topic(dl_topic)
+                for rej in rejected:
+                    m = group[rej.index]
+                    headers: list[tuple[str, str | bytes | None]] = [
+                        ("driftline-error", rej.reason.encode()),
+                        ("driftline-detail", rej.detail.encode("utf-8", "replace")),
+                        ("driftline-source-topic", topic.encode()),
+                        ("driftline-source-partition", str(m.partition()).encode()),
+                        ("driftline-source-offset", str(m.offset()).encode()),
+                    ]
+                    _produce(producer, dl_topic, m.value(), m.key(), headers)
+
+    def _deliver(
+        self,
+        outputs: list[tuple[str, str, list[Message], BatchOutcome | None]],
+        offsets: list[TopicPartition],
+    ) -> bool:
+        """Produce a batch's output and commit its offsets; False when it must be served again."""
+        assert self._producer is not None and self._consumer is not None
+        if not self.exactly_once:
+            return self._deliver_at_least_once(outputs, offsets)
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            self._in_txn = True
+            self._produce_all(outputs)
+            producer.send_offsets_to_transaction(
+                offsets, self._consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+            )
+            self._commit(producer)
+            self._in_txn = False
+            return True
+        except KafkaException as exc:
+            self._recover(exc)
+            return False
+
+    def _commit(self, producer: Producer) -> None:
+        for attempt in range(5):
+            try:
+                producer.commit_transaction(_TXN_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and attempt < 4:
+                    continue
+                raise
+
+    def _recover(self, exc: KafkaException) -> None:
+        err = exc.args[0]
+        self.stats.aborts += 1
+        fatal = isinstance(err, KafkaError) and err.fatal()
+        ABORTS.labels("fatal" if fatal else "abort").inc()
+        log.warning("transaction failed (%s); serving the batch again", err)
+        if not fatal:
+            try:
+                self._producer.abort_transaction(_TXN_TIMEOUT_S)  # type: ignore[union-attr]
+                self._in_txn = False
+                return
+            except KafkaException as abort_exc:
+                log.warning("abort failed (%s); recreating the producer", abort_exc)
+        self._in_txn = False
+        self.stats.producer_restarts += 1
+        # Fenced or unusable: a fresh producer with the same transactional.id takes over.
+        self._producer = self._new_producer()
+
+    def _deliver_at_least_once(
+        self,
+        outputs: list[tuple[str, str, list[Message], BatchOutcome | None]],
+        offsets: list[TopicPartition],
+    ) -> bool:
+        assert self._producer is not None and self._consumer is not None
+        self._produce_all(outputs)
+        # Offsets move only after every result of the batch is acknowledged.
+        remaining = self._producer.flush(_TXN_TIMEOUT_S)
+        if remaining:
+            ABORTS.labels("flush").inc()
+            self.stats.aborts += 1
+            return False
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("offset commit failed (%s); results may be repeated", exc)
+        return True
+
+    def _rewind(self, groups: Iterable[list[Message]]) -> None:
+        assert self._consumer is not None
+        for tp in _first_offsets(groups):
+            try:
+                self._consumer.seek(tp)
+            except KafkaException as exc:
+                # Revoked meanwhile: the new owner starts from the committed offset.
+                log.info("cannot rewind %s[%d]: %s", tp.topic, tp.partition, exc)
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
+    while True:
+        try:
+            if headers is None:
+                producer.produce(topic, value, key)
+            else:
+                producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            # The local queue is full: let deliveries drain, then try again.
+            producer.poll(0.05)
+
+
+def _default_id(m: Message) -> str:
+    key = m.key()
+    if key:
+        return key.decode("utf-8", "replace")
+    return f"{m.topic()}:{m.partition()}:{m.offset()}"
+
+
+def _event_time(m: Message) -> int:
+    kind, ts = m.timestamp()
+    return int(ts) if kind != 0 and ts > 0 else int(time.time() * 1000)
+
+
+def _next_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:
+    last: dict[tuple[str, int], int] = {}
+    for group in groups:
+        for m in group:
+            tp = (str(m.topic()), int(m.partition() or 0))
+            off = int(m.offset() or 0)
+            if off > last.get(tp, -1):
+                last[tp] = off
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def _first_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:
+    first: dict[tuple[str, int], int] = {}
+    for group in groups:
+        for m in group:
+            tp = (str(m.topic()), int(m.partition() or 0))
+            off = int(m.offset() or 0)
+            if off < first.get(tp, off + 1):
+                first[tp] = off
+    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
