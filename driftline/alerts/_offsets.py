@@ -47,7 +47,7 @@ class OffsetTracker:
         return sum(len(p) for p in self._pending.values())
 
     def committable(self) -> dict[tuple[str, int], int]:
-        """New commit positions, only for partitions that advanced since the last call.
+        """Commit positions that advanced past the last confirmed commit, per partition.
 
         >>> t = OffsetTracker()
         >>> t.add("n", 0, 5, 2); t.add("n", 0, 6, 1); t.add("n", 0, 7, 0)
@@ -57,12 +57,19 @@ class OffsetTracker:
         {}
         >>> t.done("n", 0, 5); t.committable()
         {('n', 0): 8}
+        >>> t.mark_committed({("n", 0): 8}); t.committable()
+        {}
         """
         out: dict[tuple[str, int], int] = {}
         for tp, high in self._high.items():
             pending = self._pending.get(tp, {})
             position = min(pending) if pending else high + 1
             if position > self._committed.get(tp, -1):
-                self._committed[tp] = position
                 out[tp] = position
         return out
+
+    def mark_committed(self, positions: dict[tuple[str, int], int]) -> None:
+        """Record positions Kafka accepted, so they are not offered again."""
+        for tp, position in positions.items():
+            if tp in self._high:
+                self._committed[tp] = max(self._committed.get(tp, -1), position)
