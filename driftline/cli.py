@@ -236,6 +236,24 @@ def demo(
     raise typer.Exit(run_demo(output_dir))
 
 
+@app.command("bridge")
+def bridge(
+    channels: Annotated[
+        str | None,
+        typer.Option(
+            "--channels", help="Comma-separated subset of email,slack,webhook,stdout (default all)."
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.")
+    ] = None,
+) -> None:
+    """Deliver notifications from driftline.notifications by email, Slack and webhooks."""
+    from driftline.alerts.bridge import run_bridge
+
+    raise typer.Exit(run_bridge(channels, metrics_port))
+
+
 def main() -> None:
     """Entry point of the ``driftline`` console script."""
     try:
