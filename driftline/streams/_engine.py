@@ -1,0 +1,593 @@
+"""The per-pipeline monitor engine: micro-batch in, Redis state updated, closed windows out.
+
+This is the code both ``driftline monitor`` (fed by faust) and ``driftline replay`` (fed by a
+plain consumer) run. It never reads the wall clock: time only enters through
+:meth:`PipelineEngine.close` (``floor``), which the live monitor uses for idle pipelines and
+replay uses at the end of its range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from driftline.alerts.lifecycle import AlertState, Transition, run
+from driftline.events import AssayResult, Notification
+from driftline.expressions import AlertCondition, evaluate, to_text, variables
+from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState
+from driftline.streams.windows import (
+    bucket_start,
+    classify_late,
+    fold_counts,
+    fold_sums,
+    pipeline_watermark,
+    window_ends,
+    window_sums,
+)
+
+__all__ = [
+    "AlertPlan",
+    "AssayBaseline",
+    "AssayPlan",
+    "Batch",
+    "ClosedWindows",
+    "DetectorBaseline",
+    "IngestReport",
+    "PipelineEngine",
+    "StateLost",
+]
+
+# At most this many windows per aggregate and call: a pipeline idle for days closes its
+# empty windows over several calls instead of one huge one.
+MAX_WINDOWS_PER_CLOSE = 20_000
+
+
+class StateLost(Exception):
+    """Redis no longer holds offsets this engine applied: rebuild the open windows."""
+
+    def __init__(self, partitions: Sequence[int]):
+        self.partitions = list(partitions)
+        super().__init__(f"monitor state lost for partitions {self.partitions}")
+
+
+class AssayBaseline(Protocol):
+    """What an assay needs from a baseline: a fine grid to count on, and a comparison."""
+
+    num_fine_bins: int
+
+    def fine_index(self, values: np.ndarray) -> np.ndarray: ...
+
+    def compare_counts(self, fine_counts: np.ndarray) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DetectorBaseline:
+    """A :class:`driftline.detectors.Baseline` with the assay's metric and thresholds."""
+
+    baseline: Any
+    metric: str = "psi"
+    thresholds: Mapping[str, float] | None = None
+
+    @property
+    def num_fine_bins(self) -> int:
+        return int(self.baseline.num_fine_bins)
+
+    def fine_index(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(self.baseline.fine_index(values))
+
+    def compare_counts(self, fine_counts: np.ndarray) -> Any:
+        hist = self.baseline.histogram_from_counts(fine_counts)
+        thr = None if self.thresholds is None else dict(self.thresholds)
+        return self.baseline.compare(hist, metric=self.metric, thresholds=thr)
+
+
+@dataclass(frozen=True)
+class AlertPlan:
+    name: str
+    condition: AlertCondition
+    for_ms: int = 0
+    repeat_ms: int = 0
+    severity: str = "warning"
+    notify: tuple[str, ...] = ()
+
+    @property
+    def width_ms(self) -> int:
+        return self.condition.width_ms
+
+    @property
+    def interval_ms(self) -> int:
+        return self.condition.interval_ms
+
+
+@dataclass(frozen=True)
+class AssayPlan:
+    name: str
+    iopath: Any
+    baseline: AssayBaseline
+    width_ms: int
+    interval_ms: int
+    metric: str
+    notify: tuple[str, ...] = ()
+
+
+@dataclass
+class Batch:
+    """Raw records of one results topic in consumption order (offsets ascending per partition)."""
+
+    topic: str
+    partitions: np.ndarray
+    offsets: np.ndarray
+    values: list[bytes]
+
+    @classmethod
+    def of(cls, topic: str, records: Iterable[tuple[int, int, bytes]]) -> Batch:
+        rows = list(records)
+        return cls(
+            topic,
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=np.int64),
+            [r[2] for r in rows],
+        )
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def select(self, keep: np.ndarray) -> Batch:
+        idx = np.flatnonzero(keep)
+        return Batch(
+            self.topic, self.partitions[idx], self.offsets[idx], [self.values[i] for i in idx]
+        )
+
+
+@dataclass
+class IngestReport:
+    applied: int = 0
+    accepted: int = 0
+    late: list[tuple[int, int, bytes]] = field(default_factory=list)
+    dead: list[tuple[int, int, bytes, str]] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass
+class ClosedWindows:
+    """What closing windows produced; emit it, then :meth:`PipelineEngine.commit` it."""
+
+    assays: list[AssayResult] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    marks: list[tuple[str, int, dict[str, Any] | None]] = field(default_factory=list)
+    floor: int | None = None
+    watermark: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.marks or self.floor is not None)
+
+
+def _decode(values: list[bytes]) -> tuple[list[dict[str, Any]], np.ndarray, list[str]]:
+    docs: list[dict[str, Any]] = []
+    ok = np.ones(len(values), dtype=bool)
+    reasons = [""] * len(values)
+    for i, v in enumerate(values):
+        try:
+            d = orjson.loads(v)
+            t = d["time"]
+            if not isinstance(t, int) or isinstance(t, bool) or not isinstance(d["outputs"], dict):
+                raise TypeError
+            docs.append(d)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            ok[i] = False
+            reasons[i] = "malformed-result"
+            docs.append({})
+    return docs, ok, reasons
+
+
+class PipelineEngine:
+    """Monitor one pipeline: fold batches into Redis, close windows, run alert lifecycles.
+
+    Parameters
+    ----------
+    name, spec_version:
+        The pipeline and the spec version stamped on emitted events.
+    models:
+        Model names of the pipeline (their inputs are the row's input vector).
+    alerts, assays:
+        What to compute.
+    state:
+        The pipeline's :class:`RedisState`.
+    partitions:
+        Number of partitions of the results topic (the watermark waits for all of them).
+    lateness_ms:
+        Allowed lateness.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec_version: str,
+        models: Sequence[str],
+        alerts: Sequence[AlertPlan],
+        assays: Sequence[AssayPlan],
+        state: RedisState,
+        partitions: int,
+        lateness_ms: int = 5000,
+        on_metrics: Callable[[str, float, dict[str, str]], None] | None = None,
+    ):
+        if partitions < 1:
+            raise ValueError(f"partitions={partitions}: must be >= 1")
+        if lateness_ms < 0:
+            raise ValueError(f"lateness_ms={lateness_ms}: must be >= 0")
+        self.name = name
+        self.spec_version = spec_version
+        self.models = list(models)
+        self.alerts = list(alerts)
+        self.assays = list(assays)
+        self.state = state
+        self.partitions = partitions
+        self.lateness_ms = lateness_ms
+        self.longest_ms = max(
+            [a.width_ms for a in self.alerts] + [a.width_ms for a in self.assays] + [1000]
+        )
+        self.ttl_s = max(3600, (self.longest_ms + lateness_ms) // 1000 * 4)
+        self._metric = on_metrics or (lambda *_: None)
+        exprs = [a.condition.inner for a in self.alerts] + [a.iopath for a in self.assays]
+        self._needed: set[tuple[str, str]] = set()
+        for e in exprs:
+            for v in variables(e):
+                self._needed.add((v.model, v.kind))
+        snap = state.snapshot()
+        self.offsets: dict[str, int] = dict(snap.offsets)
+        self.max_times: dict[int, int] = dict(snap.max_times)
+        self.floor = snap.floor
+        self.first = snap.first
+        self._emitted: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(self, batch: Batch) -> IngestReport:
+        """Fold one batch into Redis (one script call; retried once if offsets moved).
+
+        Raises :class:`StateLost` when Redis lost offsets this engine had applied.
+        """
+        report = IngestReport()
+        for _attempt in range(5):
+            fresh = self._unapplied(batch)
+            report.skipped = len(batch) - int(fresh.sum())
+            work = batch.select(fresh) if report.skipped else batch
+            if len(work) == 0:
+                return report
+            guards, deltas, min_time, rep = self._fold(work)
+            result = self.state.apply(guards, deltas, min_time, self.ttl_s, cutoff=self._cutoff())
+            if result.status == LOST:
+                raise StateLost(sorted({g.partition for g in guards}))
+            self.offsets.update(result.offsets)
+            self.max_times.update(result.max_times)
+            self.floor = result.floor
+            self.first = result.first
+            if result.status == APPLIED:
+                rep.skipped = report.skipped
+                rep.applied = len(work)
+                return rep
+        raise RuntimeError(f"pipeline {self.name}: offsets kept moving while applying a batch")
+
+    def _unapplied(self, batch: Batch) -> np.ndarray:
+        keep = np.ones(len(batch), dtype=bool)
+        for p in np.unique(batch.partitions):
+            last = self.offsets.get(f"{batch.topic}:{int(p)}")
+            if last is not None:
+                keep &= ~((batch.partitions == p) & (batch.offsets <= last))
+        return keep
+
+    def _fold(
+        self, batch: Batch
+    ) -> tuple[list[Guard], dict[str, BucketDelta], int | None, IngestReport]:
+        rep = IngestReport()
+        docs, ok, reasons = _decode(batch.values)
+        times = np.array(
+            [d.get("time", 0) if good else 0 for d, good in zip(docs, ok, strict=True)],
+            dtype=np.int64,
+        )
+        late = np.zeros(len(batch), dtype=bool)
+        guards: list[Guard] = []
+        new_max: dict[int, int] = {}
+        for p in np.unique(batch.partitions):
+            p = int(p)
+            sel = batch.partitions == p
+            good = sel & ok
+            lt, mx = classify_late(times[good], self.max_times.get(p), self.lateness_ms, self.floor)
+            late[np.flatnonzero(good)[lt]] = True
+            offs = batch.offsets[sel]
+            prev = self.offsets.get(f"{batch.topic}:{p}", -1)
+            max_time = mx if mx is not None else self.max_times.get(p, 0)
+            new_max[p] = max_time
+            guards.append(Guard(batch.topic, p, int(offs.min()), int(offs.max()), max_time, prev))
+        accept = ok & ~late
+        # Tensors of malformed shapes are caught per event only when the fast path fails.
+        deltas: dict[str, BucketDelta] = {}
+        idx = np.flatnonzero(accept)
+        if idx.size:
+            acc_docs = [docs[i] for i in idx]
+            try:
+                tensors = self._tensors(acc_docs)
+            except (ValueError, KeyError, TypeError, IndexError):
+                bad = self._bad_rows(acc_docs)
+                for j in np.flatnonzero(bad):
+                    ok[idx[j]] = False
+                    reasons[idx[j]] = "bad-tensor-shape"
+                idx = idx[~bad]
+                acc_docs = [docs[i] for i in idx]
+                tensors = self._tensors(acc_docs) if idx.size else {}
+            if idx.size:
+                deltas = self._deltas(times[idx], tensors, idx.size)
+        accept = np.zeros(len(batch), dtype=bool)
+        accept[idx] = True
+        for i in np.flatnonzero(~ok):
+            rep.dead.append(
+                (int(batch.partitions[i]), int(batch.offsets[i]), batch.values[i], reasons[i])
+            )
+        for i in np.flatnonzero(late & ok):
+            rep.late.append((int(batch.partitions[i]), int(batch.offsets[i]), batch.values[i]))
+        rep.accepted = int(idx.size)
+        min_time = int(times[idx].min()) if idx.size else None
+        return guards, deltas, min_time, rep
+
+    def _tensors(self, docs: list[dict[str, Any]]) -> dict[tuple[str, str], list[np.ndarray]]:
+        out: dict[tuple[str, str], list[np.ndarray]] = {}
+        n = len(docs)
+        for model, kind in self._needed:
+            if kind == "inputs":
+                arr = np.array([d["inputs"] for d in docs], dtype=np.float64).reshape(n, -1)
+                out[(model, kind)] = [arr]
+            else:
+                k = len(docs[0]["outputs"][model])
+                out[(model, kind)] = [
+                    np.array([d["outputs"][model][i] for d in docs], dtype=np.float64).reshape(
+                        n, -1
+                    )
+                    for i in range(k)
+                ]
+        return out
+
+    def _bad_rows(self, docs: list[dict[str, Any]]) -> np.ndarray:
+        """Rows whose tensor shapes differ from the most common shape (or are missing)."""
+        sigs: list[Any] = []
+        for d in docs:
+            try:
+                sig = []
+                for model, kind in sorted(self._needed):
+                    if kind == "inputs":
+                        row = np.asarray(d["inputs"], dtype=np.float64)
+                        sig.append(row.shape)
+                    else:
+                        sig.append(
+                            tuple(
+                                np.asarray(t, dtype=np.float64).shape for t in d["outputs"][model]
+                            )
+                        )
+                sigs.append(tuple(sig))
+            except (ValueError, KeyError, TypeError):
+                sigs.append(None)
+        valid = [s for s in sigs if s is not None]
+        if not valid:
+            return np.ones(len(docs), dtype=bool)
+        common = max(set(valid), key=valid.count)
+        return np.array([s != common for s in sigs], dtype=bool)
+
+    def _deltas(
+        self, times: np.ndarray, tensors: Mapping[tuple[str, str], Sequence[np.ndarray]], n: int
+    ) -> dict[str, BucketDelta]:
+        deltas: dict[str, BucketDelta] = {}
+
+        def bucket(interval: int, start: int) -> BucketDelta:
+            key = self.state.bucket_key(interval, start)
+            d = deltas.get(key)
+            if d is None:
+                d = deltas[key] = BucketDelta(start)
+            return d
+
+        for a in self.alerts:
+            cond = a.condition
+            values = cond.row_values(tensors)
+            if values.shape != (n,):
+                values = np.broadcast_to(values, (n,))
+            b = bucket_start(times, cond.interval_ms)
+            starts, cnt, total, known = fold_sums(b, values)
+            for s, c, t, k in zip(
+                starts.tolist(), cnt.tolist(), total.tolist(), known.tolist(), strict=True
+            ):
+                d = bucket(cond.interval_ms, s)
+                if cond.aggregate in ("count", "rate"):
+                    d.ints[f"c:{a.name}"] = c
+                else:
+                    d.floats[f"s:{a.name}"] = t
+                    d.ints[f"k:{a.name}"] = k
+        for y in self.assays:
+            values = np.asarray(evaluate(y.iopath, tensors), dtype=np.float64)
+            if values.shape != (n,):
+                values = np.broadcast_to(values, (n,))
+            fine = np.asarray(y.baseline.fine_index(values), dtype=np.int64)
+            b = bucket_start(times, y.interval_ms)
+            starts, counts = fold_counts(b, fine, y.baseline.num_fine_bins)
+            for s, row in zip(starts.tolist(), counts, strict=True):
+                d = bucket(y.interval_ms, s)
+                for j in np.flatnonzero(row).tolist():
+                    d.ints[f"h:{y.name}:{j}"] = int(row[j])
+        return deltas
+
+    def _cutoff(self) -> int | None:
+        """Oldest bucket start any future window can still need (None: keep everything)."""
+        names = [a.name for a in self.alerts] + [y.name for y in self.assays]
+        if not names or any(n not in self._emitted for n in names):
+            return None
+        return min(self._emitted[n] for n in names) - self.longest_ms
+
+    # ------------------------------------------------------------------ close
+
+    def watermark(self, floor: int | None = None) -> int | None:
+        f = self.floor if floor is None else max(floor, self.floor or floor)
+        return pipeline_watermark(self.max_times, self.partitions, self.lateness_ms, f)
+
+    def close(self, floor: int | None = None) -> ClosedWindows:
+        """Evaluate every window whose end the watermark has reached and that is not emitted.
+
+        ``floor`` raises the watermark (idle pipelines, end of a replay range).
+        """
+        snap = self.state.snapshot()
+        self.max_times.update(snap.max_times)
+        self.floor = snap.floor
+        self.first = snap.first if snap.first is not None else self.first
+        emitted, states = self.state.emitted()
+        self._emitted = emitted
+        out = ClosedWindows(
+            floor=floor if floor is not None and floor > (self.floor or -1) else None
+        )
+        wm = self.watermark(floor)
+        out.watermark = wm
+        for a in self.alerts:
+            ends = window_ends(emitted.get(a.name), self.first, wm, a.interval_ms)
+            if ends.size == 0:
+                continue
+            ends = ends[:MAX_WINDOWS_PER_CLOSE]
+            values = self._alert_values(a, ends)
+            holds = np.array([a.condition.holds(float(v)) for v in values], dtype=bool)
+            st = AlertState.from_dict(states.get(a.name))
+            st, transitions = run(st, holds, ends, values, a.for_ms, a.repeat_ms)
+            for t in transitions:
+                out.notifications.append(self._notification(a, t))
+            out.marks.append((a.name, int(ends[-1]), st.to_dict()))
+        for y in self.assays:
+            ends = window_ends(emitted.get(y.name), self.first, wm, y.interval_ms)
+            if ends.size == 0:
+                continue
+            ends = ends[:MAX_WINDOWS_PER_CLOSE]
+            st = AlertState.from_dict(states.get(y.name))
+            results, st, notes = self._assay_windows(y, ends, st)
+            out.assays.extend(results)
+            out.notifications.extend(notes)
+            out.marks.append((y.name, int(ends[-1]), st.to_dict()))
+        return out
+
+    def commit(self, closed: ClosedWindows) -> None:
+        """Record the windows as emitted (call after their events reached Kafka)."""
+        if not closed:
+            return
+        self.state.mark(closed.marks, floor=closed.floor)
+        for name, end, _ in closed.marks:
+            self._emitted[name] = max(end, self._emitted.get(name, end))
+        if closed.floor is not None:
+            self.floor = max(closed.floor, self.floor or closed.floor)
+
+    def _bucket_matrix(
+        self, interval: int, lo: int, hi: int, fields: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.state.read_buckets(interval, lo, hi)
+        starts = np.array([s for s, _ in rows], dtype=np.int64)
+        mat = np.zeros((len(rows), len(fields)), dtype=np.float64)
+        col = {f: j for j, f in enumerate(fields)}
+        for i, (_, h) in enumerate(rows):
+            for f, v in h.items():
+                j = col.get(f)
+                if j is not None:
+                    mat[i, j] = float(v)
+        return starts, mat
+
+    def _alert_values(self, a: AlertPlan, ends: np.ndarray) -> np.ndarray:
+        cond = a.condition
+        lo, hi = int(ends[0]) - cond.width_ms, int(ends[-1])
+        if cond.aggregate in ("count", "rate"):
+            starts, mat = self._bucket_matrix(cond.interval_ms, lo, hi, [f"c:{a.name}"])
+            total = window_sums(starts, mat[:, 0], ends, cond.width_ms)
+            n = np.zeros_like(total)
+        else:
+            starts, mat = self._bucket_matrix(
+                cond.interval_ms, lo, hi, [f"s:{a.name}", f"k:{a.name}"]
+            )
+            sums = window_sums(starts, mat, ends, cond.width_ms)
+            total, n = sums[:, 0], sums[:, 1]
+        return np.array(
+            [cond.value(float(t), round(k)) for t, k in zip(total, n, strict=True)],
+            dtype=np.float64,
+        )
+
+    def _notification(self, a: AlertPlan, t: Transition) -> Notification:
+        return Notification(
+            id=t.id(self.name, a.name),
+            alert=a.name,
+            pipeline=self.name,
+            state=t.state,
+            value=t.value,
+            condition=to_text(a.condition.expr),
+            window={"start": t.at - a.width_ms, "end": t.at},
+            at=t.at,
+            severity=a.severity,
+            notify=list(a.notify),
+            spec=self.spec_version,
+        )
+
+    def _assay_windows(
+        self, y: AssayPlan, ends: np.ndarray, st: AlertState
+    ) -> tuple[list[AssayResult], AlertState, list[Notification]]:
+        nb = y.baseline.num_fine_bins
+        fields = [f"h:{y.name}:{j}" for j in range(nb)]
+        starts, mat = self._bucket_matrix(
+            y.interval_ms, int(ends[0]) - y.width_ms, int(ends[-1]), fields
+        )
+        sums = (
+            window_sums(starts, mat, ends, y.width_ms) if starts.size else np.zeros((ends.size, nb))
+        )
+        results: list[AssayResult] = []
+        notes: list[Notification] = []
+        for end, counts in zip(ends.tolist(), sums, strict=True):
+            fine = np.rint(counts).astype(np.int64)
+            total = int(fine.sum())
+            if total == 0:
+                continue
+            r = y.baseline.compare_counts(fine)
+            score = float(r.score)
+            results.append(
+                AssayResult(
+                    pipeline=self.name,
+                    assay=y.name,
+                    iopath=to_text(y.iopath),
+                    window_start=end - y.width_ms,
+                    window_end=end,
+                    count=total,
+                    metric=r.metric,
+                    score=score if math.isfinite(score) else float("nan"),
+                    p_value=None if r.p_value is None else float(r.p_value),
+                    status=r.status,
+                    thresholds={k: float(v) for k, v in r.thresholds.items()},
+                    edges=[float(e) for e in r.edges],
+                    baseline_densities=[float(x) for x in r.baseline_densities],
+                    window_densities=[float(x) for x in r.window_densities],
+                    spec=self.spec_version,
+                )
+            )
+            self._metric("assay_score", score, {"pipeline": self.name, "assay": y.name})
+            self._metric(
+                "assay_status",
+                {"ok": 0.0, "warning": 1.0, "alert": 2.0}[r.status],
+                {"pipeline": self.name, "assay": y.name},
+            )
+            st, transitions = run(st, [r.status != "ok"], [end], [score])
+            for t in transitions:
+                notes.append(
+                    Notification(
+                        id=t.id(self.name, f"assay:{y.name}"),
+                        alert=y.name,
+                        pipeline=self.name,
+                        state=t.state,
+                        value=score,
+                        condition=f"{r.metric}({to_text(y.iopath)}) status {r.status}",
+                        window={"start": end - y.width_ms, "end": end},
+                        at=end,
+                        severity="critical" if r.status == "alert" else "warning",
+                        notify=list(y.notify),
+                        spec=self.spec_version,
+                        kind="assay",
+                    )
+                )
+        return results, st, notes

@@ -1,0 +1,144 @@
+"""The monitor engine on real Redis, fed directly (no Kafka): windows, lateness, alerts, assays."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from driftline.detectors import Baseline
+from driftline.expressions import alert_condition, parse
+from driftline.streams._engine import (
+    AlertPlan,
+    AssayPlan,
+    Batch,
+    DetectorBaseline,
+    PipelineEngine,
+    StateLost,
+)
+from driftline.streams.state import RedisState
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_000  # a multiple of 1000
+
+
+def _event(t: int, score: float, i: int = 0) -> bytes:
+    return orjson.dumps(
+        {
+            "id": f"r{i}",
+            "row": 0,
+            "time": t,
+            "pipeline": "fraud",
+            "spec": "s",
+            "inputs": [score, 1.0],
+            "outputs": {"m": [[score]]},
+            "models": {"m": "x"},
+        }
+    )
+
+
+def _engine(redis_client, prefix, partitions=1, lateness=0, assays=()):  # type: ignore[no-untyped-def]
+    cond = alert_condition(parse("count(m.outputs[0][0] > 0.9, '3s', '1s') >= 2"))
+    alert = AlertPlan("high", cond, severity="critical", notify=("stdout",))
+    state = RedisState(redis_client, prefix, "fraud")
+    return PipelineEngine(
+        "fraud", "sha256:x", ["m"], [alert], list(assays), state, partitions, lateness
+    )
+
+
+def _batch(events, partition=0, first_offset=0, topic="res"):  # type: ignore[no-untyped-def]
+    return Batch.of(topic, [(partition, first_offset + i, e) for i, e in enumerate(events)])
+
+
+def test_sliding_count_alert_fires_and_resolves_once(redis_client, redis_prefix):
+    eng = _engine(redis_client, redis_prefix)
+    # seconds 0..9; high scores at seconds 3 and 4 only
+    scores = [0.1, 0.1, 0.1, 0.95, 0.95, 0.1, 0.1, 0.1, 0.1, 0.1]
+    events = [_event(T0 + 1000 * s + 10, x, s) for s, x in enumerate(scores)]
+    rep = eng.ingest(_batch(events))
+    assert rep.accepted == 10 and not rep.late and not rep.dead
+    closed = eng.close()
+    eng.commit(closed)
+    # watermark = T0+9010 → windows ending T0+1000 .. T0+9000; counts over 3 s width
+    notes = [(n.state, n.at - T0, n.value) for n in closed.notifications]
+    assert notes == [("firing", 5000, 2.0), ("resolved", 7000, 1.0)]
+    assert closed.notifications[0].window == {"start": T0 + 2000, "end": T0 + 5000}
+    # nothing new: closing again emits nothing
+    assert not eng.close().notifications
+    # redelivery of the same batch changes nothing
+    assert eng.ingest(_batch(events)).applied == 0
+
+
+def test_late_events_are_separated_and_dead_letters_kept(redis_client, redis_prefix):
+    eng = _engine(redis_client, redis_prefix, lateness=2000)
+    events = [
+        _event(T0 + 10_000, 0.95),
+        _event(T0 + 8_500, 0.95),
+        _event(T0 + 7_000, 0.95),
+        b"not json",
+        orjson.dumps({"time": "x", "outputs": {}}),
+    ]
+    rep = eng.ingest(_batch(events))
+    assert rep.accepted == 2
+    assert [off for _, off, _ in rep.late] == [2]
+    assert sorted(off for _, off, _, _ in rep.dead) == [3, 4]
+
+
+def test_watermark_waits_for_every_partition(redis_client, redis_prefix):
+    eng = _engine(redis_client, redis_prefix, partitions=2)
+    eng.ingest(_batch([_event(T0 + 5000, 0.95), _event(T0 + 5100, 0.95)], partition=0))
+    assert eng.close().marks == []
+    eng.ingest(_batch([_event(T0 + 3000, 0.1)], partition=1))
+    closed = eng.close()
+    assert closed.watermark == T0 + 3000
+    assert closed.marks == []  # the oldest bucket (3000..4000) is still open
+    eng.ingest(_batch([_event(T0 + 6000, 0.1)], partition=1, first_offset=1))
+    closed = eng.close()
+    assert closed.watermark == T0 + 5100
+    assert closed.notifications == []  # the two high scores are in the bucket 5000..6000
+    assert closed.marks[0][1] == T0 + 5000
+    eng.commit(closed)
+    closed = eng.close(floor=T0 + 6000)
+    assert [(n.state, n.at - T0) for n in closed.notifications] == [("firing", 6000)]
+
+
+def test_lost_state_raises(redis_client, redis_prefix):
+    eng = _engine(redis_client, redis_prefix)
+    eng.ingest(_batch([_event(T0, 0.1)]))
+    redis_client.delete(eng.state.key("off"))
+    with pytest.raises(StateLost):
+        eng.ingest(_batch([_event(T0 + 1, 0.1)], first_offset=1))
+
+
+def test_assay_scores_equal_the_detector_offline(redis_client, redis_prefix):
+    rng = np.random.default_rng(3)
+    base = Baseline.from_values(rng.normal(size=2000))
+    plan = AssayPlan(
+        "drift",
+        parse("m.outputs[0][0]"),
+        DetectorBaseline(base, "psi", {"warning": 0.1, "alert": 0.25}),
+        4000,
+        2000,
+        "psi",
+    )
+    eng = _engine(redis_client, redis_prefix, assays=[plan])
+    values = np.concatenate([rng.normal(size=300), rng.normal(1.5, 1, size=300)])
+    times = T0 + np.sort(rng.integers(0, 12_000, size=600))
+    events = [
+        _event(int(t), float(v), i) for i, (t, v) in enumerate(zip(times, values, strict=True))
+    ]
+    for k in range(0, 600, 97):  # uneven batches
+        eng.ingest(_batch(events[k : k + 97], first_offset=k))
+    closed = eng.close(floor=T0 + 12_000)
+    eng.commit(closed)
+    assert [r.window_end - T0 for r in closed.assays] == [2000, 4000, 6000, 8000, 10000, 12000]
+    for r in closed.assays:
+        inside = (times >= r.window_start) & (times < r.window_end)
+        offline = base.compare(
+            values[inside], metric="psi", thresholds={"warning": 0.1, "alert": 0.25}
+        )
+        assert r.count == int(inside.sum())
+        assert r.score == pytest.approx(offline.score, rel=1e-12)
+        assert r.status == offline.status
+    assert any(n.kind == "assay" and n.state == "firing" for n in closed.notifications)
