@@ -1,0 +1,116 @@
+"""Run an ONNX model on a micro-batch, with one session created once per process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from driftline.errors import ModelError
+from driftline.models.info import ModelInfo, inspect_model
+
+__all__ = ["LoadedModel"]
+
+_NUMPY_TYPES = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+}
+
+
+class LoadedModel:
+    """An ONNX model ready to score batches.
+
+    Parameters
+    ----------
+    path:
+        The ``.onnx`` file.
+    name:
+        Name to report (defaults to the file stem).
+    intra_op_threads:
+        Threads onnxruntime may use inside one operator. The default of 1 suits small tabular
+        models on a shared machine, where batching matters far more than threads.
+    info:
+        A :class:`ModelInfo` already computed for this file (skips a second inspection).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        *,
+        intra_op_threads: int = 1,
+        info: ModelInfo | None = None,
+    ) -> None:
+        if intra_op_threads < 1:
+            raise ValueError(f"intra_op_threads={intra_op_threads}: must be at least 1")
+        self.info = info if info is not None else inspect_model(path, name)
+        if not self.info.inputs:
+            raise ModelError(f"model {self.info.name!r} has no inputs")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelError(f"model {self.info.name!r} cannot be loaded: {exc}") from None
+        first = self.info.inputs[0]
+        self._input_name = first.name
+        self._input_dtype = _NUMPY_TYPES.get(first.dtype)
+        if self._input_dtype is None:
+            raise ModelError(
+                f"model {self.info.name!r}: input {first.name!r} has type {first.dtype}; "
+                "only numeric tensor inputs are supported"
+            )
+        self._output_names = [t.name for t in self.info.outputs]
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def input_width(self) -> int | None:
+        """Features per row of the first input (None when the model leaves it free)."""
+        return self.info.input_width
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._output_names)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Score a batch: ``x`` has shape (n_rows, input_width); each output is (n_rows, -1)."""
+        batch = np.asarray(x, dtype=self._input_dtype)
+        if batch.ndim != 2:
+            raise ModelError(
+                f"model {self.name!r}: expected a 2-D batch (rows, features), got shape "
+                f"{batch.shape}"
+            )
+        width = self.input_width
+        if width is not None and batch.shape[1] != width:
+            raise ModelError(
+                f"model {self.name!r}: rows have {batch.shape[1]} features, the model's input "
+                f"{self._input_name!r} takes {width}"
+            )
+        n = batch.shape[0]
+        if n == 0:
+            return [np.empty((0, t.width or 0)) for t in self.info.outputs]
+        shape = self.info.inputs[0].shape
+        if len(shape) > 2 and width is not None:
+            batch = batch.reshape((n, *(int(d) for d in shape[1:])))  # type: ignore[arg-type]
+        try:
+            outputs = self._session.run(self._output_names, {self._input_name: batch})
+        except Exception as exc:
+            raise ModelError(f"model {self.name!r} failed on a batch of {n}: {exc}") from None
+        return [np.asarray(o).reshape(n, -1) for o in outputs]
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.name!r}, sha256={self.info.sha256[:12]})"
