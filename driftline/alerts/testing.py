@@ -63,13 +63,18 @@ def flaky(
 class HttpReceiver:
     """A threaded HTTP server on ``127.0.0.1`` (a free port) recording POSTs.
 
-    ``secrets`` maps a path to the webhook signing secret expected there.
+    ``secrets`` maps a path to the webhook signing secret expected there; ``echo_path`` makes
+    every response body quote the request path.
     """
 
     def __init__(
-        self, policy: Policy | None = None, secrets: Mapping[str, str] | None = None
+        self,
+        policy: Policy | None = None,
+        secrets: Mapping[str, str] | None = None,
+        echo_path: bool = False,
     ) -> None:
         self.policy: Policy = policy or always(200)
+        self.echo_path = echo_path
         self.secrets = dict(secrets or {})
         self.requests: list[ReceivedRequest] = []
         self._counts: dict[str, int] = {}
@@ -105,13 +110,15 @@ class HttpReceiver:
                     )
                 if delay:
                     time.sleep(delay)
+                # Echoing the path imitates receivers whose error bodies quote the request.
+                answer = self.path.encode() if receiver.echo_path else b"ok"
                 try:
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
-                    self.send_header("Content-Length", "2")
+                    self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(answer)
                 except OSError:
                     pass  # the client gave up (timeout); nothing to answer
 
