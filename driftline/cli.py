@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -195,7 +195,7 @@ def pipelines(
     from driftline.streams.control import ControlPlane, spec_version
 
     snapshot = ControlPlane(load_settings().kafka).snapshot()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "version": spec_version(canonical),

@@ -51,7 +51,7 @@ def run_demo(output_dir: str) -> int:
         while got is None and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None:
-                got = orjson.loads(msg.value())
+                got = orjson.loads(msg.value() or b"null")
         consumer.close()
         kafka_ms = (time.perf_counter() - t0) * 1000
         if got != event:

@@ -145,7 +145,7 @@ def _read_compacted(settings: KafkaSettings, topic: str) -> tuple[dict[str, Any]
         for msg in consumer.consume(1000, 0.5):
             if msg.error() is not None:
                 continue
-            positions[msg.partition()] = msg.offset() + 1
+            positions[msg.partition() or 0] = (msg.offset() or 0) + 1
             _apply(state, msg.key(), msg.value())
         # Transaction markers occupy offsets that are never delivered as messages.
         for tp in consumer.position([TopicPartition(topic, p) for p in parts]):
