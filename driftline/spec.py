@@ -1,0 +1,1033 @@
+"""Pipeline specs: load YAML or build with the SDK, validate up front, compile to canonical JSON.
+
+Every problem is a :class:`~driftline.errors.SpecError` whose ``field`` is the dotted path of
+the offending entry (``alerts.high_fraud_5m.when``, ``models[1].path``). The canonical JSON
+(sorted keys, expressions as JSON trees, models by sha256, no local paths) is what gets
+deployed; its sha256 is the spec version every event carries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecError
+from driftline.expressions import (
+    AlertCondition,
+    Expr,
+    Variable,
+    alert_condition,
+    contains_aggregate,
+    format_duration,
+    from_json,
+    parse,
+    parse_duration,
+    to_json,
+    variables,
+)
+from driftline.models import ModelInfo, inspect_model
+from driftline.notify import parse_target
+
+__all__ = [
+    "FALLBACK_METRICS",
+    "AlertSpec",
+    "AssaySpec",
+    "ModelSpec",
+    "PipelineBuilder",
+    "PipelineSpec",
+    "SpecOptions",
+    "load_baseline_values",
+    "load_spec",
+    "spec_from_canonical",
+    "spec_from_dict",
+]
+
+#: Metrics accepted when :mod:`driftline.detectors` is not importable.
+FALLBACK_METRICS = (
+    "psi",
+    "maxdiff",
+    "sumdiff",
+    "ks",
+    "wasserstein",
+    "jensenshannon",
+    "hellinger",
+    "chi2",
+    "mmd",
+)
+CANONICAL_FORMAT = 1
+SEVERITIES = ("warning", "critical")
+BIN_MODES = ("quantile", "equal", "provided")
+OUTLIER_MODES = ("explicit", "open")
+_PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+_CHECK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+
+
+# -- the spec ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model step: ``shadow`` models run on the same rows and are recorded only."""
+
+    name: str
+    path: Path | None
+    shadow: bool = False
+    sha256: str | None = None
+    info: ModelInfo | None = None
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    name: str
+    when: Expr
+    condition: AlertCondition
+    notify: tuple[str, ...]
+    for_ms: int = 0
+    repeat_ms: int | None = None
+    severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class AssaySpec:
+    name: str
+    iopath: Expr
+    baseline: dict[str, Any]
+    window_width_ms: int
+    window_interval_ms: int
+    metric: str
+    bins: dict[str, Any]
+    thresholds: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SpecOptions:
+    allow_nan: bool = True
+    lateness_ms: int = 5000
+    max_message_bytes: int = 1_000_000
+    partitions: int = 3
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A validated pipeline; build it with :func:`load_spec` or :class:`PipelineBuilder`."""
+
+    name: str
+    models: tuple[ModelSpec, ...]
+    validations: dict[str, Expr] = field(default_factory=dict)
+    alerts: dict[str, AlertSpec] = field(default_factory=dict)
+    assays: dict[str, AssaySpec] = field(default_factory=dict)
+    options: SpecOptions = field(default_factory=SpecOptions)
+    base_dir: Path | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def champion(self) -> ModelSpec:
+        """The model whose outputs are the result (the one that is not a shadow)."""
+        return next(m for m in self.models if not m.shadow)
+
+    @property
+    def shadows(self) -> tuple[ModelSpec, ...]:
+        return tuple(m for m in self.models if m.shadow)
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The deployable JSON form: no local paths, expressions as trees, models by sha256."""
+        return {
+            "format": CANONICAL_FORMAT,
+            "name": self.name,
+            "models": {m.name: {"sha256": m.sha256, "shadow": m.shadow} for m in self.models},
+            "validations": {k: to_json(v) for k, v in self.validations.items()},
+            "alerts": {
+                a.name: {
+                    "when": to_json(a.when),
+                    "notify": list(a.notify),
+                    "for_ms": a.for_ms,
+                    "repeat_ms": a.repeat_ms,
+                    "severity": a.severity,
+                }
+                for a in self.alerts.values()
+            },
+            "assays": {
+                a.name: {
+                    "iopath": to_json(a.iopath),
+                    "baseline": _canonical_baseline(a.baseline),
+                    "window": {"width_ms": a.window_width_ms, "interval_ms": a.window_interval_ms},
+                    "metric": a.metric,
+                    "bins": dict(a.bins),
+                    "thresholds": dict(a.thresholds),
+                }
+                for a in self.assays.values()
+            },
+            "options": {
+                "allow_nan": self.options.allow_nan,
+                "lateness_ms": self.options.lateness_ms,
+                "max_message_bytes": self.options.max_message_bytes,
+                "partitions": self.options.partitions,
+            },
+        }
+
+    def canonical_json(self) -> bytes:
+        """:meth:`to_canonical` as compact JSON with sorted keys (the hashed bytes)."""
+        return orjson.dumps(self.to_canonical(), option=orjson.OPT_SORT_KEYS)
+
+    @property
+    def version(self) -> str:
+        """``sha256:<hex>`` of :meth:`canonical_json`."""
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def tensor_names(self) -> dict[tuple[str, str], list[str]]:
+        """``{(model, "outputs"): [names...], ...}`` for :func:`driftline.expressions.evaluate`."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for m in self.models:
+            if m.info is not None:
+                out[(m.name, "inputs")] = [t.name for t in m.info.inputs]
+                out[(m.name, "outputs")] = [t.name for t in m.info.outputs]
+        return out
+
+
+def _canonical_baseline(baseline: Mapping[str, Any]) -> dict[str, Any]:
+    if "values" in baseline:
+        # file baselines are embedded: workers elsewhere cannot read the author's files, and a
+        # changed baseline must change the version
+        return {"values": [None if math.isnan(v) else v for v in baseline["values"]]}
+    return {"from": baseline["from"], "to": baseline["to"]}
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Load and validate a YAML spec; model and baseline paths are relative to the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), f"cannot read the spec: {exc.strerror or exc}") from None
+    try:
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), f"not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise SpecError(str(path), "the spec must be a YAML mapping with name, models, ...")
+    return spec_from_dict(data, path.parent)
+
+
+def _check_duplicate_keys(node: Any, where: str) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{where}.{key}" if where else key
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SpecError(
+                    child, f"duplicate name (line {line}; first defined on line {seen[key]})"
+                )
+            seen[key] = line
+            _check_duplicate_keys(value_node, child)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, f"{where}[{i}]")
+
+
+def spec_from_dict(
+    data: Mapping[str, Any],
+    base_dir: str | Path | None = None,
+    *,
+    resolve_model: Callable[[str], Path] | None = None,
+) -> PipelineSpec:
+    """Validate a spec given as plain data (the YAML document, or what the SDK builds).
+
+    Expressions may be text or :class:`~driftline.expressions.Expr` objects; relative paths are
+    resolved against ``base_dir`` (default: the working directory).
+    """
+    return _Compiler(Path(base_dir) if base_dir is not None else Path.cwd(), resolve_model).run(
+        data
+    )
+
+
+def spec_from_canonical(
+    data: Mapping[str, Any], resolve_model: Callable[[str], Path] | None = None
+) -> PipelineSpec:
+    """Rebuild a spec from :meth:`PipelineSpec.to_canonical` (as published on the control topic).
+
+    ``resolve_model(sha256)`` locates model files (e.g. ``ModelStore(root).path``); without it
+    models carry only their hash and index checks against model shapes are skipped.
+    """
+    try:
+        if data.get("format") != CANONICAL_FORMAT:
+            raise SpecError("format", f"unsupported canonical format {data.get('format')!r}")
+        doc: dict[str, Any] = {
+            "name": data["name"],
+            "models": [
+                {"name": name, "sha256": m["sha256"], "shadow": m["shadow"]}
+                for name, m in data["models"].items()
+            ],
+            "validations": {k: from_json(v) for k, v in data["validations"].items()},
+            "alerts": {
+                k: {
+                    "when": from_json(a["when"]),
+                    "notify": a["notify"],
+                    "for": format_duration(a["for_ms"]) if a["for_ms"] else "0s",
+                    "repeat": None if a["repeat_ms"] is None else format_duration(a["repeat_ms"]),
+                    "severity": a["severity"],
+                }
+                for k, a in data["alerts"].items()
+            },
+            "assays": {
+                k: {
+                    "iopath": from_json(a["iopath"]),
+                    "baseline": {
+                        k2: ([math.nan if v is None else v for v in v2] if k2 == "values" else v2)
+                        for k2, v2 in a["baseline"].items()
+                    },
+                    "window": {
+                        "width": format_duration(a["window"]["width_ms"]),
+                        "interval": format_duration(a["window"]["interval_ms"]),
+                    },
+                    "metric": a["metric"],
+                    "bins": a["bins"],
+                    "thresholds": a["thresholds"],
+                }
+                for k, a in data["assays"].items()
+            },
+            "options": {
+                "allow_nan": data["options"]["allow_nan"],
+                "lateness": format_duration(data["options"]["lateness_ms"]),
+                "max_message_bytes": data["options"]["max_message_bytes"],
+                "partitions": data["options"]["partitions"],
+            },
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SpecError("canonical", f"malformed canonical spec: missing or bad {exc}") from None
+    return _Compiler(None, resolve_model).run(doc)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+class _Compiler:
+    def __init__(self, base_dir: Path | None, resolve_model: Callable[[str], Path] | None):
+        self.base_dir = base_dir
+        self.resolve_model = resolve_model
+        self.models: dict[str, ModelSpec] = {}
+
+    def run(self, data: Mapping[str, Any]) -> PipelineSpec:
+        _mapping(data, "spec")
+        _only_keys(
+            data, "", {"name", "models", "validations", "alerts", "assays", "options"}, {"name"}
+        )
+        name = data["name"]
+        if not isinstance(name, str) or not _PIPELINE_NAME.fullmatch(name):
+            raise SpecError(
+                "name",
+                f"{name!r} is not a valid pipeline name; use letters, digits, '_' and '-' "
+                "(it becomes part of topic names), starting with a letter or digit",
+            )
+        models = self.compile_models(data.get("models"))
+        validations = {
+            check: self.row_expr(f"validations.{check}", value)
+            for check, value in self.named(data, "validations")
+        }
+        alerts = {
+            check: self.alert(f"alerts.{check}", check, value)
+            for check, value in self.named(data, "alerts")
+        }
+        assays = {
+            check: self.assay(f"assays.{check}", check, value)
+            for check, value in self.named(data, "assays")
+        }
+        seen: dict[str, str] = {}
+        for section, names in (
+            ("validations", validations),
+            ("alerts", alerts),
+            ("assays", assays),
+        ):
+            for check in names:
+                if check in seen:
+                    raise SpecError(
+                        f"{section}.{check}",
+                        f"duplicate name: {check!r} is already used in {seen[check]}; names of "
+                        "validations, alerts and assays must be unique within a pipeline",
+                    )
+                seen[check] = section
+        return PipelineSpec(
+            name=name,
+            models=models,
+            validations=validations,
+            alerts=alerts,
+            assays=assays,
+            options=self.options(data.get("options")),
+            base_dir=self.base_dir,
+        )
+
+    def named(self, data: Mapping[str, Any], section: str) -> Iterable[tuple[str, Any]]:
+        value = data.get(section)
+        if value is None:
+            return []
+        _mapping(value, section)
+        for check in value:
+            if not isinstance(check, str) or not _CHECK_NAME.fullmatch(check):
+                raise SpecError(
+                    f"{section}.{check}",
+                    f"{check!r} is not a valid name; use letters, digits, '_' and '-', "
+                    "starting with a letter or '_'",
+                )
+        return list(value.items())
+
+    # -- models --------------------------------------------------------------------------
+    def compile_models(self, value: Any) -> tuple[ModelSpec, ...]:
+        if not isinstance(value, list | tuple) or not value:
+            raise SpecError(
+                "models",
+                "expected a non-empty list of models, e.g. "
+                "[{name: ccfraud, path: models/ccfraud.onnx}]",
+            )
+        out: list[ModelSpec] = []
+        for i, entry in enumerate(value):
+            where = f"models[{i}]"
+            _mapping(entry, where)
+            _only_keys(entry, where, {"name", "path", "shadow", "sha256"}, {"name"})
+            from driftline.expressions import is_model_name
+
+            name = entry["name"]
+            if not isinstance(name, str) or not is_model_name(name):
+                raise SpecError(
+                    f"{where}.name",
+                    f"{name!r} is not a valid model name; use an identifier (letters, digits, "
+                    "'_'), as expressions refer to it: ccfraud.outputs[0][0]",
+                )
+            if name in self.models:
+                raise SpecError(f"{where}.name", f"duplicate model name {name!r}")
+            shadow = entry.get("shadow", False)
+            if not isinstance(shadow, bool):
+                raise SpecError(f"{where}.shadow", f"expected true or false, got {shadow!r}")
+            model = self.model_file(where, name, entry.get("path"), entry.get("sha256"), shadow)
+            self.models[name] = model
+            out.append(model)
+        champions = [m.name for m in out if not m.shadow]
+        if len(champions) != 1:
+            raise SpecError(
+                "models",
+                "exactly one model must be the champion (shadow: false); found "
+                f"{champions or 'none'} — mark the challengers with shadow: true",
+            )
+        return tuple(out)
+
+    def model_file(self, where: str, name: str, path: Any, sha256: Any, shadow: bool) -> ModelSpec:
+        if sha256 is not None and (not isinstance(sha256, str) or not sha256):
+            raise SpecError(f"{where}.sha256", f"expected a sha256 hex digest, got {sha256!r}")
+        digest = sha256.removeprefix("sha256:") if isinstance(sha256, str) else None
+        file: Path | None = None
+        if path is not None:
+            if not isinstance(path, str | Path) or not str(path):
+                raise SpecError(f"{where}.path", f"expected a file path, got {path!r}")
+            file = Path(path)
+            if not file.is_absolute() and self.base_dir is not None:
+                file = self.base_dir / file
+        elif digest is not None and self.resolve_model is not None:
+            file = self.resolve_model(digest)
+        elif digest is None:
+            raise SpecError(f"{where}.path", "missing: give the model's .onnx file")
+        if file is None:
+            return ModelSpec(name, None, shadow, digest, None)
+        try:
+            info = inspect_model(file, name)
+        except ModelError as exc:
+            field_name = f"{where}.path" if path is not None else f"{where}.sha256"
+            raise SpecError(field_name, str(exc)) from None
+        if digest is not None and digest != info.sha256:
+            raise SpecError(
+                f"{where}.sha256",
+                f"the file {str(file)!r} has sha256 {info.sha256}, not {digest}",
+            )
+        return ModelSpec(name, file.resolve(), shadow, info.sha256, info)
+
+    # -- expressions ---------------------------------------------------------------------
+    def expr(self, where: str, value: Any) -> Expr:
+        if isinstance(value, Expr):
+            expr = value
+        elif isinstance(value, str):
+            try:
+                expr = parse(value)
+            except ExpressionError as exc:
+                raise SpecError(where, str(exc)) from None
+        else:
+            raise SpecError(where, f"expected an expression (text), got {value!r}")
+        self.check_variables(where, expr)
+        return expr
+
+    def row_expr(self, where: str, value: Any) -> Expr:
+        expr = self.expr(where, value)
+        if contains_aggregate(expr):
+            raise SpecError(
+                where,
+                f"window aggregates (count, sum, mean, rate) are not allowed here ({expr}); they "
+                "work over a window, so use them only at the top of an alert's `when`",
+            )
+        return expr
+
+    def check_variables(self, where: str, expr: Expr) -> None:
+        for var in sorted(variables(expr), key=str):
+            self.check_variable(where, var)
+
+    def check_variable(self, where: str, var: Variable) -> None:
+        model = self.models.get(var.model)
+        if model is None:
+            raise SpecError(
+                where,
+                f"unknown model {var.model!r} in {var}; the pipeline's models are "
+                f"{sorted(self.models)}",
+            )
+        if model.info is None:
+            return
+        tensors = model.info.outputs if var.kind == "outputs" else model.info.inputs
+        position, column = var.index
+        if isinstance(position, str):
+            names = [t.name for t in tensors]
+            if position not in names:
+                raise SpecError(
+                    where,
+                    f"{var}: model {var.model!r} has no {var.kind[:-1]} named {position!r}; "
+                    f"its {var.kind} are {names}",
+                )
+            tensor = tensors[names.index(position)]
+        else:
+            if position >= len(tensors):
+                raise SpecError(
+                    where,
+                    f"{var}: index {position} out of range; model {var.model!r} has "
+                    f"{len(tensors)} {var.kind} ({[t.name for t in tensors]})",
+                )
+            tensor = tuple(tensors)[position]
+        width = tensor.width
+        if width is not None and isinstance(column, int) and column >= width:
+            raise SpecError(
+                where,
+                f"{var}: column {column} out of range; {var.kind[:-1]} {tensor.name!r} of model "
+                f"{var.model!r} has shape {list(tensor.shape)} ({width} value(s) per row)",
+            )
+
+    # -- alerts --------------------------------------------------------------------------
+    def alert(self, where: str, name: str, value: Any) -> AlertSpec:
+        if isinstance(value, str | Expr):
+            value = {"when": value}
+        _mapping(value, where)
+        _only_keys(value, where, {"when", "notify", "for", "repeat", "severity"}, {"when"})
+        when = self.expr(f"{where}.when", value["when"])
+        try:
+            condition = alert_condition(when)
+        except ExpressionError as exc:
+            raise SpecError(f"{where}.when", exc.reason) from None
+        notify_value = value.get("notify", [])
+        if isinstance(notify_value, str) or not isinstance(notify_value, list | tuple):
+            notify_value = [notify_value]
+        targets: list[str] = []
+        for i, target in enumerate(notify_value):
+            text = str(target)
+            try:
+                parse_target(text)
+            except ValueError as exc:
+                raise SpecError(f"{where}.notify[{i}]", str(exc)) from None
+            targets.append(text)
+        for_ms = self.duration(f"{where}.for", value.get("for", "0s"), allow_zero=True)
+        repeat = value.get("repeat")
+        repeat_ms = None if repeat is None else self.duration(f"{where}.repeat", repeat)
+        severity = value.get("severity", "warning")
+        if severity not in SEVERITIES:
+            raise SpecError(f"{where}.severity", f"{severity!r} is not one of {list(SEVERITIES)}")
+        return AlertSpec(
+            name, when, condition, tuple(sorted(set(targets))), for_ms, repeat_ms, severity
+        )
+
+    # -- assays --------------------------------------------------------------------------
+    def assay(self, where: str, name: str, value: Any) -> AssaySpec:
+        _mapping(value, where)
+        _only_keys(
+            value,
+            where,
+            {"iopath", "baseline", "window", "metric", "bins", "thresholds"},
+            {"iopath", "baseline", "window"},
+        )
+        iopath = self.row_expr(f"{where}.iopath", value["iopath"])
+        window = value["window"]
+        _mapping(window, f"{where}.window")
+        _only_keys(window, f"{where}.window", {"width", "interval"}, {"width"})
+        width = self.duration(f"{where}.window.width", window["width"])
+        interval = self.duration(
+            f"{where}.window.interval", window.get("interval", window["width"])
+        )
+        if width < interval or width % interval:
+            raise SpecError(
+                f"{where}.window",
+                f"width ({format_duration(width)}) must be a positive multiple of interval "
+                f"({format_duration(interval)}); width = interval gives tumbling windows",
+            )
+        metric = value.get("metric", "psi")
+        metrics = _metrics()
+        if metric not in metrics:
+            raise SpecError(f"{where}.metric", f"unknown metric {metric!r}; use one of {metrics}")
+        bins = self.bins(f"{where}.bins", value.get("bins"))
+        thresholds = value.get("thresholds", {"warning": 0.1, "alert": 0.25})
+        self.check_thresholds(f"{where}.thresholds", metric, thresholds)
+        baseline = self.baseline(f"{where}.baseline", value["baseline"])
+        if "values" in baseline:
+            self.check_baseline_bins(where, baseline["values"], bins)
+        return AssaySpec(
+            name,
+            iopath,
+            baseline,
+            width,
+            interval,
+            metric,
+            bins,
+            {k: float(v) for k, v in thresholds.items()},
+        )
+
+    def bins(self, where: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            value = {}
+        _mapping(value, where)
+        _only_keys(value, where, {"mode", "count", "outliers", "edges"}, set())
+        mode = value.get("mode", "quantile")
+        if mode not in BIN_MODES:
+            raise SpecError(f"{where}.mode", f"{mode!r} is not one of {list(BIN_MODES)}")
+        outliers = value.get("outliers", "explicit")
+        if outliers not in OUTLIER_MODES:
+            raise SpecError(
+                f"{where}.outliers", f"{outliers!r} is not one of {list(OUTLIER_MODES)}"
+            )
+        out: dict[str, Any] = {"mode": mode, "outliers": outliers}
+        if mode == "provided":
+            edges = value.get("edges")
+            ok = isinstance(edges, list) and len(edges) >= 2
+            ok = ok and all(_is_number(e) and math.isfinite(e) for e in edges)
+            if not ok or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise SpecError(
+                    f"{where}.edges",
+                    f"mode provided needs at least two strictly increasing finite edges, "
+                    f"got {edges!r}",
+                )
+            out["edges"] = [float(e) for e in edges]
+            out["count"] = len(edges) - 1
+            if "count" in value and value["count"] != out["count"]:
+                raise SpecError(
+                    f"{where}.count", f"{value['count']!r} does not match {len(edges)} edges"
+                )
+        else:
+            if "edges" in value:
+                raise SpecError(
+                    f"{where}.edges", f"edges are only used with mode provided, not {mode}"
+                )
+            count = value.get("count", 5)
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+                raise SpecError(
+                    f"{where}.count", f"expected an integer from 1 to 1000, got {count!r}"
+                )
+            out["count"] = count
+        return out
+
+    def check_thresholds(self, where: str, metric: str, thresholds: Any) -> None:
+        _mapping(thresholds, where)
+        for key, number in thresholds.items():
+            if not _is_number(number) or not math.isfinite(number):
+                raise SpecError(f"{where}.{key}", f"expected a number, got {number!r}")
+        try:
+            from driftline.detectors import validate_thresholds
+        except ImportError:
+            _fallback_thresholds(where, thresholds)
+            return
+        try:
+            validate_thresholds(metric, thresholds)
+        except ValueError as exc:
+            raise SpecError(where, str(exc).removeprefix("thresholds: ")) from None
+
+    def baseline(self, where: str, value: Any) -> dict[str, Any]:
+        _mapping(value, where)
+        kinds = [k for k in ("file", "from", "values") if k in value]
+        if len(kinds) != 1:
+            raise SpecError(
+                where,
+                "give exactly one of {file: PATH, column: NAME}, {from: T1, to: T2} or "
+                f"{{values: [...]}}; got keys {sorted(value)}",
+            )
+        if kinds[0] == "values":
+            _only_keys(value, where, {"values"}, {"values"})
+            values = value["values"]
+            if not isinstance(values, list | tuple) or not values:
+                raise SpecError(f"{where}.values", "expected a non-empty list of numbers")
+            for i, v in enumerate(values):
+                if not _is_number(v):
+                    raise SpecError(f"{where}.values[{i}]", f"expected a number, got {v!r}")
+            return {"values": [float(v) for v in values]}
+        if kinds[0] == "from":
+            _only_keys(value, where, {"from", "to"}, {"from", "to"})
+            start = _epoch_ms(f"{where}.from", value["from"])
+            end = _epoch_ms(f"{where}.to", value["to"])
+            if end <= start:
+                raise SpecError(f"{where}.to", f"must be after from ({value['from']!r})")
+            return {"from": start, "to": end}
+        _only_keys(value, where, {"file", "column"}, {"file"})
+        if self.base_dir is None:
+            raise SpecError(f"{where}.file", "file baselines need a base directory")
+        values = _read_baseline_file(where, self.base_dir, value["file"], value.get("column"))
+        return {
+            "file": str(value["file"]),
+            "column": value.get("column"),
+            "values": [float(v) for v in values],
+        }
+
+    def check_baseline_bins(self, where: str, values: list[float], bins: dict[str, Any]) -> None:
+        try:
+            from driftline.detectors import Baseline
+        except ImportError:
+            return
+        try:
+            Baseline.from_values(
+                np.asarray(values, dtype=np.float64),
+                bins=bins["mode"],
+                num_bins=bins["count"],
+                edges=bins.get("edges"),
+                outliers=bins["outliers"],
+            )
+        except (ValueError, DriftlineError) as exc:
+            raise SpecError(f"{where}.baseline", f"cannot bin the baseline: {exc}") from None
+
+    # -- options -------------------------------------------------------------------------
+    def options(self, value: Any) -> SpecOptions:
+        if value is None:
+            return SpecOptions()
+        _mapping(value, "options")
+        _only_keys(
+            value, "options", {"allow_nan", "lateness", "max_message_bytes", "partitions"}, set()
+        )
+        defaults = SpecOptions()
+        allow_nan = value.get("allow_nan", defaults.allow_nan)
+        if not isinstance(allow_nan, bool):
+            raise SpecError("options.allow_nan", f"expected true or false, got {allow_nan!r}")
+        lateness = value.get("lateness")
+        lateness_ms = (
+            defaults.lateness_ms
+            if lateness is None
+            else self.duration("options.lateness", lateness, allow_zero=True)
+        )
+        ints = {}
+        for key, low in (("max_message_bytes", 1024), ("partitions", 1)):
+            number = value.get(key, getattr(defaults, key))
+            if isinstance(number, bool) or not isinstance(number, int) or number < low:
+                raise SpecError(f"options.{key}", f"expected an integer ≥ {low}, got {number!r}")
+            ints[key] = number
+        return SpecOptions(allow_nan, lateness_ms, ints["max_message_bytes"], ints["partitions"])
+
+    @staticmethod
+    def duration(where: str, value: Any, allow_zero: bool = False) -> int:
+        try:
+            ms = parse_duration(value)
+        except ValueError as exc:
+            raise SpecError(where, str(exc)) from None
+        if ms == 0 and not allow_zero:
+            raise SpecError(where, f"{value!r}: must be longer than zero")
+        return ms
+
+
+def _metrics() -> list[str]:
+    try:
+        from driftline.detectors import METRICS
+    except ImportError:
+        return list(FALLBACK_METRICS)
+    return list(METRICS)
+
+
+def _fallback_thresholds(where: str, thresholds: Mapping[str, Any]) -> None:
+    if set(thresholds) == {"auto"}:
+        if not 0 < thresholds["auto"] < 1:
+            raise SpecError(f"{where}.auto", f"must be in (0, 1), got {thresholds['auto']!r}")
+        return
+    if set(thresholds) != {"warning", "alert"}:
+        raise SpecError(where, "use {warning: W, alert: A} or {auto: ALPHA}")
+    if thresholds["warning"] >= thresholds["alert"]:
+        raise SpecError(
+            where, f"warning ({thresholds['warning']}) must be below alert ({thresholds['alert']})"
+        )
+
+
+def _mapping(value: Any, where: str) -> None:
+    if not isinstance(value, Mapping):
+        raise SpecError(where, f"expected a mapping, got {type(value).__name__} {value!r}")
+
+
+def _only_keys(value: Mapping[str, Any], where: str, allowed: set[str], required: set[str]) -> None:
+    prefix = f"{where}." if where else ""
+    for key in value:
+        if key not in allowed:
+            raise SpecError(
+                f"{prefix}{key}", f"unknown field {key!r}; expected one of {sorted(allowed)}"
+            )
+    for key in sorted(required):
+        if key not in value or value[key] is None:
+            raise SpecError(f"{prefix}{key}", "missing required field")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _epoch_ms(where: str, value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime(value.year, value.month, value.day)
+    elif _is_number(value):
+        return int(value)
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise SpecError(
+                where, f"{value!r} is neither ISO-8601 (2024-05-01T00:00:00Z) nor epoch ms"
+            ) from None
+    else:
+        raise SpecError(where, f"expected a time, got {value!r}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+# -- baselines --------------------------------------------------------------------------------
+
+
+def load_baseline_values(assay: AssaySpec, base_dir: str | Path | None = None) -> np.ndarray | None:
+    """The baseline's values, or None for a ``{from, to}`` baseline of the pipeline's history."""
+    baseline = assay.baseline
+    if "values" in baseline:
+        return np.asarray(
+            [math.nan if v is None else v for v in baseline["values"]], dtype=np.float64
+        )
+    if "file" in baseline:
+        return _read_baseline_file(
+            f"assays.{assay.name}.baseline",
+            Path(base_dir) if base_dir is not None else Path.cwd(),
+            baseline["file"],
+            baseline.get("column"),
+        )
+    return None
+
+
+def _read_baseline_file(where: str, base_dir: Path, file: Any, column: Any) -> np.ndarray:
+    if not isinstance(file, str | Path) or not str(file):
+        raise SpecError(f"{where}.file", f"expected a file path, got {file!r}")
+    path = Path(file) if Path(file).is_absolute() else base_dir / file
+    if not path.is_file():
+        raise SpecError(f"{where}.file", f"{str(file)!r} does not exist (looked in {path})")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".parquet", ".pq"):
+            import pandas as pd
+
+            frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+            if column is None:
+                if frame.shape[1] != 1:
+                    raise SpecError(
+                        f"{where}.column",
+                        f"missing: {str(file)!r} has columns {list(frame.columns)}; name one",
+                    )
+                column = frame.columns[0]
+            if column not in frame.columns:
+                raise SpecError(
+                    f"{where}.column",
+                    f"{column!r} is not a column of {str(file)!r}; columns: {list(frame.columns)}",
+                )
+            series = pd.to_numeric(frame[column], errors="coerce")
+            bad = series.isna() & frame[column].notna()
+            if bad.any():
+                raise SpecError(
+                    f"{where}.column",
+                    f"column {column!r} of {str(file)!r} has non-numeric values, e.g. "
+                    f"{frame[column][bad].iloc[0]!r}",
+                )
+            values = series.to_numpy(dtype=np.float64)
+        elif suffix == ".json":
+            data = orjson.loads(path.read_bytes())
+            if isinstance(data, Mapping):
+                if column is None or column not in data:
+                    raise SpecError(
+                        f"{where}.column", f"{column!r} is not a key of {str(file)!r}: {list(data)}"
+                    )
+                data = data[column]
+            elif column is not None and data and isinstance(data[0], Mapping):
+                data = [row.get(column) for row in data]
+            if not isinstance(data, list) or not all(v is None or _is_number(v) for v in data):
+                raise SpecError(
+                    f"{where}.file", f"{str(file)!r} must hold a list of numbers (or a column)"
+                )
+            values = np.asarray([math.nan if v is None else v for v in data], dtype=np.float64)
+        else:
+            raise SpecError(f"{where}.file", f"{str(file)!r}: use a .csv, .parquet or .json file")
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise SpecError(f"{where}.file", f"cannot read {str(file)!r}: {exc}") from None
+    if values.size == 0 or np.isnan(values).all():
+        raise SpecError(f"{where}.file", f"{str(file)!r} holds no numeric values")
+    return values
+
+
+# -- the SDK builder --------------------------------------------------------------------------
+
+
+class PipelineBuilder:
+    """Build a spec in Python; ``.build()`` validates exactly as a YAML spec is validated.
+
+    >>> from driftline.expressions import ModelRef
+    >>> b = PipelineBuilder("fraud")
+    >>> b.add_validation("low", ModelRef("m").outputs[0][0] < 0.5)  # doctest: +ELLIPSIS
+    <driftline.spec.PipelineBuilder object at ...>
+    """
+
+    def __init__(self, name: str, base_dir: str | Path | None = None):
+        self.name = name
+        self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+        self._models: dict[str, dict[str, Any]] = {}
+        self._validations: dict[str, Any] = {}
+        self._alerts: dict[str, Any] = {}
+        self._assays: dict[str, Any] = {}
+        self._options: dict[str, Any] = {}
+
+    def add_model_step(self, model: Any) -> PipelineBuilder:
+        """Make ``model`` (anything with ``.name`` and ``.path``) the champion."""
+        self._add_model(model, shadow=False)
+        return self
+
+    def add_shadow_deploy(self, champion: Any, challengers: Iterable[Any]) -> PipelineBuilder:
+        """Run ``challengers`` on the same rows as ``champion``, recording their outputs only."""
+        self._add_model(champion, shadow=False)
+        for model in challengers:
+            self._add_model(model, shadow=True)
+        return self
+
+    def add_validation(self, name: str, expr: Expr | str) -> PipelineBuilder:
+        self._unique("validations", self._validations, name)
+        self._validations[name] = expr
+        return self
+
+    def add_alert(
+        self,
+        name: str,
+        condition_expr: Expr | str,
+        notify_targets: Iterable[Any] = (),
+        for_: str | None = None,
+        repeat: str | None = None,
+        severity: str = "warning",
+    ) -> PipelineBuilder:
+        self._unique("alerts", self._alerts, name)
+        alert: dict[str, Any] = {
+            "when": condition_expr,
+            "notify": [str(t) for t in notify_targets],
+            "severity": severity,
+        }
+        if for_ is not None:
+            alert["for"] = for_
+        if repeat is not None:
+            alert["repeat"] = repeat
+        self._alerts[name] = alert
+        return self
+
+    def add_assay(
+        self,
+        name: str,
+        iopath: Expr | str,
+        baseline: Mapping[str, Any] | Iterable[float],
+        window: Mapping[str, str] | None = None,
+        metric: str = "psi",
+        bins: Mapping[str, Any] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> PipelineBuilder:
+        """Add a drift assay; ``baseline`` is a mapping as in YAML, or the values themselves."""
+        self._unique("assays", self._assays, name)
+        if not isinstance(baseline, Mapping):
+            baseline = {"values": [float(v) for v in np.asarray(list(baseline), dtype=float)]}
+        assay: dict[str, Any] = {
+            "iopath": iopath,
+            "baseline": dict(baseline),
+            "window": dict(window or {"width": "5m", "interval": "1m"}),
+            "metric": metric,
+        }
+        if bins is not None:
+            assay["bins"] = dict(bins)
+        if thresholds is not None:
+            assay["thresholds"] = dict(thresholds)
+        self._assays[name] = assay
+        return self
+
+    def set_options(self, **options: Any) -> PipelineBuilder:
+        """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions."""
+        self._options.update(options)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as data, in the YAML's shape."""
+        doc: dict[str, Any] = {"name": self.name, "models": list(self._models.values())}
+        for key, section in (
+            ("validations", self._validations),
+            ("alerts", self._alerts),
+            ("assays", self._assays),
+            ("options", self._options),
+        ):
+            if section:
+                doc[key] = dict(section)
+        return doc
+
+    def build(self) -> PipelineSpec:
+        return spec_from_dict(self.to_dict(), self.base_dir)
+
+    def _add_model(self, model: Any, shadow: bool) -> None:
+        name, path = getattr(model, "name", None), getattr(model, "path", None)
+        if name is None or path is None:
+            raise SpecError(
+                "models",
+                f"{model!r} is not a model; pass what client.upload_model() returned "
+                "(anything with .name and .path)",
+            )
+        entry = {"name": name, "path": str(Path(path).resolve()), "shadow": shadow}
+        existing = self._models.get(name)
+        if existing is not None:
+            if existing["path"] != entry["path"]:
+                raise SpecError(f"models.{name}", f"duplicate model name {name!r} (another file)")
+            if existing["shadow"] != shadow:
+                raise SpecError(
+                    f"models.{name}", f"model {name!r} cannot be both champion and shadow"
+                )
+            return
+        if not shadow and any(not m["shadow"] for m in self._models.values()):
+            current = next(n for n, m in self._models.items() if not m["shadow"])
+            raise SpecError(
+                "models",
+                f"the pipeline already has champion {current!r}; add {name!r} as a shadow with "
+                "add_shadow_deploy(champion, [challenger])",
+            )
+        self._models[name] = entry
+
+    @staticmethod
+    def _unique(section: str, existing: Mapping[str, Any], name: str) -> None:
+        if name in existing:
+            raise SpecError(f"{section}.{name}", f"duplicate name {name!r}")
