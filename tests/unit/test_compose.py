@@ -90,3 +90,19 @@ def test_prometheus_scrapes_every_role_on_its_metrics_port(compose: dict[str, An
         cmd = compose["services"][role]["command"]
         port = cmd[cmd.index("--metrics-port") + 1]
         assert f"{role}:{port}" in targets
+
+
+def test_dashboard_queries_only_metrics_the_code_exports() -> None:
+    import json
+
+    dash = json.loads((ROOT / "deploy/grafana/dashboards/driftline.json").read_text())
+    source = "\n".join(p.read_text() for p in (ROOT / "driftline").rglob("*.py"))
+    names = {
+        re.sub(r"_(total|bucket|sum|count)$", "", m)
+        for panel in dash["panels"]
+        for target in panel["targets"]
+        for m in re.findall(r"driftline_[a-z_]+", target["expr"])
+    }
+    assert names
+    missing = sorted(n for n in names if f'"{n}"' not in source)
+    assert not missing, f"dashboard queries metrics no code defines: {missing}"
