@@ -1,1 +1,60 @@
-"""Drift detectors: PSI, KS, distances, MMD, sequential and outlier detectors, thresholds."""
+"""Drift detectors: PSI, KS, distances, MMD, sequential and outlier detectors, thresholds.
+
+Window detectors compare a window with a :class:`Baseline` and return a frozen
+:class:`DriftResult`; sequential detectors consume a stream of values; outlier scorers rate
+single rows. All are pure numpy/scipy (river for its adapters), seeded and picklable.
+
+>>> import numpy as np
+>>> from driftline.detectors import Baseline
+>>> rng = np.random.default_rng(0)
+>>> base = Baseline.from_values(rng.normal(size=5000))
+>>> base.compare(rng.normal(1.0, 1.0, size=500), metric="ks").status
+'alert'
+"""
+
+from __future__ import annotations
+
+from driftline.detectors._baseline import Baseline
+from driftline.detectors._distances import (
+    PSI_FLOOR,
+    hellinger,
+    jensenshannon,
+    maxdiff,
+    psi,
+    sumdiff,
+    wasserstein,
+)
+from driftline.detectors._histogram import Histogram
+from driftline.detectors._mmd import KernelMMD, mmd
+from driftline.detectors._result import DriftResult, Status
+from driftline.detectors._tests import chi2, ks
+from driftline.detectors._thresholds import (
+    DEFAULT_THRESHOLDS,
+    METRICS,
+    P_VALUE_METRICS,
+    psi_critical_value,
+    validate_thresholds,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "METRICS",
+    "PSI_FLOOR",
+    "P_VALUE_METRICS",
+    "Baseline",
+    "DriftResult",
+    "Histogram",
+    "KernelMMD",
+    "Status",
+    "chi2",
+    "hellinger",
+    "jensenshannon",
+    "ks",
+    "maxdiff",
+    "mmd",
+    "psi",
+    "psi_critical_value",
+    "sumdiff",
+    "validate_thresholds",
+    "wasserstein",
+]
