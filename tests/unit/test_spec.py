@@ -1,0 +1,433 @@
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import yaml
+
+from driftline import notify
+from driftline.errors import SpecError
+from driftline.expressions import fn, same
+from driftline.models import inspect_model
+from driftline.spec import (
+    PipelineBuilder,
+    load_baseline_values,
+    load_spec,
+    spec_from_canonical,
+    spec_from_dict,
+)
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
+
+
+def _example() -> dict[str, Any]:
+    data = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_example_spec_loads() -> None:
+    spec = load_spec(EXAMPLE / "pipeline.yaml")
+    assert spec.name == "fraud"
+    assert spec.champion.name == "ccfraud" and [m.name for m in spec.shadows] == ["fraud_base"]
+    assert spec.champion.sha256 == inspect_model(EXAMPLE / "models" / "ccfraud.onnx").sha256
+    assert set(spec.validations) == {"no_high_fraud", "no_model_drift"}
+    alert = spec.alerts["high_fraud_5m"]
+    assert (alert.condition.aggregate, alert.condition.threshold, alert.condition.width_ms) == (
+        "count",
+        10.0,
+        300_000,
+    )
+    assert alert.notify == ("email:ops@example.com", "slack:fraud-alerts")
+    assay = spec.assays["score_drift"]
+    assert (assay.window_width_ms, assay.window_interval_ms, assay.metric) == (
+        300_000,
+        60_000,
+        "psi",
+    )
+    values = load_baseline_values(assay, EXAMPLE)
+    assert values is not None and values.shape == (2000,)
+    assert spec.version.startswith("sha256:") and len(spec.version) == 71
+
+
+def test_canonical_json_is_sorted_portable_and_round_trips(tmp_path: Path) -> None:
+    spec = load_spec(EXAMPLE / "pipeline.yaml")
+    raw = spec.canonical_json()
+    assert raw == orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS)
+    assert b"models/ccfraud.onnx" not in raw and str(EXAMPLE).encode() not in raw
+    # the same spec from another directory has the same version
+    copy_dir = tmp_path / "elsewhere"
+    shutil.copytree(EXAMPLE, copy_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    assert load_spec(copy_dir / "pipeline.yaml").version == spec.version
+    # workers rebuild it from the control topic and get the same version
+    by_hash = {m.sha256: m.path for m in spec.models}
+    rebuilt = spec_from_canonical(orjson.loads(raw), resolve_model=lambda h: by_hash[h])
+    assert rebuilt.version == spec.version
+    assert rebuilt.champion.info is not None
+    assert same(rebuilt.validations["no_model_drift"], spec.validations["no_model_drift"])
+    assert spec_from_canonical(orjson.loads(raw)).version == spec.version
+
+
+def test_any_change_changes_the_version() -> None:
+    base = spec_from_dict(_example(), EXAMPLE).version
+    changed = _example()
+    changed["validations"]["no_high_fraud"] = "ccfraud.outputs[0][0] < 0.9"
+    assert spec_from_dict(changed, EXAMPLE).version != base
+    changed = _example()
+    changed["assays"]["score_drift"]["baseline"] = {"values": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+    assert spec_from_dict(changed, EXAMPLE).version != base
+
+
+def test_builder_and_yaml_compile_to_the_same_canonical_json() -> None:
+    ccfraud = inspect_model(EXAMPLE / "models" / "ccfraud.onnx", "ccfraud")
+    base = inspect_model(EXAMPLE / "models" / "fraud_base.onnx", "fraud_base")
+    built = (
+        PipelineBuilder("fraud", base_dir=EXAMPLE)
+        .add_model_step(ccfraud)
+        .add_shadow_deploy(ccfraud, [base])
+        .add_validation("no_high_fraud", ccfraud.outputs[0][0] < 0.95)
+        .add_validation(
+            "no_model_drift", fn.abs(ccfraud.outputs[0][0] - base.outputs[0][0]) <= 0.05
+        )
+        .add_alert(
+            "high_fraud_5m",
+            fn.count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 10,
+            [notify.Email(to="ops@example.com"), notify.Slack(channel="fraud-alerts")],
+            severity="critical",
+        )
+        .add_assay(
+            "score_drift",
+            ccfraud.outputs[0][0],
+            baseline={"file": "data/baseline.csv", "column": "score"},
+            window={"width": "5m", "interval": "1m"},
+            metric="psi",
+            bins={"mode": "quantile", "count": 5, "outliers": "explicit"},
+            thresholds={"warning": 0.1, "alert": 0.25},
+        )
+        .build()
+    )
+    from_yaml = load_spec(EXAMPLE / "pipeline.yaml")
+    assert built.canonical_json() == from_yaml.canonical_json()
+    assert built.version == from_yaml.version
+
+
+# -- every validation error names its field ------------------------------------------------------
+
+
+def _set(path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(_example())
+    node: Any = data
+    keys = path.split("/")
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    last = keys[-1]
+    if value is _DELETE:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+CASES: list[tuple[str, str, Any, str, str]] = [
+    # (description, path to change, new value, field named, words in the message)
+    ("bad pipeline name", "name", "fraud.v2", "name", "fraud.v2"),
+    ("unknown top-level key", "colour", "red", "colour", "unknown field"),
+    (
+        "unknown model",
+        "validations/no_high_fraud",
+        "ccfraudd.outputs[0][0] < 0.95",
+        "validations.no_high_fraud",
+        "unknown model 'ccfraudd'",
+    ),
+    (
+        "aggregate in validation",
+        "validations/no_high_fraud",
+        'count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 1',
+        "validations.no_high_fraud",
+        "aggregates",
+    ),
+    (
+        "parse error",
+        "validations/no_high_fraud",
+        "ccfraud.outputs[0][0] <",
+        "validations.no_high_fraud",
+        "column",
+    ),
+    (
+        "output index out of range",
+        "validations/no_high_fraud",
+        "ccfraud.outputs[1][0] < 0.95",
+        "validations.no_high_fraud",
+        "index 1 out of range",
+    ),
+    (
+        "column out of range",
+        "validations/no_high_fraud",
+        "ccfraud.outputs[0][3] < 0.95",
+        "validations.no_high_fraud",
+        "column 3 out of range",
+    ),
+    (
+        "input column out of range",
+        "validations/no_high_fraud",
+        "ccfraud.inputs[0][29] < 0.95",
+        "validations.no_high_fraud",
+        "column 29",
+    ),
+    (
+        "unknown output name",
+        "validations/no_high_fraud",
+        'ccfraud.outputs["score"][0] < 0.95',
+        "validations.no_high_fraud",
+        "'score'",
+    ),
+    (
+        "window in words",
+        "alerts/high_fraud_5m/when",
+        'count(ccfraud.outputs[0][0] > 0.95, "5 minutes", "1s") > 10',
+        "alerts.high_fraud_5m.when",
+        "'5 minutes'",
+    ),
+    (
+        "width below interval",
+        "alerts/high_fraud_5m/when",
+        'count(ccfraud.outputs[0][0] > 0.95, "1s", "5m") > 10',
+        "alerts.high_fraud_5m.when",
+        "multiple",
+    ),
+    (
+        "alert without aggregate",
+        "alerts/high_fraud_5m/when",
+        "ccfraud.outputs[0][0] > 0.95",
+        "alerts.high_fraud_5m.when",
+        "aggregate",
+    ),
+    (
+        "bad notify target",
+        "alerts/high_fraud_5m/notify",
+        ["pager:ops"],
+        "alerts.high_fraud_5m.notify[0]",
+        "pager:ops",
+    ),
+    (
+        "bad email",
+        "alerts/high_fraud_5m/notify",
+        ["email:ops"],
+        "alerts.high_fraud_5m.notify[0]",
+        "email",
+    ),
+    (
+        "bad severity",
+        "alerts/high_fraud_5m/severity",
+        "loud",
+        "alerts.high_fraud_5m.severity",
+        "'loud'",
+    ),
+    (
+        "bad for",
+        "alerts/high_fraud_5m/for",
+        "ten seconds",
+        "alerts.high_fraud_5m.for",
+        "'ten seconds'",
+    ),
+    (
+        "assay window in words",
+        "assays/score_drift/window",
+        {"width": "5 minutes", "interval": "1m"},
+        "assays.score_drift.window.width",
+        "'5 minutes'",
+    ),
+    (
+        "assay width below interval",
+        "assays/score_drift/window",
+        {"width": "1m", "interval": "5m"},
+        "assays.score_drift.window",
+        "multiple",
+    ),
+    (
+        "assay width not a multiple",
+        "assays/score_drift/window",
+        {"width": "90s", "interval": "1m"},
+        "assays.score_drift.window",
+        "multiple",
+    ),
+    (
+        "warning above alert",
+        "assays/score_drift/thresholds",
+        {"warning": 0.3, "alert": 0.25},
+        "assays.score_drift.thresholds",
+        "warning",
+    ),
+    (
+        "warning equal alert",
+        "assays/score_drift/thresholds",
+        {"warning": 0.25, "alert": 0.25},
+        "assays.score_drift.thresholds",
+        "warning",
+    ),
+    (
+        "auto out of range",
+        "assays/score_drift/thresholds",
+        {"auto": 1.5},
+        "assays.score_drift.thresholds",
+        "auto",
+    ),
+    ("unknown metric", "assays/score_drift/metric", "psy", "assays.score_drift.metric", "'psy'"),
+    (
+        "bad bin mode",
+        "assays/score_drift/bins",
+        {"mode": "fancy"},
+        "assays.score_drift.bins.mode",
+        "'fancy'",
+    ),
+    (
+        "provided without edges",
+        "assays/score_drift/bins",
+        {"mode": "provided"},
+        "assays.score_drift.bins.edges",
+        "edges",
+    ),
+    (
+        "missing baseline file",
+        "assays/score_drift/baseline",
+        {"file": "data/missing.csv", "column": "score"},
+        "assays.score_drift.baseline.file",
+        "missing.csv",
+    ),
+    (
+        "missing baseline column",
+        "assays/score_drift/baseline",
+        {"file": "data/baseline.csv", "column": "scor"},
+        "assays.score_drift.baseline.column",
+        "'scor'",
+    ),
+    (
+        "two baseline kinds",
+        "assays/score_drift/baseline",
+        {"values": [1.0], "from": 1, "to": 2},
+        "assays.score_drift.baseline",
+        "exactly one",
+    ),
+    (
+        "history backwards",
+        "assays/score_drift/baseline",
+        {"from": "2024-05-02T00:00:00Z", "to": "2024-05-01T00:00:00Z"},
+        "assays.score_drift.baseline.to",
+        "after",
+    ),
+    (
+        "aggregate iopath",
+        "assays/score_drift/iopath",
+        'mean(ccfraud.outputs[0][0], "1m", "1m")',
+        "assays.score_drift.iopath",
+        "aggregates",
+    ),
+    ("two champions", "models/1/shadow", False, "models", "exactly one"),
+    ("no champion", "models/0/shadow", True, "models", "exactly one"),
+    ("model not onnx", "models/1/path", "data/baseline.csv", "models[1].path", "not an ONNX model"),
+    ("model missing", "models/1/path", "models/nope.onnx", "models[1].path", "does not exist"),
+    ("duplicate model", "models/1/name", "ccfraud", "models[1].name", "duplicate"),
+    ("model name with dash", "models/1/name", "fraud-base", "models[1].name", "identifier"),
+    (
+        "duplicate check name across sections",
+        "alerts/no_high_fraud",
+        {"when": 'count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 10'},
+        "alerts.no_high_fraud",
+        "duplicate",
+    ),
+    ("bad option", "options", {"partitions": 0}, "options.partitions", "≥ 1"),
+    ("bad lateness", "options", {"lateness": "5 sec"}, "options.lateness", "'5 sec'"),
+    ("unknown option", "options", {"partition": 3}, "options.partition", "unknown field"),
+    (
+        "missing when",
+        "alerts/high_fraud_5m",
+        {"notify": ["email:ops@example.com"]},
+        "alerts.high_fraud_5m.when",
+        "missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "value", "field", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_validation_errors_name_the_field(change: str, value: Any, field: str, words: str) -> None:
+    data = _set(change, value)
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(data, EXAMPLE)
+    assert info.value.field == field, str(info.value)
+    assert str(info.value).startswith(f"{field}: ")
+    assert words in str(info.value)
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    text = (
+        (EXAMPLE / "pipeline.yaml")
+        .read_text()
+        .replace(
+            "  no_model_drift:", "  no_high_fraud: ccfraud.outputs[0][0] < 0.5\n  no_model_drift:"
+        )
+    )
+    (tmp_path / "pipeline.yaml").write_text(text)
+    for sub in ("models", "data"):
+        shutil.copytree(EXAMPLE / sub, tmp_path / sub)
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "pipeline.yaml")
+    assert info.value.field == "validations.no_high_fraud"
+    assert "duplicate" in str(info.value)
+
+
+def test_builder_refuses_duplicates_and_second_champion() -> None:
+    ccfraud = inspect_model(EXAMPLE / "models" / "ccfraud.onnx", "ccfraud")
+    base = inspect_model(EXAMPLE / "models" / "fraud_base.onnx", "fraud_base")
+    builder = PipelineBuilder("fraud").add_model_step(ccfraud)
+    builder.add_validation("v", ccfraud.outputs[0][0] < 1)
+    with pytest.raises(SpecError) as info:
+        builder.add_validation("v", ccfraud.outputs[0][0] < 2)
+    assert info.value.field == "validations.v"
+    with pytest.raises(SpecError, match="champion"):
+        builder.add_model_step(base)
+
+
+def test_baselines_from_json_parquet_and_values(tmp_path: Path) -> None:
+    values = np.linspace(0, 1, 50)
+    (tmp_path / "b.json").write_bytes(orjson.dumps({"score": values.tolist()}))
+    import pandas as pd
+
+    pd.DataFrame({"score": values}).to_parquet(tmp_path / "b.parquet")
+    for baseline in (
+        {"file": "b.json", "column": "score"},
+        {"file": "b.parquet", "column": "score"},
+        {"values": values.tolist()},
+    ):
+        data = _set("assays/score_drift/baseline", baseline)
+        data["models"] = [
+            {
+                "name": m["name"],
+                "path": str(EXAMPLE / m["path"]),
+                **({"shadow": True} if m.get("shadow") else {}),
+            }
+            for m in data["models"]
+        ]
+        spec = spec_from_dict(data, tmp_path)
+        loaded = load_baseline_values(spec.assays["score_drift"], tmp_path)
+        assert loaded is not None
+        np.testing.assert_allclose(loaded, values)
+    history = spec_from_dict(
+        _set("assays/score_drift/baseline", {"from": "2024-05-01T00:00:00Z", "to": 1714608000000}),
+        EXAMPLE,
+    )
+    assay = history.assays["score_drift"]
+    assert assay.baseline == {"from": 1714521600000, "to": 1714608000000}
+    assert load_baseline_values(assay, EXAMPLE) is None
