@@ -199,7 +199,7 @@ def pipelines(
         {
             "name": name,
             "version": spec_version(canonical),
-            "models": [m.get("name") for m in canonical.get("models", [])],
+            "models": sorted(canonical.get("models", {})),
             "validations": sorted(canonical.get("validations", {})),
             "alerts": sorted(canonical.get("alerts", {})),
             "assays": sorted(canonical.get("assays", {})),

@@ -1,0 +1,98 @@
+"""Deploy, list, redeploy and undeploy through the compacted control topic."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from driftline.config import KafkaSettings, Settings
+from driftline.sdk import Client
+from driftline.spec import load_spec
+from driftline.streams.control import ControlPlane, Follower, spec_version
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "pipeline.yaml"
+
+
+@pytest.fixture
+def settings(unique: str, tmp_path: Path, kafka_admin) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
+    """Settings with a private topic prefix and model store; the topics are deleted after."""
+    prefix = f"t{unique}"
+    yield Settings(
+        model_store=tmp_path / "models", kafka=KafkaSettings(topic_prefix=prefix, partitions=1)
+    )
+    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    if topics:
+        for fut in kafka_admin.delete_topics(topics, operation_timeout=15).values():
+            with contextlib.suppress(Exception):
+                fut.result(30)
+
+
+def _changed_threshold(spec):  # type: ignore[no-untyped-def]
+    # A different validation makes a different canonical spec, hence a new version.
+    from driftline.expressions import parse
+
+    validations = dict(spec.validations)
+    validations["no_high_fraud"] = parse("ccfraud.outputs[0][0] < 0.9")
+    return dataclasses.replace(spec, validations=validations)
+
+
+def test_deploy_list_redeploy_undeploy_and_followers(settings: Settings) -> None:
+    spec = load_spec(EXAMPLE)
+    client = Client(settings)
+    late_plane = ControlPlane(settings.kafka)
+    late_plane.ensure_control_topics()
+    live = Follower(settings.kafka)
+    assert live.snapshot() == {}
+
+    first = client.deploy(spec)
+    assert first.version == spec.version == spec_version(spec.to_canonical())
+    assert [p.name for p in client.pipelines()] == [spec.name]
+    md = late_plane._admin.list_topics(timeout=10)
+    for kind in ("requests", "results", "deadletter", "feedback"):
+        assert settings.kafka.topic(spec.name, kind) in md.topics
+
+    changed = _changed_threshold(spec)
+    second = client.deploy(changed)
+    assert second.version != first.version
+    assert client.pipeline(spec.name).version == second.version
+
+    # A follower started after the fact sees only the current state.
+    after = Follower(settings.kafka)
+    assert {n: spec_version(c) for n, c in after.snapshot().items()} == {spec.name: second.version}
+    after.close()
+
+    assert first.undeploy() is True
+    assert client.pipelines() == []
+    assert late_plane.undeploy(spec.name) is False
+
+    # A follower running during the changes saw each one, in order.
+    seen: list[tuple[str, str | None]] = []
+    deadline = time.monotonic() + 20
+    while len(seen) < 3 and time.monotonic() < deadline:
+        seen += [(n, spec_version(c) if c else None) for n, c in live.poll(0.5)]
+    live.close()
+    assert seen == [
+        (spec.name, first.version),
+        (spec.name, second.version),
+        (spec.name, None),
+    ]
+
+
+def test_models_are_recorded_with_versions(settings: Settings) -> None:
+    spec = load_spec(EXAMPLE)
+    client = Client(settings)
+    for m in spec.models:
+        client.upload_model(m.name, m.path)
+    models = ControlPlane(settings.kafka).models()
+    assert sorted(models) == sorted(m.name for m in spec.models)
+    for m in spec.models:
+        (version,) = models[m.name]
+        assert version["sha256"] == m.sha256
+        assert (settings.model_store / "sha256").exists()
