@@ -1,0 +1,91 @@
+"""Deploying the example pipeline with the CLI, as a user does from a fresh clone."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(unique: str, tmp_path: Path, kafka_admin) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+    prefix = f"e{unique}"
+    yield dict(
+        os.environ,
+        DRIFTLINE_TOPIC_PREFIX=prefix,
+        DRIFTLINE_MODEL_STORE=str(tmp_path / "store"),
+        DRIFTLINE_PARTITIONS="1",
+        COLUMNS="200",
+    )
+    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    if topics:
+        for fut in kafka_admin.delete_topics(topics, operation_timeout=15).values():
+            with contextlib.suppress(Exception):
+                fut.result(30)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftline", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_version() -> None:
+    proc = _cli(dict(os.environ), "--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("driftline ")
+
+
+def test_deploy_list_undeploy_the_example(env: dict[str, str], tmp_path: Path) -> None:
+    deployed = _cli(env, "deploy", "examples/fraud/pipeline.yaml")
+    assert deployed.returncode == 0, deployed.stderr
+    assert f"{env['DRIFTLINE_TOPIC_PREFIX']}.fraud.requests" in deployed.stdout
+
+    listed = json.loads(_cli(env, "pipelines", "--json").stdout)
+    assert [p["name"] for p in listed] == ["fraud"]
+    assert listed[0]["models"] == ["ccfraud", "fraud_base"]
+    assert listed[0]["version"].startswith("sha256:")
+    assert listed[0]["version"] in deployed.stdout.replace("\n", "")
+
+    models = json.loads(_cli(env, "model", "list", "--json").stdout)
+    assert sorted(models) == ["ccfraud", "fraud_base"]
+    stored = list((tmp_path / "store").rglob("*.onnx"))
+    assert len(stored) == 2
+
+    assert _cli(env, "undeploy", "fraud").returncode == 0
+    assert json.loads(_cli(env, "pipelines", "--json").stdout) == []
+    again = _cli(env, "undeploy", "fraud")
+    assert again.returncode == 2
+    assert "not deployed" in again.stderr
+
+
+def test_invalid_spec_is_a_usage_error_naming_the_field(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    spec = (ROOT / "examples/fraud/pipeline.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        spec.replace("models/", str(ROOT / "examples/fraud/models") + "/")
+        .replace("data/baseline.csv", str(ROOT / "examples/fraud/data/baseline.csv"))
+        .replace('"5m", "1s"', '"5 minutes", "1s"')
+    )
+    proc = _cli(env, "deploy", str(bad))
+    assert proc.returncode == 2
+    assert "alerts.high_fraud_5m" in proc.stderr
+    assert "5 minutes" in proc.stderr
+    assert "Traceback" not in proc.stderr
