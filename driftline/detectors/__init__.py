@@ -26,7 +26,16 @@ from driftline.detectors._distances import (
 )
 from driftline.detectors._histogram import Histogram
 from driftline.detectors._mmd import KernelMMD, mmd
+from driftline.detectors._outliers import HalfSpaceTrees, Mahalanobis, OutlierResult
 from driftline.detectors._result import DriftResult, Status
+from driftline.detectors._sequential import (
+    ADWIN,
+    CUSUM,
+    KSWIN,
+    PageHinkley,
+    SequentialDetector,
+    SequentialResult,
+)
 from driftline.detectors._tests import chi2, ks
 from driftline.detectors._thresholds import (
     DEFAULT_THRESHOLDS,
@@ -37,14 +46,23 @@ from driftline.detectors._thresholds import (
 )
 
 __all__ = [
+    "ADWIN",
+    "CUSUM",
     "DEFAULT_THRESHOLDS",
+    "KSWIN",
     "METRICS",
     "PSI_FLOOR",
     "P_VALUE_METRICS",
     "Baseline",
     "DriftResult",
+    "HalfSpaceTrees",
     "Histogram",
     "KernelMMD",
+    "Mahalanobis",
+    "OutlierResult",
+    "PageHinkley",
+    "SequentialDetector",
+    "SequentialResult",
     "Status",
     "chi2",
     "hellinger",

@@ -123,6 +123,8 @@ class Baseline:
         if count == 0:
             raise ValueError("values: the baseline is empty")
         self._densities = self._coarse_counts / count
+        self._fine_cdf = np.cumsum(self._fine.counts) / count
+        self._fine_max_density = float(self._fine.counts.max() / count)
         self._critical: OrderedDict[tuple[str, int, float], float] = OrderedDict()
 
     # -- construction --------------------------------------------------------------------------
@@ -411,9 +413,8 @@ class Baseline:
     def _ks_binned(self, fine_counts: NDArray[np.int64]) -> tuple[float, float]:
         n = fine_counts.sum()
         cw = np.cumsum(fine_counts) / n
-        cb = np.cumsum(self._fine.counts) / self.count
-        score = float(np.max(np.abs(cb - cw)))
-        bound = float(max((self._fine.counts / self.count).max(), (fine_counts / n).max()))
+        score = float(np.max(np.abs(self._fine_cdf - cw)))
+        bound = max(self._fine_max_density, float(fine_counts.max() / n))
         return score, bound
 
     def _cdfs_at_edges(self, fine_counts: NDArray[np.int64]) -> NDArray[np.float64]:
