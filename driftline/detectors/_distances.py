@@ -6,6 +6,8 @@ call (threshold calibration relies on it).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import distributions
@@ -26,6 +28,8 @@ __all__ = [
     "sumdiff",
     "wasserstein",
 ]
+
+_SCIPY_MAX_AUTO_N = 10_000
 
 #: Proportion that replaces an empty bin in PSI (Wallaroo's convention).
 PSI_FLOOR = 0.005
@@ -121,7 +125,10 @@ def hellinger(baseline_densities: ArrayLike, window_densities: ArrayLike) -> flo
 
 
 def ks_statistic_sorted(base_sorted: FloatArray, window: FloatArray) -> float:
-    """Two-sample KS statistic given a sorted baseline; bit-identical to ``scipy.stats.ks_2samp``.
+    """Two-sample KS statistic given a sorted baseline; equal to ``scipy.stats.ks_2samp``'s.
+
+    For samples of at most 10,000 values scipy (default method) snaps the statistic to its
+    exact rational value, and so does this function; above that both return the raw maximum.
 
     >>> ks_statistic_sorted(np.array([1.0, 2.0, 3.0]), np.array([2.5, 3.5]))
     0.6666666666666666
@@ -131,7 +138,14 @@ def ks_statistic_sorted(base_sorted: FloatArray, window: FloatArray) -> float:
     cdf1 = np.searchsorted(base_sorted, both, side="right") / base_sorted.size
     cdf2 = np.searchsorted(w, both, side="right") / w.size
     diff = cdf1 - cdf2
-    return float(max(np.clip(-diff.min(), 0, 1), diff.max()))
+    d = float(max(np.clip(-diff.min(), 0, 1), diff.max()))
+    n1, n2 = base_sorted.size, w.size
+    if max(n1, n2) <= _SCIPY_MAX_AUTO_N:
+        # the statistic is a multiple of 1/lcm(n1, n2); snapping to it gives the correctly
+        # rounded value, which is what ks_2samp returns by default for these sizes
+        lcm = n1 // math.gcd(n1, n2) * n2
+        d = round(d * lcm) / lcm
+    return d
 
 
 def ks_pvalue(statistic: float, n: int, m: int) -> float:
@@ -145,7 +159,8 @@ def ks_pvalue(statistic: float, n: int, m: int) -> float:
     1.0
     """
     big, small = max(n, m), min(n, m)
-    en = float(np.round(big * small / (big + small)))
+    # scipy rounds the effective size; with two single values it would round to 0
+    en = max(float(np.round(big * small / (big + small))), 1.0)
     if _kolmogn is not None and 0.0 <= statistic <= 1.0:
         p = float(_kolmogn(en, statistic, cdf=False))
     else:
