@@ -139,6 +139,9 @@ def _tensor_of(doc: Any, input_names: Sequence[str] | None) -> Any:
                 f"'inputs' lacks {', '.join(map(repr, missing))}; "
                 f"the model expects {', '.join(input_names)}",
             )
+        if len(input_names) == 1:
+            # One model input: its value is the tensor itself, a list of rows.
+            return named[input_names[0]]
         columns = [named[n] for n in input_names]
         if not all(isinstance(c, list) for c in columns):
             raise _Reject(NON_NUMERIC, "every named input must be a list with one value per row")

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,7 @@ __all__ = [
     "StaticSource",
     "Worker",
     "WorkerStats",
+    "run_worker",
 ]
 
 log = logging.getLogger("driftline.worker")
@@ -535,3 +536,54 @@ def _first_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:
             if off < first.get(tp, off + 1):
                 first[tp] = off
     return [TopicPartition(t, p, o) for (t, p), o in first.items()]
+
+
+def run_worker(
+    pipelines: Sequence[str] | None = None,
+    *,
+    guarantee: str | None = None,
+    worker_id: str | None = None,
+    metrics_port: int | None = None,
+    batch_size: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> WorkerStats:
+    """Run a worker on the deployed pipelines (the ``driftline worker`` command).
+
+    Arguments left ``None`` come from :class:`~driftline.config.WorkerSettings`.
+    """
+    from driftline.config import load_settings
+    from driftline.metrics import start_metrics_server
+    from driftline.streams._worker_source import ControlSource
+
+    settings = load_settings()
+    update: dict[str, Any] = {}
+    if guarantee is not None:
+        update["worker_guarantee"] = guarantee
+    if worker_id is not None:
+        update["worker_id"] = worker_id
+    if batch_size is not None:
+        update["worker_batch_size"] = batch_size
+    ws = WorkerSettings().model_copy(update=update)
+    port = start_metrics_server(
+        metrics_port if metrics_port is not None else ws.worker_metrics_port
+    )
+    source = ControlSource(
+        settings.kafka, settings.model_store, ws.worker_intra_op_threads, pipelines
+    )
+    worker = Worker(settings.kafka, ws, source, pipelines)
+    if log is not None:
+        deployed = ", ".join(sorted(source.snapshot())) or "none yet"
+        log(
+            f"worker {ws.worker_id} ({ws.worker_guarantee}) serving: {deployed}"
+            + (f"; metrics on :{port}/metrics" if port else "")
+        )
+    return worker.run()
+
+
+if __name__ == "__main__":
+    import sys
+
+    from driftline.cli import main as _cli_main
+
+    sys.argv = ["driftline", "worker", *sys.argv[1:]]
+    _cli_main()

@@ -103,6 +103,8 @@ def test_named_inputs_map_onto_model_input_order() -> None:
     value = orjson.dumps({"inputs": {"b": [2, 20], "a": [[1], [10]], "c": [3, 30]}})
     b = _decode([value], input_names=("a", "b", "c"))
     assert b.rows.tolist() == [[1, 2, 3], [10, 20, 30]]
+    single = _decode([orjson.dumps({"inputs": {"x": [[1, 2, 3]]}})], input_names=("x",))
+    assert single.rows.tolist() == [[1, 2, 3]]
     missing = _decode([orjson.dumps({"inputs": {"a": [1]}})], input_names=("a", "b", "c"))
     assert missing.rejected[0].reason == "missing_tensor"
     assert "'b'" in missing.rejected[0].detail

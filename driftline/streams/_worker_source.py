@@ -1,0 +1,154 @@
+"""Deployed pipelines for the worker, from the control topic: canonical specs → runtimes.
+
+Each model version (sha256) is loaded once per process and shared by every pipeline version
+that uses it; a version no pipeline uses any more is dropped after the swap. Swaps happen
+between micro-batches, so a batch always finishes with the version it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from driftline.config import KafkaSettings
+from driftline.streams._worker_core import PipelineRuntime, RuntimeModel, Validation
+
+__all__ = ["ControlSource", "runtime_from_canonical"]
+
+log = logging.getLogger("driftline.worker")
+
+
+def _validation(expr: Any, names: Mapping[tuple[str, str], list[str]]) -> Validation:
+    from driftline.expressions import evaluate
+
+    def run(tensors: Mapping[tuple[str, str], Sequence[np.ndarray]]) -> np.ndarray:
+        return evaluate(expr, tensors, names)
+
+    return run
+
+
+def runtime_from_canonical(
+    canonical: Mapping[str, Any],
+    model_store: Path,
+    load: Callable[[str, Path], Any],
+) -> PipelineRuntime:
+    """Build the runtime of one deployed spec; ``load(sha256, path)`` returns a loaded model.
+
+    Raises :class:`~driftline.errors.SpecError` or :class:`~driftline.errors.ModelError` when
+    the spec is malformed or a model is missing from the store.
+    """
+    from driftline.models import ModelStore
+    from driftline.spec import spec_from_canonical
+    from driftline.streams.control import spec_version
+
+    store = ModelStore(model_store)
+    spec = spec_from_canonical(canonical, resolve_model=store.path)
+    ordered = [spec.champion, *spec.shadows]
+    models = []
+    for m in ordered:
+        if m.path is None or m.sha256 is None:
+            from driftline.errors import ModelError
+
+            raise ModelError(f"model {m.name!r} of pipeline {spec.name!r} has no stored file")
+        models.append(RuntimeModel(m.name, f"sha256:{m.sha256}", load(m.sha256, m.path), m.shadow))
+    info = spec.champion.info
+    names = spec.tensor_names()
+    return PipelineRuntime(
+        name=spec.name,
+        version=spec_version(dict(canonical)),
+        models=tuple(models),
+        validations={k: _validation(e, names) for k, e in spec.validations.items()},
+        input_width=info.input_width if info is not None else None,
+        input_names=tuple(t.name for t in info.inputs) if info is not None else None,
+        allow_nan=spec.options.allow_nan,
+        max_message_bytes=spec.options.max_message_bytes,
+    )
+
+
+class ControlSource:
+    """The worker's view of ``driftline.pipelines``, through the control-plane ``Follower``.
+
+    Parameters
+    ----------
+    kafka:
+        Connection and topic prefix.
+    model_store:
+        Root of the local model store holding every deployed model version.
+    intra_op_threads:
+        onnxruntime threads per operator (0: let onnxruntime decide).
+    pipelines:
+        Follow only these pipelines (``None``: all).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        model_store: Path,
+        intra_op_threads: int = 1,
+        pipelines: Iterable[str] | None = None,
+    ):
+        from driftline.streams.control import Follower
+
+        self.model_store = Path(model_store)
+        self.threads = intra_op_threads
+        self.only = set(pipelines) if pipelines else None
+        self._models: dict[str, Any] = {}
+        self._current: dict[str, PipelineRuntime] = {}
+        self._follower = Follower(kafka)
+
+    def _load(self, sha256: str, path: Path) -> Any:
+        model = self._models.get(sha256)
+        if model is None:
+            from driftline.models import LoadedModel
+
+            model = LoadedModel(path, intra_op_threads=max(self.threads, 1))
+            self._models[sha256] = model
+        return model
+
+    def _build(self, name: str, doc: Mapping[str, Any] | None) -> PipelineRuntime | None:
+        if doc is None:
+            self._current.pop(name, None)
+            return None
+        from driftline.errors import DriftlineError
+
+        try:
+            runtime = runtime_from_canonical(doc, self.model_store, self._load)
+        except DriftlineError as exc:
+            # Keep serving the previous version rather than stopping the pipeline.
+            log.error("pipeline %s: cannot load the new version: %s", name, exc)
+            return self._current.get(name)
+        self._current[name] = runtime
+        return runtime
+
+    def _prune(self) -> None:
+        used = {m.sha256.removeprefix("sha256:") for r in self._current.values() for m in r.models}
+        for sha in [s for s in self._models if s not in used]:
+            del self._models[sha]
+
+    def snapshot(self) -> dict[str, PipelineRuntime]:
+        out = {}
+        for name, doc in self._follower.snapshot().items():
+            if self.only is not None and name not in self.only:
+                continue
+            runtime = self._build(name, doc)
+            if runtime is not None:
+                out[name] = runtime
+        self._prune()
+        return out
+
+    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
+        changes = []
+        for name, doc in self._follower.poll(0.0):
+            if self.only is not None and name not in self.only:
+                continue
+            changes.append((name, self._build(name, doc)))
+        if changes:
+            self._prune()
+        return changes
+
+    def close(self) -> None:
+        self._follower.close()
