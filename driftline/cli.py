@@ -254,6 +254,187 @@ def bridge(
     raise typer.Exit(run_bridge(channels, metrics_port))
 
 
+@app.command("worker")
+def worker(
+    pipeline: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pipeline", help="Serve only this pipeline (repeat for several; default: all)."
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.")
+    ] = None,
+    guarantee: Annotated[
+        str | None,
+        typer.Option(
+            "--guarantee",
+            help="exactly-once (default): results and offsets commit in one Kafka transaction "
+            "per micro-batch; readers use read_committed and never see duplicates. "
+            "at-least-once: lower latency (no transaction commit per batch, results visible "
+            "at once) but a crash or rebalance can repeat results.",
+        ),
+    ] = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            "--worker-id",
+            help="Stable id of this worker instance (its transactional.id); give each worker "
+            "on a host its own. Default: DRIFTLINE_WORKER_ID or <hostname>-0.",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Max messages per micro-batch.", min=1)
+    ] = None,
+) -> None:
+    """Run an inference worker: requests in, one result event per row out (Ctrl-C stops)."""
+    if guarantee is not None and guarantee not in ("exactly-once", "at-least-once"):
+        err.print(f"[red]error:[/] --guarantee {guarantee!r}: use exactly-once or at-least-once")
+        raise typer.Exit(EXIT_USAGE)
+    import logging
+
+    from driftline.streams.worker import run_worker
+
+    logging.basicConfig(
+        level=load_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    stats = run_worker(
+        pipeline or None,
+        guarantee=guarantee,
+        worker_id=worker_id,
+        metrics_port=metrics_port,
+        batch_size=batch_size,
+        log=lambda m: err.print(f"[dim]·[/] {m}"),
+    )
+    err.print(
+        f"[dim]·[/] stopped: {stats.messages} requests, {stats.rows} rows, "
+        f"{stats.dead_letters} dead letters, {stats.aborts} aborted batches"
+    )
+
+
+def _short(values: object, limit: int = 6) -> str:
+    if isinstance(values, list) and len(values) > limit:
+        return (
+            "["
+            + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:limit])
+            + ", …]"
+        )
+    return json.dumps(values)
+
+
+@app.command("infer")
+def infer(
+    name: Annotated[str, typer.Argument(help="Pipeline name.")],
+    file: Annotated[
+        str, typer.Option("--file", help='Request JSON: {"tensor": [[...], ...]} or rows.')
+    ],
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for results.")
+    ] = 30.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result events as JSON.")
+    ] = False,
+) -> None:
+    """Send one request and print its results (outputs, check failures, elapsed, models).
+
+    Exits 1 when a row fails a validation, 2 when the request is rejected (dead-lettered),
+    3 when no result arrives (is a worker running?).
+    """
+    from pathlib import Path
+
+    from driftline.streams.produce import infer as send
+    from driftline.streams.produce import read_request_file
+
+    results = send(load_settings().kafka, name, read_request_file(Path(file)), timeout=timeout)
+    if as_json:
+        out.print_json(json.dumps(results))
+    else:
+        from rich.table import Table
+
+        table = Table("row", "outputs", "check failures", "elapsed", "models")
+        for r in results:
+            outputs = "\n".join(f"{m}: {_short(v)}" for m, v in r["outputs"].items())
+            models = "\n".join(f"{m}: {v[:19]}" for m, v in r["models"].items())
+            table.add_row(
+                str(r["row"]),
+                outputs,
+                ", ".join(r["check_failures"]) or "-",
+                f"{r['elapsed_ns'] / 1e6:.3f} ms",
+                models,
+            )
+        out.print(f"request {results[0]['id']} · spec {results[0]['spec'][:19]}")
+        out.print(table)
+    if any(r["check_failures"] for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("produce")
+def produce(
+    name: Annotated[str, typer.Argument(help="Pipeline name.")],
+    file: Annotated[
+        str,
+        typer.Option(
+            "--file", help="JSON lines: one request object, row or list of rows per line."
+        ),
+    ],
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", help="Requests per second (default: as fast as possible)."),
+    ] = None,
+) -> None:
+    """Send many requests to a pipeline's requests topic."""
+    import time
+    from pathlib import Path
+
+    from driftline.streams.produce import produce_file
+
+    t0 = time.monotonic()
+    sent = produce_file(
+        load_settings().kafka,
+        name,
+        Path(file),
+        rate=rate,
+        progress=lambda n: err.print(f"[dim]·[/] {n} sent"),
+    )
+    elapsed = time.monotonic() - t0
+    out.print(
+        f"sent {sent} requests to {name} in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):.0f}/s)"
+    )
+
+
+@app.command("logs")
+def logs(
+    name: Annotated[str, typer.Argument(help="Pipeline name.")],
+    limit: Annotated[int, typer.Option("--limit", help="How many results.", min=1)] = 20,
+    failures_only: Annotated[
+        bool, typer.Option("--failures-only", help="Only results with check failures.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a pipeline's latest results: time, output, input, anomalies."""
+    from driftline.streams.produce import latest_results
+
+    results = latest_results(load_settings().kafka, name, limit=limit, failures_only=failures_only)
+    if as_json:
+        out.print_json(json.dumps(results))
+        return
+    from rich.table import Table
+
+    table = Table("time", "id", "output", "input", "anomalies")
+    for r in results:
+        outputs = r.get("outputs") or {}
+        champion: list[Any] = next(iter(outputs.values()), [])
+        failures = r.get("check_failures") or []
+        table.add_row(
+            _ms_to_iso(r.get("time")),
+            f"{r.get('id')}[{r.get('row', 0)}]",
+            _short(champion[0] if champion else None),
+            _short(r.get("inputs")),
+            f"{len(failures)} {', '.join(failures)}".strip(),
+        )
+    out.print(table)
+
+
 def main() -> None:
     """Entry point of the ``driftline`` console script."""
     try:
