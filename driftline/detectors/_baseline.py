@@ -6,6 +6,10 @@ and chi-squared use it. The **fine** grid refines it (its edges include every co
 coarse counts are sums of fine counts, see :meth:`Baseline.coarsen`); windows are stored as
 counts on the fine grid, and binned KS and Wasserstein use it.
 
+Chi-squared (a homogeneity test on the coarse bins) pools bins the baseline never filled,
+such as the outlier bins, into their neighbour; use the plain :func:`chi2` on counts for the
+unpooled test.
+
 Comparing raw window values or the fine histogram of the same values gives identical results
 for every coarse-grid metric. KS and Wasserstein differ: with raw values they are computed
 exactly against the baseline's kept sample; from a histogram they are binned, and the binned
@@ -125,6 +129,7 @@ class Baseline:
         if count == 0:
             raise ValueError("values: the baseline is empty")
         self._densities = self._coarse_counts / count
+        self._chi2_groups = np.maximum(np.cumsum(self._coarse_counts > 0) - 1, 0)
         self._fine_cdf = np.cumsum(self._fine.counts) / count
         self._fine_density = self._fine.counts / count
         self._critical: OrderedDict[tuple[str, int, float], float] = OrderedDict()
@@ -373,7 +378,14 @@ class Baseline:
         if metric in _COARSE_METRICS:
             score = _coarse_metric(metric, bd, wd)
         elif metric == "chi2":
-            score, p_value, dof = _chi2_counts(self._coarse_counts, coarse_w)
+            # bins the baseline never filled (the outlier bins) are pooled into their
+            # neighbour: a single stray value in a cell with no baseline count would
+            # dominate the statistic and break its chi-square approximation
+            groups = self._chi2_groups
+            score, p_value, dof = _chi2_counts(
+                np.bincount(groups, weights=self._coarse_counts),
+                np.bincount(groups, weights=coarse_w),
+            )
             details["dof"] = float(dof)
         elif metric == "ks":
             if raw is not None and not np.isnan(raw).any():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
@@ -113,7 +115,7 @@ def chi2(
     )
 
 
-def chi2_counts(base: NDArray[np.int64], window: NDArray[np.int64]) -> tuple[float, float, int]:
+def chi2_counts(base: NDArray[Any], window: NDArray[Any]) -> tuple[float, float, int]:
     """Statistic, p-value and degrees of freedom of the 2 × k homogeneity test."""
     table = np.vstack([base, window]).astype(np.float64)
     table = table[:, table.sum(axis=0) > 0]
