@@ -40,6 +40,7 @@ __all__ = [
     "IngestReport",
     "PipelineEngine",
     "StateLost",
+    "build_tensors",
 ]
 
 # At most this many windows per aggregate and call: a pipeline idle for days closes its
@@ -58,7 +59,8 @@ class StateLost(Exception):
 class AssayBaseline(Protocol):
     """What an assay needs from a baseline: a fine grid to count on, and a comparison."""
 
-    num_fine_bins: int
+    @property
+    def num_fine_bins(self) -> int: ...
 
     def fine_index(self, values: np.ndarray) -> np.ndarray: ...
 
@@ -183,6 +185,29 @@ def _decode(values: list[bytes]) -> tuple[list[dict[str, Any]], np.ndarray, list
             reasons[i] = "malformed-result"
             docs.append({})
     return docs, ok, reasons
+
+
+def build_tensors(
+    docs: Sequence[Mapping[str, Any]], needed: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], list[np.ndarray]]:
+    """Evaluator input for decoded result events: ``{(model, kind): [2-D array per tensor]}``.
+
+    Every model sees the row's input vector as its ``inputs[0]``. Raises ``ValueError``,
+    ``KeyError``, ``TypeError`` or ``IndexError`` when rows do not share one shape.
+    """
+    out: dict[tuple[str, str], list[np.ndarray]] = {}
+    n = len(docs)
+    for model, kind in needed:
+        if kind == "inputs":
+            arr = np.array([d["inputs"] for d in docs], dtype=np.float64).reshape(n, -1)
+            out[(model, kind)] = [arr]
+        else:
+            k = len(docs[0]["outputs"][model])
+            out[(model, kind)] = [
+                np.array([d["outputs"][model][i] for d in docs], dtype=np.float64).reshape(n, -1)
+                for i in range(k)
+            ]
+    return out
 
 
 class PipelineEngine:
@@ -335,21 +360,7 @@ class PipelineEngine:
         return guards, deltas, min_time, rep
 
     def _tensors(self, docs: list[dict[str, Any]]) -> dict[tuple[str, str], list[np.ndarray]]:
-        out: dict[tuple[str, str], list[np.ndarray]] = {}
-        n = len(docs)
-        for model, kind in self._needed:
-            if kind == "inputs":
-                arr = np.array([d["inputs"] for d in docs], dtype=np.float64).reshape(n, -1)
-                out[(model, kind)] = [arr]
-            else:
-                k = len(docs[0]["outputs"][model])
-                out[(model, kind)] = [
-                    np.array([d["outputs"][model][i] for d in docs], dtype=np.float64).reshape(
-                        n, -1
-                    )
-                    for i in range(k)
-                ]
-        return out
+        return build_tensors(docs, self._needed)
 
     def _bad_rows(self, docs: list[dict[str, Any]]) -> np.ndarray:
         """Rows whose tensor shapes differ from the most common shape (or are missing)."""

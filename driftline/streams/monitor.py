@@ -1,0 +1,702 @@
+"""``driftline monitor``: faust agents that keep windows in Redis and emit assays and alerts.
+
+One faust app consumes the results topics of every deployed pipeline in micro-batches
+(``stream.take_events``), hands each batch to the pipeline's
+:class:`~driftline.streams._engine.PipelineEngine` (one Redis script call per batch), closes
+windows the watermark has passed, and publishes assay results to ``driftline.assays`` and
+alert transitions to ``driftline.notifications`` before recording the windows as emitted.
+
+Reading committed data only
+    faust's aiokafka consumer reads ``read_uncommitted`` unless the app itself runs with the
+    exactly-once guarantee (which would also make every output transactional). The monitor
+    uses a small transport subclass that builds the consumer with
+    ``isolation_level="read_committed"`` (and a short fetch wait), so results of an aborted
+    inference-worker transaction are never counted.
+
+Following pipelines
+    faust's pattern subscriptions do not work with its aiokafka driver, so the app follows the
+    control topic (``Follower.poll(0)`` from a timer) and changes the topic list of its one
+    results channel, then asks faust to resubscribe. The control topic itself is the initial
+    member of that list (faust needs a non-empty subscription); its messages are ignored there.
+
+Idle pipelines
+    When a pipeline receives nothing for ``idle_close`` (default: its shortest interval) of
+    wall-clock time, its watermark is raised to ``now - lateness`` so windows close and alerts
+    resolve. This is the one wall-clock rule; replay closes every window ending at or before
+    the end of its range instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from driftline.config import MonitorSettings, Settings
+from driftline.events import AssayResult, Notification, encode
+from driftline.streams._engine import (
+    AlertPlan,
+    AssayPlan,
+    Batch,
+    ClosedWindows,
+    DetectorBaseline,
+    PipelineEngine,
+    StateLost,
+)
+from driftline.streams.state import RedisState
+
+__all__ = [
+    "Monitor",
+    "build_engine",
+    "create_app",
+    "plans_from_spec",
+    "read_range",
+    "run_monitor",
+]
+
+log = logging.getLogger("driftline.monitor")
+
+EVENTS = Counter("driftline_monitor_events", "Result events consumed", ["pipeline"])
+BATCHES = Counter("driftline_monitor_batches", "Micro-batches applied", ["pipeline"])
+LATE = Counter(
+    "driftline_monitor_late_events", "Events later than the allowed lateness", ["pipeline"]
+)
+DEAD = Counter("driftline_monitor_dead_letters", "Malformed result events", ["pipeline", "reason"])
+ASSAY_SCORE = Gauge(
+    "driftline_assay_score", "Score of the last closed window", ["pipeline", "assay"]
+)
+ASSAY_STATUS = Gauge("driftline_assay_status", "0 ok, 1 warning, 2 alert", ["pipeline", "assay"])
+ALERT_STATE = Gauge("driftline_alert_firing", "1 while the alert fires", ["pipeline", "alert"])
+WATERMARK_LAG = Gauge(
+    "driftline_window_lateness_seconds",
+    "Largest event time seen minus the pipeline watermark",
+    ["pipeline"],
+)
+REBUILDS = Counter("driftline_monitor_rebuilds", "Open windows rebuilt from Kafka", ["pipeline"])
+
+
+def _metric(name: str, value: float, labels: dict[str, str]) -> None:
+    if name == "assay_score":
+        ASSAY_SCORE.labels(**labels).set(value)
+    elif name == "assay_status":
+        ASSAY_STATUS.labels(**labels).set(value)
+
+
+# ---------------------------------------------------------------------------- spec → plans
+
+
+def _baseline_for(assay: Any, values: np.ndarray) -> DetectorBaseline:
+    from driftline.detectors import Baseline
+
+    bins = dict(getattr(assay, "bins", None) or {})
+    base = Baseline.from_values(
+        values,
+        bins=str(bins.get("mode", "quantile")),
+        num_bins=int(bins.get("count", 5)),
+        edges=bins.get("edges"),
+        outliers=str(bins.get("outliers", "explicit")),
+    )
+    thresholds = dict(getattr(assay, "thresholds", None) or {}) or None
+    return DetectorBaseline(base, str(assay.metric), thresholds)
+
+
+def plans_from_spec(
+    spec: Any, baseline_values: Callable[[Any], np.ndarray]
+) -> tuple[list[AlertPlan], list[AssayPlan]]:
+    """Alert and assay plans of a :class:`~driftline.spec.PipelineSpec`.
+
+    ``baseline_values(assay_spec)`` returns the baseline values of one assay (from its file,
+    inline values, or the pipeline's history).
+    """
+    alerts = [
+        AlertPlan(
+            name=name,
+            condition=a.condition,
+            for_ms=int(getattr(a, "for_ms", 0) or 0),
+            repeat_ms=int(getattr(a, "repeat_ms", 0) or 0),
+            severity=str(getattr(a, "severity", "warning") or "warning"),
+            notify=tuple(getattr(a, "notify", ()) or ()),
+        )
+        for name, a in sorted(spec.alerts.items())
+    ]
+    assays = [
+        AssayPlan(
+            name=name,
+            iopath=y.iopath,
+            baseline=_baseline_for(y, np.asarray(baseline_values(y), dtype=np.float64)),
+            width_ms=int(y.window_width_ms),
+            interval_ms=int(y.window_interval_ms),
+            metric=str(y.metric),
+            notify=tuple(getattr(y, "notify", ()) or ()),
+        )
+        for name, y in sorted(spec.assays.items())
+    ]
+    return alerts, assays
+
+
+# ---------------------------------------------------------------------------- Kafka helpers
+
+
+def read_range(
+    settings: Settings,
+    topic: str,
+    start: Mapping[int, int],
+    stop: Mapping[int, int],
+    on_batch: Callable[[Batch], None],
+    batch_size: int = 5000,
+    timeout_s: float = 60.0,
+) -> int:
+    """Read ``[start[p], stop[p])`` of each partition (read_committed), in batches; returns count.
+
+    Uses its own throw-away consumer group and never commits, so production offsets stay as
+    they are.
+    """
+    todo = {p: (s, stop[p]) for p, s in start.items() if p in stop and s < stop[p]}
+    if not todo:
+        return 0
+    conf = settings.kafka.client_config(
+        **{
+            "group.id": f"driftline-read-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    consumer = Consumer(conf)
+    total = 0
+    try:
+        consumer.assign([TopicPartition(topic, p, s) for p, (s, _) in todo.items()])
+        remaining = set(todo)
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: partitions {sorted(remaining)} incomplete")
+            msgs = consumer.consume(batch_size, 0.5)
+            rows: list[tuple[int, int, bytes]] = []
+            for m in msgs:
+                err = m.error()
+                p = m.partition()
+                if err is not None:
+                    if err.code() == -191:  # _PARTITION_EOF
+                        remaining.discard(p)
+                        continue
+                    raise KafkaException(err)
+                if p not in remaining:
+                    continue
+                off = int(m.offset() or 0)
+                if off >= todo[p][1]:
+                    remaining.discard(p)
+                    continue
+                rows.append((p, off, m.value() or b""))
+                if off + 1 >= todo[p][1]:
+                    remaining.discard(p)
+            if rows:
+                rows.sort(key=lambda r: (r[0], r[1]))
+                on_batch(Batch.of(topic, rows))
+                total += len(rows)
+    finally:
+        consumer.close()
+    return total
+
+
+def offsets_for_time(
+    settings: Settings, topic: str, partitions: Iterable[int], at_ms: int
+) -> dict[int, int]:
+    """First offset at or after ``at_ms`` per partition (the end offset when none)."""
+    conf = settings.kafka.client_config(
+        **{"group.id": "driftline-offsets", "enable.auto.commit": False}
+    )
+    consumer = Consumer(conf)
+    try:
+        parts = list(partitions)
+        found = consumer.offsets_for_times([TopicPartition(topic, p, at_ms) for p in parts], 10)
+        out: dict[int, int] = {}
+        for tp in found:
+            if tp.offset < 0:
+                _, hi = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), 10)
+                out[tp.partition] = hi
+            else:
+                out[tp.partition] = tp.offset
+        return out
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    conf = settings.kafka.client_config(
+        **{
+            "group.id": "driftline-offsets",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer = Consumer(conf)
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def topic_partitions(settings: Settings, topic: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient(settings.kafka.client_config()).list_topics(topic, timeout=10)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        raise KafkaException(f"topic {topic} does not exist")
+    return len(t.partitions)
+
+
+# ---------------------------------------------------------------------------- the monitor
+
+
+def build_engine(
+    settings: Settings,
+    canonical: Mapping[str, Any],
+    client: redis.Redis,
+    key_prefix: str | None = None,
+    base_dir: Path | None = None,
+) -> tuple[PipelineEngine, Any]:
+    """Engine for a deployed pipeline's canonical spec (plans, baselines, partition count)."""
+    from driftline.spec import load_baseline_values, spec_from_canonical
+    from driftline.streams.control import spec_version
+
+    spec = spec_from_canonical(dict(canonical))
+    version = spec_version(dict(canonical))
+    results = settings.kafka.topic(spec.name, "results")
+    prefix = key_prefix or settings.redis.key_prefix
+    state = RedisState(client, prefix, spec.name)
+
+    def baseline_values(assay: Any) -> np.ndarray:
+        values = load_baseline_values(assay, base_dir or Path.cwd())
+        if values is not None:
+            return np.asarray(values, dtype=np.float64)
+        return history_baseline(settings, spec, assay, state, version)
+
+    alerts, assays = plans_from_spec(spec, baseline_values)
+    lateness = int(getattr(spec.options, "lateness_ms", 5000))
+    engine = PipelineEngine(
+        spec.name,
+        version,
+        [m.name for m in spec.models],
+        alerts,
+        assays,
+        state,
+        topic_partitions(settings, results),
+        lateness,
+        on_metrics=_metric,
+    )
+    return engine, spec
+
+
+def history_baseline(
+    settings: Settings, spec: Any, assay: Any, state: RedisState, version: str
+) -> np.ndarray:
+    """Baseline values from ``{from, to}`` of the pipeline's results, cached per spec version."""
+    import orjson
+
+    from driftline.expressions import evaluate, variables
+    from driftline.streams._engine import _decode, build_tensors
+
+    cache = ("baseline", assay.name, version)
+    cached = state.get(*cache)
+    if cached is not None:
+        return np.asarray(orjson.loads(cached), dtype=np.float64)
+    t1, t2 = _time_range(assay.baseline)
+    topic = settings.kafka.topic(spec.name, "results")
+    parts = range(topic_partitions(settings, topic))
+    start = offsets_for_time(settings, topic, parts, t1)
+    stop = offsets_for_time(settings, topic, parts, t2)
+    chunks: list[np.ndarray] = []
+    needed = {(v.model, v.kind) for v in variables(assay.iopath)}
+
+    def on_batch(batch: Batch) -> None:
+        docs, ok, _ = _decode(batch.values)
+        docs = [d for d, good in zip(docs, ok, strict=True) if good and t1 <= d["time"] < t2]
+        if docs:
+            tensors = build_tensors(docs, needed)
+            chunks.append(np.asarray(evaluate(assay.iopath, tensors), dtype=np.float64))
+
+    read_range(settings, topic, start, stop, on_batch)
+    values = np.concatenate(chunks) if chunks else np.zeros(0)
+    if values.size == 0:
+        from driftline.errors import SpecError
+
+        raise SpecError(
+            f"assays.{assay.name}.baseline",
+            f"no results of pipeline {spec.name!r} between {t1} and {t2}; "
+            "pick a range with traffic or give a file",
+        )
+    state.set(orjson.dumps(values.tolist()), *cache, ttl_s=30 * 24 * 3600)
+    return values
+
+
+def _time_range(baseline: Mapping[str, Any]) -> tuple[int, int]:
+    from datetime import datetime
+
+    def ms(x: Any) -> int:
+        if isinstance(x, int | float):
+            return int(x)
+        return int(datetime.fromisoformat(str(x).replace("Z", "+00:00")).timestamp() * 1000)
+
+    return ms(baseline["from"]), ms(baseline["to"])
+
+
+@dataclass
+class _Watched:
+    engine: PipelineEngine
+    results: str
+    late: str
+    deadletter: str
+    idle_close_ms: int
+    last_event_wall: float = field(default_factory=time.monotonic)
+    firing: dict[str, bool] = field(default_factory=dict)
+
+
+class Monitor:
+    """The I/O shell around the engines: routing, emission, idle close, rebuild.
+
+    Synchronous on purpose: each call handles one micro-batch with one Redis script call and,
+    when windows close, one produce-and-flush; faust calls it from its agent.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        msettings: MonitorSettings | None = None,
+        client: redis.Redis | None = None,
+        producer: Producer | None = None,
+        base_dir: Path | None = None,
+    ):
+        self.settings = settings
+        self.msettings = msettings or MonitorSettings()
+        self.client = client or redis.Redis.from_url(settings.redis.redis_url.get_secret_value())
+        self.producer = producer or Producer(
+            settings.kafka.client_config(**{"enable.idempotence": True, "linger.ms": 5})
+        )
+        self.base_dir = base_dir
+        self.pipelines: dict[str, _Watched] = {}
+        self.by_topic: dict[str, str] = {}
+        self.assays_topic = settings.kafka.topic("assays")
+        self.notifications_topic = settings.kafka.topic("notifications")
+
+    # -- pipelines
+
+    def apply_spec(self, name: str, canonical: Mapping[str, Any] | None) -> None:
+        """Start, replace or (``None``) stop monitoring a pipeline."""
+        old = self.pipelines.pop(name, None)
+        if old is not None:
+            self.by_topic.pop(old.results, None)
+        if canonical is None:
+            log.info("pipeline %s undeployed", name)
+            return
+        try:
+            engine, _spec = build_engine(
+                self.settings, canonical, self.client, base_dir=self.base_dir
+            )
+        except Exception:
+            log.exception("pipeline %s: cannot monitor this spec", name)
+            return
+        self.watch(engine)
+
+    def watch(self, engine: PipelineEngine) -> None:
+        """Monitor the results topic of ``engine``'s pipeline with that engine."""
+        from driftline.streams.control import ensure_topics
+
+        name = engine.name
+        k = self.settings.kafka
+        intervals = [a.interval_ms for a in engine.alerts] + [y.interval_ms for y in engine.assays]
+        idle = self.msettings.monitor_idle_close_ms or (min(intervals) if intervals else 1000)
+        w = _Watched(
+            engine,
+            k.topic(name, "results"),
+            k.topic(name, "late"),
+            k.topic(name, "deadletter"),
+            idle,
+        )
+        ensure_topics(k, [w.late, w.deadletter], partitions=k.partitions)
+        self.pipelines[name] = w
+        self.by_topic[w.results] = name
+        log.info("monitoring pipeline %s (%s)", name, engine.spec_version)
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self.by_topic)
+
+    # -- batches
+
+    def handle(self, topic: str, records: Sequence[tuple[int, int, bytes]]) -> ClosedWindows | None:
+        """Apply one micro-batch of ``(partition, offset, value)`` records of a results topic."""
+        name = self.by_topic.get(topic)
+        if name is None or not records:
+            return None
+        w = self.pipelines[name]
+        rows = sorted(records, key=lambda r: (r[0], r[1]))
+        batch = Batch.of(topic, rows)
+        firsts = self._first_offsets(rows)
+        # No state for a partition we already consumed from: Redis was emptied while we were
+        # away (or the pipeline is new and the topic starts later); rebuild its open windows.
+        missing = {
+            p: o for p, o in firsts.items() if f"{topic}:{p}" not in w.engine.offsets and o > 0
+        }
+        if missing:
+            self.rebuild(w, missing, reset=False)
+        try:
+            rep = w.engine.ingest(batch)
+        except StateLost:
+            self.rebuild(w, firsts, reset=True)
+            rep = w.engine.ingest(batch)
+        w.last_event_wall = time.monotonic()
+        EVENTS.labels(name).inc(len(rows))
+        BATCHES.labels(name).inc()
+        if rep.late:
+            LATE.labels(name).inc(len(rep.late))
+            for p, off, value in rep.late:
+                self.producer.produce(
+                    w.late, value, headers={"driftline-source": f"{topic}/{p}/{off}"}
+                )
+        for p, off, value, reason in rep.dead:
+            DEAD.labels(name, reason).inc()
+            self.producer.produce(
+                w.deadletter,
+                value,
+                headers={
+                    "driftline-error": reason,
+                    "driftline-detail": "result event could not be read by the monitor",
+                    "driftline-source": f"{topic}/{p}/{off}",
+                },
+            )
+        return self.close(name)
+
+    @staticmethod
+    def _first_offsets(rows: Sequence[tuple[int, int, bytes]]) -> dict[int, int]:
+        first: dict[int, int] = {}
+        for p, off, _ in rows:
+            if p not in first or off < first[p]:
+                first[p] = off
+        return first
+
+    def close(self, name: str, floor: int | None = None) -> ClosedWindows:
+        w = self.pipelines[name]
+        closed = w.engine.close(floor)
+        if closed.assays or closed.notifications:
+            self.emit(closed.assays, closed.notifications)
+        w.engine.commit(closed)
+        for n in closed.notifications:
+            if n.kind == "alert":
+                ALERT_STATE.labels(name, n.alert).set(1.0 if n.state == "firing" else 0.0)
+        mx = max(w.engine.max_times.values(), default=None)
+        if mx is not None and closed.watermark is not None:
+            WATERMARK_LAG.labels(name).set(max(0, mx - closed.watermark) / 1000.0)
+        return closed
+
+    def emit(self, assays: Sequence[AssayResult], notes: Sequence[Notification]) -> None:
+        """Publish, then wait for delivery: windows are marked emitted only afterwards."""
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for a in assays:
+            self.producer.produce(self.assays_topic, encode(a), a.key, on_delivery=on_delivery)
+        for n in notes:
+            self.producer.produce(
+                self.notifications_topic,
+                encode(n),
+                n.key,
+                on_delivery=on_delivery,
+                headers={"driftline-notification-id": n.id},
+            )
+        left = self.producer.flush(30)
+        if left or errors:
+            raise KafkaException(f"could not publish monitor output: {errors or left}")
+
+    def tick(self, now_ms: int | None = None) -> None:
+        """Idle close: raise the watermark of pipelines that got nothing for ``idle_close``."""
+        wall = time.monotonic()
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        for name, w in list(self.pipelines.items()):
+            if (wall - w.last_event_wall) * 1000 >= w.idle_close_ms:
+                self.close(name, floor=now - w.engine.lateness_ms)
+
+    # -- recovery
+
+    def lookback_ms(self, engine: PipelineEngine) -> int:
+        return self.msettings.monitor_rebuild_lookback_ms or (
+            engine.longest_ms + engine.lateness_ms + 60_000
+        )
+
+    def rebuild(self, w: _Watched, stop: Mapping[int, int], reset: bool = True) -> int:
+        """Replay ``[now - lookback, stop)`` of the given partitions into the Redis state.
+
+        ``reset`` forgets what the engine remembers of the lost state first.
+        """
+        REBUILDS.labels(w.engine.name).inc()
+        engine = w.engine
+        if reset:
+            engine.offsets = {}
+            engine.max_times = {}
+            engine.floor = None
+            engine.first = None
+        since = int(time.time() * 1000) - self.lookback_ms(engine)
+        start = offsets_for_time(self.settings, w.results, stop.keys(), since)
+        log.warning(
+            "pipeline %s: no Redis state before offsets %s; rebuilding from offsets %s",
+            engine.name,
+            dict(stop),
+            start,
+        )
+
+        def on_batch(b: Batch) -> None:
+            engine.ingest(b)
+
+        return read_range(self.settings, w.results, start, stop, on_batch)
+
+    def close_all(self) -> None:
+        self.producer.flush(10)
+        self.client.close()
+
+
+# ---------------------------------------------------------------------------- faust
+
+
+def _faust_classes(fetch_wait_ms: int) -> Any:
+    import faust
+    from faust.transport.drivers import aiokafka as fa
+
+    class ConsumerThread(fa.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            # Set before start(): aiokafka builds its fetcher from these in start().
+            consumer._isolation_level = "read_committed"
+            consumer._fetch_max_wait_ms = fetch_wait_ms
+            return consumer
+
+    class ReadCommittedConsumer(fa.Consumer):
+        def _new_consumer_thread(self) -> Any:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class ReadCommittedTransport(fa.Transport):
+        Consumer = ReadCommittedConsumer
+
+    class App(faust.App):
+        def _new_transport(self) -> Any:
+            return ReadCommittedTransport(self.conf.broker_consumer, self)
+
+    return App
+
+
+def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
+    """The faust app: one agent over all results topics, one timer for control and idle close."""
+    ms = monitor.msettings
+    k = monitor.settings.kafka
+    App = _faust_classes(ms.monitor_fetch_wait_ms)
+    datadir = ms.monitor_datadir or Path(tempfile.mkdtemp(prefix="driftline-monitor-"))
+    app = App(
+        ms.monitor_group,
+        broker=[f"kafka://{h}" for h in k.bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        datadir=str(datadir),
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, ms.monitor_batch_size * 2),
+        broker_max_poll_records=ms.monitor_batch_size,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        producer_acks=-1,
+    )
+    control_topic = k.topic("pipelines")
+    from driftline.streams.control import ensure_topics
+
+    # faust needs a non-empty subscription; the control topic always exists.
+    ensure_topics(k, [control_topic], partitions=1, compacted=True)
+    results = app.topic(
+        control_topic, *monitor.topics, value_serializer="raw", key_serializer="raw"
+    )
+    # faust waits 45 s before acting on a subscription change; pipelines come and go rarely,
+    # and a new pipeline should be watched at once.
+    app.topics._resubscribe_sleep_lock_seconds = 0.5
+    follower_ref: dict[str, Any] = {"f": follower}
+
+    def sync_topics() -> None:
+        wanted = [control_topic, *monitor.topics]
+        changed = False
+        # The agent iterates a clone of ``results`` registered with the conductor: change the
+        # topic list of every channel that follows the control topic.
+        for channel in [results, *app.topics]:
+            topics = list(getattr(channel, "topics", ()) or ())
+            if control_topic in topics and topics != wanted:
+                channel.topics = wanted
+                changed = True
+        if changed:
+            app.topics._flag_changes()
+
+    @app.agent(results)
+    async def consume(stream: Any) -> None:
+        async for events in stream.take_events(
+            ms.monitor_batch_size, within=ms.monitor_batch_timeout_ms / 1000
+        ):
+            by_topic: dict[str, list[tuple[int, int, bytes]]] = {}
+            for ev in events:
+                msg = ev.message
+                by_topic.setdefault(msg.topic, []).append((msg.partition, msg.offset, ev.value))
+            for topic, rows in by_topic.items():
+                if topic == control_topic:
+                    continue
+                monitor.handle(topic, rows)
+
+    @app.timer(interval=0.25)
+    async def housekeeping() -> None:
+        f = follower_ref["f"]
+        if f is None:
+            from driftline.streams.control import Follower
+
+            f = follower_ref["f"] = Follower(k)
+            for name, canonical in sorted(f.snapshot().items()):
+                monitor.apply_spec(name, canonical)
+        else:
+            for name, canonical in f.poll(0):
+                monitor.apply_spec(name, canonical)
+        sync_topics()
+        monitor.tick()
+
+    return app
+
+
+def run_monitor(
+    settings: Settings, msettings: MonitorSettings | None = None, metrics_port: int | None = None
+) -> None:
+    """Run the monitor until interrupted (the ``driftline monitor`` command)."""
+    import faust
+
+    from driftline.metrics import start_metrics_server
+
+    ms = msettings or MonitorSettings()
+    port = metrics_port if metrics_port is not None else ms.monitor_metrics_port
+    if port is not None:
+        start_metrics_server(port)
+    monitor = Monitor(settings, ms)
+    app = create_app(monitor)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), web_enabled=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        monitor.close_all()

@@ -1,0 +1,96 @@
+"""Run the faust monitor in a process of its own, on pipelines given as JSON (no control plane).
+
+``python _monitor_proc.py CONFIG.json`` where the config holds ``topic_prefix``, ``key_prefix``,
+``group`` and ``pipelines``: ``[{name, partitions, lateness_ms, alerts: [{name, when, for_ms,
+repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds}]}]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from driftline.config import KafkaSettings, MonitorSettings, RedisSettings, Settings
+from driftline.detectors import Baseline
+from driftline.expressions import alert_condition, parse
+from driftline.streams._engine import AlertPlan, AssayPlan, DetectorBaseline, PipelineEngine
+from driftline.streams.monitor import Monitor, create_app
+from driftline.streams.state import RedisState
+
+
+class _NoControl:
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def poll(self, timeout: float = 0.0) -> list[Any]:
+        return []
+
+
+def engine_from(conf: dict[str, Any], pipe: dict[str, Any], monitor: Monitor) -> PipelineEngine:
+    alerts = [
+        AlertPlan(
+            a["name"],
+            alert_condition(parse(a["when"])),
+            a.get("for_ms", 0),
+            a.get("repeat_ms", 0),
+            "critical",
+            ("stdout",),
+        )
+        for a in pipe.get("alerts", [])
+    ]
+    assays = [
+        AssayPlan(
+            y["name"],
+            parse(y["iopath"]),
+            DetectorBaseline(
+                Baseline.from_values(np.asarray(y["baseline"], dtype=float)),
+                y["metric"],
+                y.get("thresholds"),
+            ),
+            y["width_ms"],
+            y["interval_ms"],
+            y["metric"],
+        )
+        for y in pipe.get("assays", [])
+    ]
+    state = RedisState(monitor.client, conf["key_prefix"], pipe["name"])
+    return PipelineEngine(
+        pipe["name"],
+        "sha256:test",
+        ["m"],
+        alerts,
+        assays,
+        state,
+        pipe["partitions"],
+        pipe.get("lateness_ms", 0),
+    )
+
+
+def main(path: str) -> None:
+    import faust
+
+    conf = orjson.loads(Path(path).read_bytes())
+    settings = Settings(
+        kafka=KafkaSettings(topic_prefix=conf["topic_prefix"]),
+        redis=RedisSettings(key_prefix=conf["key_prefix"]),
+    )
+    ms = MonitorSettings(
+        monitor_group=conf["group"],
+        monitor_datadir=Path(conf["datadir"]),
+        monitor_idle_close_ms=conf.get("idle_close_ms", 3_600_000),
+        monitor_rebuild_lookback_ms=conf.get("lookback_ms"),
+        monitor_batch_size=conf.get("batch_size", 5000),
+    )
+    monitor = Monitor(settings, ms)
+    for pipe in conf["pipelines"]:
+        monitor.watch(engine_from(conf, pipe, monitor))
+    app = create_app(monitor, follower=_NoControl())
+    faust.Worker(app, loglevel="warning").execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

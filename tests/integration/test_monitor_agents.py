@@ -1,0 +1,139 @@
+"""The faust monitor on the real broker and Redis: windows, count alerts, assays, read_committed."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from driftline.config import KafkaSettings
+from driftline.detectors import Baseline
+from driftline.streams.control import ensure_topics
+
+from ._monitor_helpers import produce, read_all, result, start_monitor, stop, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def world(kafka_admin, kafka_config, unique, redis_prefix, tmp_path) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    prefix = f"t{unique}"
+    k = KafkaSettings(topic_prefix=prefix)
+    results = k.topic("fraud", "results")
+    ensure_topics(k, [results], partitions=3)
+    ensure_topics(k, [k.topic("assays"), k.topic("notifications")], partitions=1)
+    yield {
+        "prefix": prefix,
+        "k": k,
+        "results": results,
+        "redis_prefix": redis_prefix,
+        "conf": kafka_config(),
+        "tmp": tmp_path,
+    }
+    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    if topics:
+        for f in kafka_admin.delete_topics(topics, operation_timeout=15).values():
+            with contextlib.suppress(Exception):
+                f.result(30)
+
+
+def _config(world: dict[str, Any], pipelines: list[dict[str, Any]], **extra: Any) -> Path:
+    conf = {
+        "topic_prefix": world["prefix"],
+        "key_prefix": world["redis_prefix"],
+        "group": f"{world['prefix']}-monitor",
+        "datadir": str(world["tmp"] / "faust"),
+        "pipelines": pipelines,
+        **extra,
+    }
+    path = world["tmp"] / "monitor.json"
+    path.write_bytes(orjson.dumps(conf))
+    return path
+
+
+def test_count_alert_and_assays_on_committed_results_only(world):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(7)
+    t0 = (int(time.time()) // 10 - 60) * 10_000
+    base_values = rng.uniform(0, 0.5, 1000)
+    thresholds = {"warning": 0.1, "alert": 0.25}
+    pipe = {
+        "name": "fraud",
+        "partitions": 3,
+        "lateness_ms": 1000,
+        "alerts": [{"name": "high", "when": "count(m.outputs[0][0] > 0.9, '2s', '1s') >= 3"}],
+        "assays": [
+            {
+                "name": "psi",
+                "iopath": "m.outputs[0][0]",
+                "baseline": base_values.tolist(),
+                "width_ms": 4000,
+                "interval_ms": 2000,
+                "metric": "psi",
+                "thresholds": thresholds,
+            },
+            {
+                "name": "ks",
+                "iopath": "m.outputs[0][0]",
+                "baseline": base_values.tolist(),
+                "width_ms": 4000,
+                "interval_ms": 2000,
+                "metric": "ks",
+                "thresholds": {"alpha": 0.01},
+            },
+        ],
+    }
+    rows, times, values = [], [], []
+    i = 0
+    for sec in range(20):
+        n_high = 4 if sec == 8 else 0
+        for j in range(30):
+            v = 0.95 if j < n_high else float(rng.uniform(0, 0.5))
+            t = t0 + sec * 1000 + int(rng.integers(0, 1000))
+            rows.append((i % 3, result(t, v, i)))
+            times.append(t)
+            values.append(v)
+            i += 1
+    # an aborted transaction full of high scores at second 14 must never be counted
+    aborted = [(j % 3, result(t0 + 14_000 + j, 0.99, 10_000 + j)) for j in range(12)]
+    flush = [(p, result(t0 + 30_000, 0.1, 20_000 + p)) for p in range(3)]
+    produce(
+        world["conf"], world["results"], rows + flush, abort=aborted, txid=f"{world['prefix']}-p"
+    )
+
+    proc = start_monitor(_config(world, [pipe]), world["tmp"], world["tmp"] / "monitor.log")
+    try:
+        k = world["k"]
+        assays = wait_for(world["conf"], k.topic("assays"), lambda got: len(got) >= 22)
+        notes = wait_for(
+            world["conf"],
+            k.topic("notifications"),
+            lambda got: sum(n["kind"] == "alert" for n in got) >= 2,
+            timeout=30,
+        )
+        time.sleep(2)
+        notes = read_all(world["conf"], k.topic("notifications"))
+        assays = read_all(world["conf"], k.topic("assays"))
+    finally:
+        stop(proc)
+    log = (world["tmp"] / "monitor.log").read_text(errors="replace")
+    got = [(n["state"], n["at"] - t0, n["value"]) for n in notes if n["kind"] == "alert"]
+    assert got == [("firing", 9000, 4.0), ("resolved", 11000, 0.0)], log
+    assert len({n["id"] for n in notes}) == len(notes)
+
+    times_a, values_a = np.array(times), np.array(values)
+    base = Baseline.from_values(base_values)
+    for name, metric, thr in (("psi", "psi", thresholds), ("ks", "ks", {"alpha": 0.01})):
+        got = sorted((a for a in assays if a["assay"] == name), key=lambda a: a["window_end"])
+        assert [a["window_end"] - t0 for a in got] == list(range(2000, 24000, 2000))
+        for a in got:
+            inside = (times_a >= a["window_start"]) & (times_a < a["window_end"])
+            offline = base.compare(base.histogram(values_a[inside]), metric=metric, thresholds=thr)
+            assert a["count"] == int(inside.sum())
+            assert a["score"] == pytest.approx(offline.score, rel=1e-9, abs=1e-12)
+            assert a["status"] == offline.status
