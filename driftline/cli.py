@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -433,6 +434,64 @@ def logs(
             f"{len(failures)} {', '.join(failures)}".strip(),
         )
     out.print(table)
+
+
+@app.command("monitor")
+def monitor(
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
+    ] = None,
+) -> None:
+    """Run the monitor agents: windows in Redis, count alerts, assays, alert lifecycle."""
+    from driftline.streams._monitor_cli import cmd_monitor
+
+    raise typer.Exit(cmd_monitor(load_settings(), metrics_port))
+
+
+@app.command("assays")
+def assays(
+    name: Annotated[str, typer.Argument(help="Pipeline name.")],
+    assay: Annotated[str | None, typer.Option("--assay", help="Only this assay.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many windows.", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Latest assay results of a pipeline: window, score, p-value, status, count."""
+    from driftline.streams._monitor_cli import cmd_assays
+
+    raise typer.Exit(cmd_assays(load_settings(), name, assay, limit, as_json))
+
+
+@app.command("alerts")
+def alerts(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only this pipeline.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many notifications.", min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Notification history: every alert transition (firing, resolved) with its id."""
+    from driftline.streams._monitor_cli import cmd_alerts
+
+    raise typer.Exit(cmd_alerts(load_settings(), pipeline, limit, as_json))
+
+
+@app.command("replay")
+def replay(
+    name: Annotated[str, typer.Argument(help="Pipeline name.")],
+    start: Annotated[
+        str, typer.Option("--from", help="Range start: epoch ms, ISO-8601 or now-10m.")
+    ],
+    end: Annotated[str, typer.Option("--to", help="Range end: epoch ms, ISO-8601 or now.")],
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Replay with this spec file instead.")
+    ] = None,
+    audit: Annotated[
+        bool, typer.Option("--audit", help="Compare with what was published; exit 1 if differs.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recompute windows, assay results and alert transitions over a range of the results topic."""
+    from driftline.streams._monitor_cli import cmd_replay
+
+    raise typer.Exit(cmd_replay(load_settings(), name, start, end, spec, audit, as_json))
 
 
 def main() -> None:
