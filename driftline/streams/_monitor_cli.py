@@ -1,0 +1,242 @@
+"""Bodies of the ``monitor``, ``assays``, ``alerts`` and ``replay`` commands (cli.py stays thin)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from driftline._console import out
+from driftline.config import MonitorSettings, Settings
+from driftline.errors import ConfigError, ServiceError, SpecError
+
+__all__ = ["cmd_alerts", "cmd_assays", "cmd_monitor", "cmd_replay", "parse_time"]
+
+# How many of the newest messages per partition ``assays`` and ``alerts`` look at.
+TAIL = 20_000
+
+
+def parse_time(value: str, name: str, now_ms: int | None = None) -> int:
+    """Epoch milliseconds from epoch ms, an ISO-8601 time (UTC if no zone) or ``now-<dur>``.
+
+    >>> parse_time("1700000000000", "--from")
+    1700000000000
+    >>> parse_time("2023-11-14T22:13:20Z", "--from")
+    1700000000000
+    >>> parse_time("now-1m", "--to", now_ms=120_000)
+    60000
+    """
+    v = value.strip()
+    if v.lstrip("-").isdigit():
+        return int(v)
+    if v.startswith("now"):
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        rest = v[3:]
+        if not rest:
+            return now
+        from driftline.expressions import parse_duration
+
+        sign = -1 if rest[0] == "-" else 1
+        try:
+            return now + sign * int(parse_duration(rest[1:]))
+        except Exception:
+            raise ConfigError(f"{name}={value!r}: use epoch ms, ISO-8601 or now-5m") from None
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={value!r}: use epoch ms, an ISO-8601 time (2024-11-21T10:00:00Z) or now-5m"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _iso(ms: Any) -> str:
+    if not isinstance(ms, int | float):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _tail(
+    settings: Settings, topic: str, keep: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    from confluent_kafka import KafkaException
+
+    from driftline.events import decode
+    from driftline.streams._engine import Batch
+    from driftline.streams.monitor import end_offsets, read_range, topic_partitions
+
+    try:
+        parts = range(topic_partitions(settings, topic))
+    except KafkaException:
+        return []
+    hi = end_offsets(settings, topic, parts)
+    lo = {p: max(0, o - TAIL) for p, o in hi.items()}
+    rows: list[dict[str, Any]] = []
+
+    def on_batch(b: Batch) -> None:
+        for v in b.values:
+            try:
+                d = decode(v)
+            except ValueError:
+                continue
+            if isinstance(d, dict) and keep(d):
+                rows.append(d)
+
+    read_range(settings, topic, lo, hi, on_batch)
+    return rows
+
+
+def cmd_monitor(settings: Settings, metrics_port: int | None) -> int:
+    from driftline.streams.monitor import run_monitor
+
+    run_monitor(settings, MonitorSettings(), metrics_port)
+    return 0
+
+
+def cmd_assays(settings: Settings, name: str, assay: str | None, limit: int, as_json: bool) -> int:
+    rows = _tail(
+        settings,
+        settings.kafka.topic("assays"),
+        lambda d: d.get("pipeline") == name and (assay is None or d.get("assay") == assay),
+    )
+    # duplicates after a crash carry the same (assay, window); keep one
+    unique = {(r.get("assay"), r.get("window_end")): r for r in rows}
+    latest = sorted(unique.values(), key=lambda r: (r.get("window_end", 0), r.get("assay", "")))
+    latest = latest[-limit:]
+    if as_json:
+        out.print_json(json.dumps(latest))
+        return 0
+    from rich.table import Table
+
+    table = Table(
+        "window start", "window end", "assay", "metric", "score", "p-value", "status", "count"
+    )
+    for r in latest:
+        status = r.get("status", "-")
+        color = {"ok": "green", "warning": "yellow", "alert": "red"}.get(status, "white")
+        table.add_row(
+            _iso(r.get("window_start")),
+            _iso(r.get("window_end")),
+            r.get("assay", "-"),
+            r.get("metric", "-"),
+            _num(r.get("score")),
+            _num(r.get("p_value")),
+            f"[{color}]{status}[/]",
+            str(r.get("count", "-")),
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_alerts(settings: Settings, pipeline: str | None, limit: int, as_json: bool) -> int:
+    rows = _tail(
+        settings,
+        settings.kafka.topic("notifications"),
+        lambda d: "id" in d and (pipeline is None or d.get("pipeline") == pipeline),
+    )
+    unique = {r["id"]: r for r in rows}
+    history = sorted(unique.values(), key=lambda r: (r.get("at", 0), r.get("alert", "")))[-limit:]
+    if as_json:
+        out.print_json(json.dumps(history))
+        return 0
+    from rich.table import Table
+
+    table = Table("at", "pipeline", "alert", "state", "value", "condition", "severity", "id")
+    for r in history:
+        state = r.get("state", "-")
+        color = "red" if state == "firing" else "green"
+        table.add_row(
+            _iso(r.get("at")),
+            r.get("pipeline", "-"),
+            r.get("alert", "-"),
+            f"[{color}]{state}[/]",
+            _num(r.get("value")),
+            r.get("condition", "-"),
+            r.get("severity", "-"),
+            r.get("id", "-"),
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_replay(
+    settings: Settings,
+    name: str,
+    start: str,
+    end: str,
+    spec_path: Path | None,
+    do_audit: bool,
+    as_json: bool,
+) -> int:
+    from driftline.streams.replay import audit, replay, summarize
+
+    t1, t2 = parse_time(start, "--from"), parse_time(end, "--to")
+    if t2 <= t1:
+        raise ConfigError(f"--to {end!r} is not after --from {start!r}")
+    base_dir = None
+    if spec_path is not None:
+        from driftline.spec import load_spec
+
+        spec = load_spec(spec_path)
+        if spec.name != name:
+            raise SpecError("name", f"the spec file is for {spec.name!r}, not {name!r}")
+        canonical = spec.to_canonical()
+        base_dir = spec_path.parent
+    else:
+        from driftline.streams.control import ControlPlane
+
+        try:
+            deployed = ControlPlane(settings.kafka).snapshot()
+        except Exception as exc:
+            raise ServiceError(f"cannot read the control topic: {exc}") from exc
+        if name not in deployed:
+            raise ConfigError(f"pipeline {name!r} is not deployed; deploy it or pass --spec FILE")
+        canonical = deployed[name]
+    result = replay(settings, canonical, t1, t2, base_dir=base_dir)
+    report = audit(settings, result) if do_audit else None
+    if as_json:
+        doc: dict[str, Any] = result.to_dict()
+        if report is not None:
+            doc["audit"] = report.to_dict()
+        out.print_json(json.dumps(doc, default=str))
+    else:
+        from rich.table import Table
+
+        table = Table("at", "kind", "name", "value", "status", "count")
+        for r in summarize(result):
+            table.add_row(
+                _iso(r["at"]),
+                r["kind"],
+                r["name"],
+                _num(r["value"]),
+                str(r["status"]),
+                _num(r["count"]),
+            )
+        out.print(table)
+        out.print(
+            f"{result.events} events, {result.late} late, {result.dead} malformed; "
+            f"{len(result.assays)} assay results, {len(result.notifications)} transitions"
+        )
+        if report is not None:
+            if report.differences:
+                diff = Table("kind", "key", "field", "live", "replay")
+                for d in report.differences:
+                    diff.add_row(d.kind, d.key, d.what, str(d.live), str(d.replay))
+                out.print(diff)
+            out.print(
+                f"audit: {len(report.differences)} difference(s) over "
+                f"{report.compared_assays} assay results and "
+                f"{report.compared_notifications} notifications"
+            )
+    if report is not None and report.differences:
+        return 1
+    return 0

@@ -1,0 +1,267 @@
+"""``driftline replay``: recompute windows, assay results and alert transitions from Kafka.
+
+Replay feeds a time range of a pipeline's results topic through the same
+:class:`~driftline.streams._engine.PipelineEngine` the live monitor runs, with the state kept
+under a scratch Redis prefix that is deleted afterwards. It reads with a throw-away consumer
+group and never commits, so production offsets stay untouched, and it publishes nothing.
+
+Range rules (all deterministic)
+    * Results are read by Kafka timestamp from ``T1 - (longest window + lateness)`` to
+      ``T2 + lateness + slack`` so that windows starting at ``T1`` see all their events.
+    * At the end, every window ending at or before ``T2`` is closed (the replay counterpart of
+      the live monitor's idle close).
+    * Reported, and audited, are the windows with ``start >= T1`` and ``end <= T2``; alert
+      transitions are compared from ``T1 + longest alert window`` on, because replay starts
+      every alert in the ``ok`` state.
+
+Audit compares those with what ``driftline.assays`` and ``driftline.notifications`` hold:
+assay results by (assay, window end) — count, score, p-value, status — and notifications by
+their deterministic id.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from driftline.config import Settings
+from driftline.events import AssayResult, Notification, decode
+from driftline.streams._engine import Batch, PipelineEngine
+
+__all__ = ["AuditReport", "Difference", "ReplayResult", "audit", "replay"]
+
+# Produce time runs a little behind event time; read this much past the range end.
+READ_SLACK_MS = 60_000
+
+
+@dataclass
+class ReplayResult:
+    """What replay recomputed for ``[start, end)`` (event time)."""
+
+    pipeline: str
+    start: int
+    end: int
+    events: int = 0
+    late: int = 0
+    dead: int = 0
+    assays: list[AssayResult] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    compare_from: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "from": self.start,
+            "to": self.end,
+            "events": self.events,
+            "late": self.late,
+            "dead": self.dead,
+            "assays": [a.to_dict() for a in self.assays],
+            "notifications": [n.to_dict() for n in self.notifications],
+        }
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: str  # "assay" or "notification"
+    key: str
+    what: str
+    live: Any
+    replay: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "what": self.what,
+            "live": self.live,
+            "replay": self.replay,
+        }
+
+
+@dataclass
+class AuditReport:
+    compared_assays: int
+    compared_notifications: int
+    differences: list[Difference]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compared_assays": self.compared_assays,
+            "compared_notifications": self.compared_notifications,
+            "differences": [d.to_dict() for d in self.differences],
+        }
+
+
+def replay(
+    settings: Settings,
+    canonical: Mapping[str, Any],
+    start: int,
+    end: int,
+    client: redis.Redis | None = None,
+    base_dir: Any = None,
+) -> ReplayResult:
+    """Recompute the pipeline described by ``canonical`` over event times ``[start, end)``."""
+    from driftline.streams.monitor import build_engine, offsets_for_time, read_range
+
+    if end <= start:
+        raise ValueError(f"--to ({end}) must be after --from ({start})")
+    own = client is None
+    client = client or redis.Redis.from_url(settings.redis.redis_url.get_secret_value())
+    scratch = f"{settings.redis.key_prefix}-replay-{uuid.uuid4().hex[:12]}"
+    engine: PipelineEngine | None = None
+    try:
+        engine, spec = build_engine(
+            settings, canonical, client, key_prefix=scratch, base_dir=base_dir
+        )
+        topic = settings.kafka.topic(spec.name, "results")
+        parts = range(engine.partitions)
+        lookback = engine.longest_ms + engine.lateness_ms
+        lo = offsets_for_time(settings, topic, parts, start - lookback)
+        hi = offsets_for_time(settings, topic, parts, end + engine.lateness_ms + READ_SLACK_MS)
+        out = ReplayResult(spec.name, start, end, compare_from=start + engine.longest_ms)
+
+        def collect(floor: int | None = None) -> None:
+            assert engine is not None
+            closed = engine.close(floor)
+            out.assays.extend(closed.assays)
+            out.notifications.extend(closed.notifications)
+            engine.commit(closed)
+
+        def on_batch(batch: Batch) -> None:
+            assert engine is not None
+            rep = engine.ingest(batch)
+            out.events += rep.applied
+            out.late += len(rep.late)
+            out.dead += len(rep.dead)
+            collect()
+
+        read_range(settings, topic, lo, hi, on_batch)
+        collect(floor=end)
+        out.assays = [a for a in out.assays if a.window_start >= start and a.window_end <= end]
+        out.notifications = [
+            n for n in out.notifications if start <= n.window.get("start", n.at) and n.at <= end
+        ]
+        return out
+    finally:
+        if engine is not None:
+            engine.state.clear()
+        if own:
+            client.close()
+
+
+def _live(settings: Settings, topic: str, start: int) -> list[dict[str, Any]]:
+    from driftline.streams.monitor import (
+        end_offsets,
+        offsets_for_time,
+        read_range,
+        topic_partitions,
+    )
+
+    parts = range(topic_partitions(settings, topic))
+    # Results of a window are published after it closes, so never before its start.
+    lo = offsets_for_time(settings, topic, parts, start)
+    hi = end_offsets(settings, topic, parts)
+    rows: list[dict[str, Any]] = []
+
+    def on_batch(b: Batch) -> None:
+        for v in b.values:
+            try:
+                rows.append(decode(v))
+            except ValueError:
+                continue
+
+    read_range(settings, topic, lo, hi, on_batch)
+    return rows
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        fa, fb = float(a), float(b)
+        if math.isnan(fa) and math.isnan(fb):
+            return True
+        return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
+
+
+def audit(settings: Settings, result: ReplayResult) -> AuditReport:
+    """Compare a replay with what the live monitor published for the same range."""
+    diffs: list[Difference] = []
+    live_assays: dict[tuple[str, int], dict[str, Any]] = {}
+    for d in _live(settings, settings.kafka.topic("assays"), result.start):
+        if (
+            d.get("pipeline") == result.pipeline
+            and d.get("window_start", -1) >= result.start
+            and d.get("window_end", math.inf) <= result.end
+        ):
+            live_assays[(d["assay"], d["window_end"])] = d
+    mine = {(a.assay, a.window_end): a.to_dict() for a in result.assays}
+    for key in sorted(set(live_assays) | set(mine)):
+        name = f"{key[0]}@{key[1]}"
+        live, rep = live_assays.get(key), mine.get(key)
+        if live is None or rep is None:
+            diffs.append(Difference("assay", name, "missing", live is not None, rep is not None))
+            continue
+        for f in ("count", "score", "p_value", "status", "metric"):
+            if not _same(live.get(f), rep.get(f)):
+                diffs.append(Difference("assay", name, f, live.get(f), rep.get(f)))
+
+    def in_scope(d: Mapping[str, Any]) -> bool:
+        return (
+            d.get("pipeline") == result.pipeline
+            and result.compare_from <= d.get("at", -1) <= result.end
+            and d.get("window", {}).get("start", -1) >= result.start
+        )
+
+    live_notes = {
+        d["id"]: d
+        for d in _live(settings, settings.kafka.topic("notifications"), result.start)
+        if "id" in d and in_scope(d)
+    }
+    my_notes = {n.id: n.to_dict() for n in result.notifications if in_scope(n.to_dict())}
+    for nid in sorted(set(live_notes) | set(my_notes)):
+        live, rep = live_notes.get(nid), my_notes.get(nid)
+        src = live or rep
+        assert src is not None
+        label = f"{src['alert']}:{src['state']}@{src['at']}"
+        if live is None or rep is None:
+            diffs.append(
+                Difference("notification", label, "missing", live is not None, rep is not None)
+            )
+        elif not _same(live.get("value"), rep.get("value")):
+            diffs.append(Difference("notification", label, "value", live["value"], rep["value"]))
+    return AuditReport(len(mine), len(my_notes), diffs)
+
+
+def summarize(result: ReplayResult) -> list[dict[str, Any]]:
+    """Rows for a table: one per assay window and one per alert transition, in time order."""
+    rows: list[dict[str, Any]] = []
+    for a in result.assays:
+        rows.append(
+            {
+                "at": a.window_end,
+                "kind": "assay",
+                "name": a.assay,
+                "value": a.score,
+                "status": a.status,
+                "count": a.count,
+            }
+        )
+    for n in result.notifications:
+        rows.append(
+            {
+                "at": n.at,
+                "kind": n.kind,
+                "name": n.alert,
+                "value": n.value,
+                "status": n.state,
+                "count": None,
+            }
+        )
+    rows.sort(key=lambda r: (r["at"], r["kind"], r["name"]))
+    return rows
