@@ -1,0 +1,202 @@
+"""The worker's transaction handling, with fake Kafka clients: commit, abort and rewind,
+fatal errors, retries, dead letters and the at-least-once path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from driftline.config import KafkaSettings, WorkerSettings
+from driftline.streams.worker import PipelineRuntime, RuntimeModel, StaticSource, Worker
+
+pytestmark = pytest.mark.unit
+
+
+class _Model:
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return [x[:, :1] * 0.5]
+
+
+class _Producer:
+    def __init__(self, fail_commit: list[KafkaError] | None = None) -> None:
+        self.fail_commit = list(fail_commit or [])
+        self.produced: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self.log: list[str] = []
+        self.offsets: list[TopicPartition] = []
+
+    def begin_transaction(self) -> None:
+        self.log.append("begin")
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None
+    ) -> None:
+        self.produced.append((topic, value, key, headers))
+
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], meta: Any, timeout: float
+    ) -> None:
+        self.offsets = offsets
+        self.log.append("offsets")
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self.fail_commit:
+            raise KafkaException(self.fail_commit.pop(0))
+        self.log.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.log.append("abort")
+
+    def flush(self, timeout: float) -> int:
+        self.log.append("flush")
+        return 0
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+        self.commits: list[list[TopicPartition]] = []
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append(offsets)
+
+
+KAFKA = KafkaSettings(topic_prefix="t")
+REQ = KAFKA.topic("fraud", "requests")
+
+
+def _worker(producer: _Producer, guarantee: str = "exactly-once") -> tuple[Worker, _Consumer]:
+    runtime = PipelineRuntime(
+        name="fraud",
+        version="sha256:v",
+        models=(RuntimeModel("m", "sha256:m", _Model()),),
+        validations={"low": lambda t: t[("m", "outputs")][0][:, 0] < 1.0},
+        input_width=2,
+    )
+    w = Worker(
+        KAFKA, WorkerSettings(worker_guarantee=guarantee, worker_id="x"), StaticSource([runtime])
+    )
+    w._apply_changes(w.source.snapshot().items())
+    consumer = _Consumer()
+    w._consumer, w._producer = consumer, producer  # type: ignore[assignment]
+    w._known_topics.update(
+        KAFKA.topic(p, k) for p in ("fraud", "ghost") for k in ("results", "deadletter")
+    )
+    return w, consumer
+
+
+def _msgs() -> list[Message]:
+    return [
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=10,
+            key=b"a",
+            value=orjson.dumps({"tensor": [[1, 2], [3, 4]]}),
+        ),
+        Message(topic=REQ, partition=1, offset=7, key=None, value=b"broken"),
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=11,
+            key=b"c",
+            value=orjson.dumps({"id": "c1", "tensor": [[0.5, 0]]}),
+        ),
+        Message(
+            topic=KAFKA.topic("ghost", "requests"), partition=0, offset=3, key=b"g", value=b"{}"
+        ),
+    ]
+
+
+def test_a_batch_commits_results_dead_letters_and_offsets_in_one_transaction() -> None:
+    producer = _Producer()
+    w, consumer = _worker(producer)
+    w._serve(_msgs())
+    assert producer.log == ["begin", "offsets", "commit"]
+    results = [
+        (k, orjson.loads(v))
+        for t, v, k, _ in producer.produced
+        if t == KAFKA.topic("fraud", "results")
+    ]
+    assert [(k, e["id"], e["row"]) for k, e in results] == [
+        (b"a", "a", 0),
+        (b"a", "a", 1),
+        (b"c", "c1", 0),
+    ]
+    assert [e["check_failures"] for _, e in results] == [[], ["low"], []]
+    dead = [(t, v, k, dict(h)) for t, v, k, h in producer.produced if t.endswith("deadletter")]
+    assert [(d[0], d[3]["driftline-error"]) for d in dead] == [
+        (KAFKA.topic("fraud", "deadletter"), b"malformed_json"),
+        (KAFKA.topic("ghost", "deadletter"), b"undeployed_pipeline"),
+    ]
+    assert dead[0][1] == b"broken" and dead[0][3]["driftline-source-offset"] == b"7"
+    assert dead[0][3]["driftline-source-partition"] == b"1"
+    assert sorted((tp.topic, tp.partition, tp.offset) for tp in producer.offsets) == sorted(
+        [(REQ, 0, 12), (REQ, 1, 8), (KAFKA.topic("ghost", "requests"), 0, 4)]
+    )
+    assert consumer.seeks == []
+    assert w.stats.rows == 3 and w.stats.dead_letters == 2 and w.stats.messages == 4
+
+
+def test_abortable_error_aborts_and_rewinds_to_the_batch_start() -> None:
+    producer = _Producer([KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)])
+    w, consumer = _worker(producer)
+    w._serve(_msgs())
+    assert producer.log == ["begin", "offsets", "abort"]
+    assert sorted(consumer.seeks) == sorted(
+        [(REQ, 0, 10), (REQ, 1, 7), (KAFKA.topic("ghost", "requests"), 0, 3)]
+    )
+    assert w.stats.aborts == 1 and w.stats.rows == 0 and w.stats.batches == 0
+    # Served again after the rewind: this time it commits.
+    w._serve(_msgs())
+    assert producer.log[-1] == "commit" and w.stats.rows == 3
+
+
+def test_fatal_error_recreates_the_producer_and_rewinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    producer = _Producer([KafkaError(KafkaError._FENCED, "fenced", fatal=True)])
+    w, consumer = _worker(producer)
+    fresh = _Producer()
+    monkeypatch.setattr(w, "_new_producer", lambda: fresh)
+    w._serve(_msgs())
+    assert "abort" not in producer.log
+    assert w._producer is fresh and w.stats.producer_restarts == 1
+    assert len(consumer.seeks) == 3
+
+
+def test_retriable_commit_error_is_retried_without_abort() -> None:
+    producer = _Producer([KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)])
+    w, consumer = _worker(producer)
+    w._serve(_msgs())
+    assert producer.log == ["begin", "offsets", "commit"]
+    assert consumer.seeks == [] and w.stats.aborts == 0
+
+
+def test_at_least_once_flushes_before_committing_offsets() -> None:
+    producer = _Producer()
+    w, consumer = _worker(producer, "at-least-once")
+    w._serve(_msgs())
+    assert producer.log == ["flush"]
+    assert len(consumer.commits) == 1
+    assert sorted((tp.partition, tp.offset) for tp in consumer.commits[0] if tp.topic == REQ) == [
+        (0, 12),
+        (1, 8),
+    ]
+
+
+def test_changes_apply_between_batches() -> None:
+    w, _ = _worker(_Producer())
+    assert set(w._runtimes) == {"fraud"}
+    w._apply_changes([("fraud", None)])
+    assert w._runtimes == {}
