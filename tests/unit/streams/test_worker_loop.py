@@ -200,3 +200,45 @@ def test_changes_apply_between_batches() -> None:
     assert set(w._runtimes) == {"fraud"}
     w._apply_changes([("fraud", None)])
     assert w._runtimes == {}
+
+
+def test_metrics_count_requests_rows_checks_and_dead_letters() -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "req": value("driftline_worker_requests_total", pipeline="fraud"),
+        "rows": value("driftline_worker_rows_total", pipeline="fraud"),
+        "low": value("driftline_worker_check_failures_total", pipeline="fraud", validation="low"),
+        "bad": value(
+            "driftline_worker_dead_letters_total", pipeline="fraud", reason="malformed_json"
+        ),
+        "ghost": value(
+            "driftline_worker_dead_letters_total", pipeline="ghost", reason="undeployed_pipeline"
+        ),
+        "aborts": value("driftline_worker_transaction_aborts_total", kind="abort"),
+    }
+    producer = _Producer([KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)])
+    w, _ = _worker(producer)
+    w._serve(_msgs())  # aborted: counts only the abort
+    w._serve(_msgs())
+    assert value("driftline_worker_requests_total", pipeline="fraud") - before["req"] == 3
+    assert value("driftline_worker_rows_total", pipeline="fraud") - before["rows"] == 3
+    assert (
+        value("driftline_worker_check_failures_total", pipeline="fraud", validation="low")
+        - before["low"]
+        == 1
+    )
+    assert (
+        value("driftline_worker_dead_letters_total", pipeline="fraud", reason="malformed_json")
+        - before["bad"]
+        == 1
+    )
+    assert (
+        value("driftline_worker_dead_letters_total", pipeline="ghost", reason="undeployed_pipeline")
+        - before["ghost"]
+        == 1
+    )
+    assert value("driftline_worker_transaction_aborts_total", kind="abort") - before["aborts"] == 1
