@@ -84,6 +84,7 @@ class BatchOutcome:
 
     results: list[tuple[int, bytes]] = field(default_factory=list)
     ids: dict[int, str] = field(default_factory=dict)
+    times: dict[int, int] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
     rows: int = 0
     messages: int = 0
@@ -276,4 +277,5 @@ def _build(
         }
         results.append((accepted[k], dumps(event)))
     outcome.ids = dict(zip(accepted, ids, strict=True))
+    outcome.times = dict(zip(accepted, times, strict=True))
     outcome.rows = n

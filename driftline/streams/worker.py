@@ -383,12 +383,15 @@ class Worker:
                     results_topic = self.kafka.topic(name, "results")
                     self._ensure_topic(results_topic)
                     keys = [m.key() for m in group]
-                    ids = outcome.ids
-                    last_k, last_key = -1, None
+                    ids, times = outcome.ids, outcome.times
+                    last_k, last_key, last_time = -1, None, 0
                     for k, value in outcome.results:
                         if k != last_k:
                             last_k, last_key = k, keys[k] or ids[k].encode()
-                        _produce(producer, results_topic, value, last_key)
+                            last_time = times.get(k, 0)
+                        # The record timestamp is the event time, so replay and rebuild can
+                        # find a range of event time with offsets_for_times.
+                        _produce(producer, results_topic, value, last_key, timestamp=last_time)
             if rejected:
                 dl_topic = self.kafka.topic(name, "deadletter")
                 self._ensure_topic(dl_topic)
@@ -491,13 +494,14 @@ def _produce(
     value: bytes | None,
     key: bytes | None,
     headers: list[tuple[str, str | bytes | None]] | None = None,
+    timestamp: int = 0,
 ) -> None:
     while True:
         try:
             if headers is None:
-                producer.produce(topic, value, key)
+                producer.produce(topic, value, key, timestamp=timestamp)
             else:
-                producer.produce(topic, value, key, headers=headers)
+                producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
             return
         except BufferError:
             # The local queue is full: let deliveries drain, then try again.

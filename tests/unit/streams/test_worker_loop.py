@@ -25,6 +25,7 @@ class _Producer:
     def __init__(self, fail_commit: list[KafkaError] | None = None) -> None:
         self.fail_commit = list(fail_commit or [])
         self.produced: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self.timestamps: list[int] = []
         self.log: list[str] = []
         self.offsets: list[TopicPartition] = []
 
@@ -32,9 +33,15 @@ class _Producer:
         self.log.append("begin")
 
     def produce(
-        self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Any = None,
+        timestamp: int = 0,
     ) -> None:
         self.produced.append((topic, value, key, headers))
+        self.timestamps.append(timestamp)
 
     def send_offsets_to_transaction(
         self, offsets: list[TopicPartition], meta: Any, timeout: float
@@ -136,6 +143,14 @@ def test_a_batch_commits_results_dead_letters_and_offsets_in_one_transaction() -
         (b"c", "c1", 0),
     ]
     assert [e["check_failures"] for _, e in results] == [[], ["low"], []]
+    # Result records carry the event time as their Kafka timestamp (replay seeks by it).
+    result_ts = [
+        ts
+        for (t, _, _, _), ts in zip(producer.produced, producer.timestamps, strict=True)
+        if t == KAFKA.topic("fraud", "results")
+    ]
+    assert result_ts == [e["time"] for _, e in results]
+    assert all(ts > 0 for ts in result_ts)
     dead = [(t, v, k, dict(h)) for t, v, k, h in producer.produced if t.endswith("deadletter")]
     assert [(d[0], d[3]["driftline-error"]) for d in dead] == [
         (KAFKA.topic("fraud", "deadletter"), b"malformed_json"),
