@@ -132,6 +132,7 @@ class Baseline:
         self._chi2_groups = np.maximum(np.cumsum(self._coarse_counts > 0) - 1, 0)
         self._fine_cdf = np.cumsum(self._fine.counts) / count
         self._fine_density = self._fine.counts / count
+        self._valid: set[tuple[Any, ...]] = set()
         self._critical: OrderedDict[tuple[str, int, float], float] = OrderedDict()
 
     # -- construction --------------------------------------------------------------------------
@@ -305,9 +306,8 @@ class Baseline:
         3
         """
         idx = self.fine_index(values)
-        return Histogram(
-            self._fine.edges, np.bincount(idx, minlength=self.num_fine_bins), self._outliers
-        )
+        counts = np.bincount(idx, minlength=self.num_fine_bins).astype(np.int64, copy=False)
+        return Histogram._trusted(self._fine.edges, counts, self._outliers)
 
     def histogram_from_counts(self, fine_counts: ArrayLike) -> Histogram:
         """Wrap a fine count vector (e.g. read back from storage) as a histogram."""
@@ -351,11 +351,17 @@ class Baseline:
         ('ok', True)
         """
         thr = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
-        validate_thresholds(metric, thr)
+        key = (metric, *sorted(thr.items()))
+        if key not in self._valid:
+            validate_thresholds(metric, thr)
+            if len(self._valid) < _CACHE_SIZE:
+                self._valid.add(key)
         raw: NDArray[np.float64] | None
         if isinstance(window, Histogram):
-            if window.outliers != self._outliers or not np.array_equal(
-                window.edges, self._fine.edges
+            same_grid = window.edges is self._fine.edges and window.outliers == self._outliers
+            if not same_grid and (
+                window.outliers != self._outliers
+                or not np.array_equal(window.edges, self._fine.edges)
             ):
                 raise ValueError(
                     "window: the histogram is not on this baseline's fine grid; build it with "

@@ -56,6 +56,17 @@ class Histogram:
         self._outliers = outliers
 
     @classmethod
+    def _trusted(
+        cls, edges: NDArray[np.float64], counts: NDArray[np.int64], outliers: str
+    ) -> Histogram:
+        # for arrays this package built and already checked: skips validation and copies,
+        # and shares the (read-only) edges array so compatibility checks are identity checks
+        h = cls.__new__(cls)
+        counts.flags.writeable = False
+        h._edges, h._counts, h._outliers = edges, counts, outliers
+        return h
+
+    @classmethod
     def from_values(
         cls, values: ArrayLike, edges: ArrayLike, outliers: str = "explicit"
     ) -> Histogram:
@@ -97,6 +108,8 @@ class Histogram:
     def _check_compatible(self, other: Histogram) -> None:
         if not isinstance(other, Histogram):
             raise TypeError(f"expected a Histogram, got {type(other).__name__}")
+        if other._edges is self._edges and other._outliers == self._outliers:
+            return
         if other._outliers != self._outliers or not np.array_equal(other._edges, self._edges):
             raise ValueError(
                 "other: histograms have different edges or outlier modes; only histograms "
@@ -106,7 +119,7 @@ class Histogram:
     def add(self, other: Histogram) -> Histogram:
         """Bin-wise sum of two histograms on the same edges."""
         self._check_compatible(other)
-        return Histogram(self._edges, self._counts + other._counts, self._outliers)
+        return Histogram._trusted(self._edges, self._counts + other._counts, self._outliers)
 
     def subtract(self, other: Histogram) -> Histogram:
         """Bin-wise difference; raises ``ValueError`` if a count would become negative."""
@@ -119,7 +132,7 @@ class Histogram:
                 f"({int(self._counts[bad])} - {int(other._counts[bad])}); "
                 "only subtract a histogram that was added before"
             )
-        return Histogram(self._edges, diff, self._outliers)
+        return Histogram._trusted(self._edges, diff, self._outliers)
 
     @classmethod
     def merge(cls, histograms: Iterable[Histogram]) -> Histogram:
@@ -132,7 +145,7 @@ class Histogram:
         for h in items[1:]:
             first._check_compatible(h)
             total += h._counts
-        return cls(first._edges, total, first._outliers)
+        return cls._trusted(first._edges, total, first._outliers)
 
     __add__ = add
     __sub__ = subtract
