@@ -695,7 +695,7 @@ def run_monitor(
         start_metrics_server(port)
     monitor = Monitor(settings, ms)
     app = create_app(monitor)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), web_enabled=False)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower())
     try:
         worker.execute_from_commandline()
     finally:

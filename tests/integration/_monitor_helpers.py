@@ -35,7 +35,7 @@ def result(t: int, score: float, i: int) -> bytes:
 def produce(
     conf: dict[str, Any],
     topic: str,
-    rows: Iterable[tuple[int, bytes]],
+    rows: Iterable[tuple[Any, ...]],
     abort: Iterable[tuple[int, bytes]] = (),
     txid: str = "t",
 ) -> None:
@@ -50,8 +50,10 @@ def produce(
         p.flush(30)
         p.abort_transaction(30)
     p.begin_transaction()
-    for n, (part, v) in enumerate(rows):
-        p.produce(topic, v, partition=part)
+    for n, row in enumerate(rows):
+        part, v = row[0], row[1]
+        ts = row[2] if len(row) > 2 else 0  # type: ignore[misc]
+        p.produce(topic, v, partition=part, timestamp=ts)
         if n % 20000 == 19999:
             p.poll(0)
     p.commit_transaction(60)
