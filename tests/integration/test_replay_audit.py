@@ -1,4 +1,4 @@
-"""Live ``driftline monitor`` on a deployed spec, then ``driftline replay --audit`` over the range."""
+"""Live ``driftline monitor`` on a deployed spec, then ``driftline replay --audit`` over it."""
 
 from __future__ import annotations
 
