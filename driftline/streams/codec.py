@@ -222,9 +222,6 @@ def decode_requests(
         )
     out = DecodedBatch(rows=np.zeros((0, width or 0), dtype=np.float64))
     tensors: list[Any] = []
-    # numpy silently turns JSON booleans into numbers; a cheap byte search sends any batch
-    # that may hold one down the strict path (a false positive only costs time).
-    strict = False
     for i, value in enumerate(values):
         try:
             if value is None:
@@ -236,8 +233,6 @@ def decode_requests(
                     "(raise options.max_message_bytes in the spec or split the request)",
                 )
             doc = _loads(value)
-            if b"true" in value or b"false" in value:
-                strict = True
             tensors.append(_tensor_of(doc, input_names))
         except _Reject as rej:
             out.rejected.append(Rejection(i, rej.reason, rej.detail))
@@ -253,6 +248,10 @@ def decode_requests(
         )
     if not tensors:
         return out
+    # numpy silently turns JSON booleans into numbers; one search over the whole batch sends
+    # any batch that may hold one down the strict path (a false positive only costs time).
+    joined = b"\n".join(v for v in values if v is not None)
+    strict = b"true" in joined or b"false" in joined
     matrix = None if strict else _batch_matrix(tensors, width)
     if matrix is None:
         matrix = _per_message(out, tensors, width)

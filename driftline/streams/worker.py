@@ -144,6 +144,21 @@ class WorkerStats:
 
 
 _TXN_TIMEOUT_S = 30.0
+_MAX_FUTURE_MS = 30 * 60 * 1000
+
+
+class _Lazy(Sequence[Any]):
+    """Per-message defaults computed only for the messages that need them."""
+
+    def __init__(self, msgs: list[Message], fn: Callable[[Message], Any]):
+        self._msgs = msgs
+        self._fn = fn
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._fn(self._msgs[i])
 
 
 class Worker:
@@ -327,8 +342,8 @@ class Worker:
             outcome = process_batch(
                 runtime,
                 [m.value() for m in group],
-                default_ids=[_default_id(m) for m in group],
-                default_times=[_event_time(m) for m in group],
+                default_ids=_Lazy(group, _default_id),
+                default_times=_Lazy(group, _event_time),
                 received_ns=received,
                 max_message_bytes=self.settings.worker_max_message_bytes,
             )
@@ -385,10 +400,16 @@ class Worker:
                     keys = [m.key() for m in group]
                     ids, times = outcome.ids, outcome.times
                     last_k, last_key, last_time = -1, None, 0
+                    # The broker rejects timestamps far in the future (Kafka 4 default: 1 h),
+                    # which would abort every retry of the batch: such rows keep their event
+                    # time in the event only, and the record gets the produce time.
+                    latest = int(time.time() * 1000) + _MAX_FUTURE_MS
                     for k, value in outcome.results:
                         if k != last_k:
                             last_k, last_key = k, keys[k] or ids[k].encode()
                             last_time = times.get(k, 0)
+                            if not 0 < last_time <= latest:
+                                last_time = 0
                         # The record timestamp is the event time, so replay and rebuild can
                         # find a range of event time with offsets_for_times.
                         _produce(producer, results_topic, value, last_key, timestamp=last_time)

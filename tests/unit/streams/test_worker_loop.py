@@ -257,3 +257,37 @@ def test_metrics_count_requests_rows_checks_and_dead_letters() -> None:
         == 1
     )
     assert value("driftline_worker_transaction_aborts_total", kind="abort") - before["aborts"] == 1
+
+
+def test_event_times_the_broker_would_refuse_do_not_become_record_timestamps() -> None:
+    producer = _Producer()
+    w, _ = _worker(producer)
+    far_future = 4_102_444_800_000  # 2100-01-01, beyond the broker's accepted skew
+    msgs = [
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=1,
+            key=b"f",
+            value=orjson.dumps({"time": far_future, "tensor": [[1, 2]]}),
+        ),
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=2,
+            key=b"n",
+            value=orjson.dumps({"time": -5, "tensor": [[1, 2]]}),
+        ),
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=3,
+            key=b"o",
+            value=orjson.dumps({"time": 1_700_000_000_000, "tensor": [[1, 2]]}),
+        ),
+    ]
+    w._serve(msgs)
+    assert producer.log[-1] == "commit"
+    events = [orjson.loads(v) for t, v, _, _ in producer.produced if t.endswith("results")]
+    assert [e["time"] for e in events] == [far_future, -5, 1_700_000_000_000]
+    assert producer.timestamps == [0, 0, 1_700_000_000_000]
