@@ -294,7 +294,11 @@ class Baseline:
         return bin_index(values, self._fine.edges, self._outliers)
 
     def coarse_index(self, values: ArrayLike) -> NDArray[np.intp]:
-        """Coarse bin of each value."""
+        """Coarse bin of each value (0 = left outlier bin with explicit outliers).
+
+        >>> Baseline.from_values(np.arange(11.0), num_bins=2).coarse_index([-1, 0, 7, 11]).tolist()
+        [0, 1, 2, 3]
+        """
         return bin_index(values, self._edges, self._outliers)
 
     def histogram(self, values: ArrayLike) -> Histogram:
@@ -310,7 +314,13 @@ class Baseline:
         return Histogram._trusted(self._fine.edges, counts, self._outliers)
 
     def histogram_from_counts(self, fine_counts: ArrayLike) -> Histogram:
-        """Wrap a fine count vector (e.g. read back from storage) as a histogram."""
+        """Wrap a fine count vector (e.g. read back from storage) as a histogram.
+
+        >>> b = Baseline.from_values(np.arange(100.0))
+        >>> h = b.histogram([3.0, 70.0])
+        >>> b.histogram_from_counts(h.counts.tolist()) == h
+        True
+        """
         return Histogram(self._fine.edges, fine_counts, self._outliers)
 
     def coarsen(self, fine_counts: ArrayLike) -> NDArray[np.int64]:
@@ -337,7 +347,7 @@ class Baseline:
         metric: str = "psi",
         thresholds: dict[str, float] | None = None,
         *,
-        n_permutations: int = 200,
+        n_permutations: int | None = None,
     ) -> DriftResult:
         """Compare a window (raw values or its fine-grid :class:`Histogram`) with the baseline.
 
@@ -412,7 +422,9 @@ class Baseline:
         else:  # mmd
             if raw is None:
                 raise ValueError("window: metric 'mmd' needs raw values, not a histogram")
-            res = _mmd(self._sample, raw, n_permutations=n_permutations, seed=self._seed)
+            res = _mmd(
+                self._sample, raw, n_permutations=n_permutations, seed=self._seed, thresholds=thr
+            )
             score, p_value = res.score, res.p_value
             details.update(res.details)
         applied = self._applied_thresholds(metric, thr, n)
@@ -525,7 +537,11 @@ class Baseline:
     # -- persistence ---------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-friendly dict; :meth:`from_json` rebuilds an equal baseline."""
+        """JSON-friendly dict; :meth:`from_json` rebuilds an equal baseline.
+
+        >>> sorted(Baseline.from_values([1.0, 2.0]).to_json())
+        ['bins', 'edges', 'fine_counts', 'fine_edges', 'format', 'outliers', 'sample', 'seed']
+        """
         return {
             "format": _FORMAT,
             "bins": self._bins,

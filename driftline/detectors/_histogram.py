@@ -136,7 +136,12 @@ class Histogram:
 
     @classmethod
     def merge(cls, histograms: Iterable[Histogram]) -> Histogram:
-        """Sum of any number (at least one) of histograms on the same edges."""
+        """Sum of any number (at least one) of histograms on the same edges.
+
+        >>> e = [0.0, 1.0]
+        >>> Histogram.merge([Histogram.from_values([0.5], e), Histogram.from_values([2.0], e)])
+        Histogram(total=2, bins=3, outliers='explicit')
+        """
         items = list(histograms)
         if not items:
             raise ValueError("histograms: need at least one histogram to merge")

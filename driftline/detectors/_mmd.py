@@ -3,11 +3,13 @@
 Gaussian kernel ``k(x, y) = exp(-|x - y|² / (2 ℓ²))`` with ``ℓ`` the median pairwise distance
 of the pooled sample (median heuristic) unless given; the unbiased MMD² estimate; and a
 p-value from ``n_permutations`` random relabellings computed together as one matrix product
-(cost ~ ``n_permutations · N²`` for ``N`` pooled values, hence the ``max_samples`` cap).
+(cost ~ ``n_permutations · N²`` for ``N`` pooled values, hence the ``max_samples`` cap; at
+alpha 0.001 with 500 + 500 values that is 1,999 permutations, about a second).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from driftline.detectors._result import DriftResult
 from driftline.detectors._thresholds import status_for, validate_thresholds
 
-__all__ = ["MAX_PERMUTATIONS", "KernelMMD", "mmd"]
+__all__ = ["MAX_PERMUTATIONS", "KernelMMD", "mmd", "permutations_for"]
 
 MAX_PERMUTATIONS = 10_000
 
@@ -32,10 +34,36 @@ def _as_rows(values: ArrayLike, name: str) -> NDArray[np.float64]:
     return arr
 
 
-def _check_params(n_permutations: int, max_samples: int, bandwidth: float | None) -> None:
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int):
+def permutations_for(thresholds: dict[str, float], n_permutations: int | None) -> int:
+    """Permutations to run: enough for the p-value to reach the smallest alpha in use.
+
+    A permutation p-value is never below ``1 / (n_permutations + 1)``, so with too few
+    permutations a test could never alert. ``None`` picks ``max(199, ceil(2 / alpha) - 1)``;
+    an explicit count that is too small for ``alpha`` raises ``ValueError``.
+
+    >>> permutations_for({"auto": 0.001}, None), permutations_for({"alpha": 0.05}, None)
+    (1999, 199)
+    """
+    alpha = thresholds.get("alpha", thresholds.get("auto"))
+    if n_permutations is None:
+        if alpha is None:
+            return 199
+        return min(MAX_PERMUTATIONS, max(199, math.ceil(2.0 / alpha) - 1))
+    if alpha is not None and 1.0 / (n_permutations + 1) > alpha:
+        need = math.ceil(1.0 / alpha)
+        raise ValueError(
+            f"n_permutations: {n_permutations} permutations cannot give a p-value at or below "
+            f"alpha={alpha:g}; use at least {need} (or None to choose), or a larger alpha"
+        )
+    return n_permutations
+
+
+def _check_params(n_permutations: int | None, max_samples: int, bandwidth: float | None) -> None:
+    if n_permutations is None:
+        pass
+    elif isinstance(n_permutations, bool) or not isinstance(n_permutations, int):
         raise ValueError(f"n_permutations: expected an integer, got {n_permutations!r}")
-    if not 1 <= n_permutations <= MAX_PERMUTATIONS:
+    elif not 1 <= n_permutations <= MAX_PERMUTATIONS:
         raise ValueError(
             f"n_permutations: must be between 1 and {MAX_PERMUTATIONS}, got {n_permutations}"
         )
@@ -95,7 +123,7 @@ def mmd(
     y: ArrayLike,
     *,
     bandwidth: float | None = None,
-    n_permutations: int = 200,
+    n_permutations: int | None = None,
     max_samples: int = 500,
     seed: int = 0,
     thresholds: dict[str, float] | None = None,
@@ -104,7 +132,8 @@ def mmd(
 
     Rows are observations (1-D input = one feature). Each side is subsampled (seeded) to at
     most ``max_samples`` rows. ``score`` is the unbiased MMD², ``p_value`` the permutation
-    p-value (never below ``1 / (n_permutations + 1)``). Thresholds default to
+    p-value (never below ``1 / (n_permutations + 1)``; ``None`` runs enough permutations for
+    the alpha in use, see :func:`permutations_for`). Thresholds default to
     ``{"auto": 0.001}``, i.e. alert when the p-value is at most 0.001.
 
     >>> rng = np.random.default_rng(0)
@@ -118,6 +147,7 @@ def mmd(
     _check_params(n_permutations, max_samples, bandwidth)
     thr = {"auto": 0.001} if thresholds is None else dict(thresholds)
     validate_thresholds("mmd", thr)
+    n_permutations = permutations_for(thr, n_permutations)
     xa, ya = _as_rows(x, "x"), _as_rows(y, "y")
     if xa.shape[1] != ya.shape[1]:
         raise ValueError(f"y: {ya.shape[1]} features, but x has {xa.shape[1]}")
@@ -160,7 +190,7 @@ class KernelMMD:
         reference: ArrayLike,
         *,
         bandwidth: float | None = None,
-        n_permutations: int = 200,
+        n_permutations: int | None = None,
         max_samples: int = 500,
         seed: int = 0,
         thresholds: dict[str, float] | None = None,
@@ -168,6 +198,7 @@ class KernelMMD:
         _check_params(n_permutations, max_samples, bandwidth)
         thr = {"auto": 0.001} if thresholds is None else dict(thresholds)
         validate_thresholds("mmd", thr)
+        permutations_for(thr, n_permutations)
         self.reference = _as_rows(reference, "reference")
         self.bandwidth = bandwidth
         self.n_permutations = n_permutations
