@@ -4,7 +4,7 @@ Gaussian kernel ``k(x, y) = exp(-|x - y|² / (2 ℓ²))`` with ``ℓ`` the media
 of the pooled sample (median heuristic) unless given; the unbiased MMD² estimate; and a
 p-value from ``n_permutations`` random relabellings computed together as one matrix product
 (cost ~ ``n_permutations · N²`` for ``N`` pooled values, hence the ``max_samples`` cap; at
-alpha 0.001 with 500 + 500 values that is 1,999 permutations, about a second).
+alpha 0.001 with 500 + 500 values that is 1,999 permutations, a few tenths of a second).
 """
 
 from __future__ import annotations
