@@ -158,7 +158,10 @@ def process_batch(
     default_ids, default_times:
         Per message, the id and event time used when the request carries none.
     received_ns:
-        ``time.perf_counter_ns()`` when the batch arrived; ``elapsed_ns`` counts from there.
+        ``time.perf_counter_ns()`` when the batch arrived. Each result's ``elapsed_ns`` is the
+        time from there to the serialization of the batch's results (decode, every model,
+        every validation): what the worker spent on the request, not the time it waited in
+        Kafka before.
     max_message_bytes:
         Size limit when the spec sets none.
     """
