@@ -192,6 +192,7 @@ class Worker:
         self.stats = WorkerStats()
         self._runtimes: dict[str, PipelineRuntime] = {}
         self._known_topics: set[str] = set()
+        self._partition_counts: dict[str, int] = {}
         self._stop = threading.Event()
         self._prefix = kafka.topic_prefix + "."
         self._consumer: Consumer | None = None
@@ -281,6 +282,17 @@ class Worker:
 
         ensure_topics(self.kafka, [topic])
         self._known_topics.add(topic)
+
+    def _partition_count(self, topic: str) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            from confluent_kafka.admin import AdminClient
+
+            md = AdminClient(self.kafka.client_config()).list_topics(topic, timeout=15)
+            tmd = md.topics.get(topic)
+            count = len(tmd.partitions) if tmd is not None and tmd.error is None else 0
+            self._partition_counts[topic] = count
+        return count
 
     # ------------------------------------------------------------------ loop
     def run(self, max_idle_s: float | None = None) -> WorkerStats:
@@ -404,15 +416,29 @@ class Worker:
                     # which would abort every retry of the batch: such rows keep their event
                     # time in the event only, and the record gets the produce time.
                     latest = int(time.time() * 1000) + _MAX_FUTURE_MS
+                    # Co-partitioned topics: a result goes to its request's partition number,
+                    # so each results partition keeps its requests' order and event time stays
+                    # ordered per partition for the monitor's watermark and lateness rules.
+                    n_results = self._partition_count(results_topic)
+                    same = n_results > 0 and n_results == self._partition_count(topic)
+                    part = -1
                     for k, value in outcome.results:
                         if k != last_k:
                             last_k, last_key = k, keys[k] or ids[k].encode()
                             last_time = times.get(k, 0)
                             if not 0 < last_time <= latest:
                                 last_time = 0
+                            part = (group[k].partition() or 0) if same else -1
                         # The record timestamp is the event time, so replay and rebuild can
                         # find a range of event time with offsets_for_times.
-                        _produce(producer, results_topic, value, last_key, timestamp=last_time)
+                        _produce(
+                            producer,
+                            results_topic,
+                            value,
+                            last_key,
+                            timestamp=last_time,
+                            partition=part,
+                        )
             if rejected:
                 dl_topic = self.kafka.topic(name, "deadletter")
                 self._ensure_topic(dl_topic)
@@ -516,13 +542,16 @@ def _produce(
     key: bytes | None,
     headers: list[tuple[str, str | bytes | None]] | None = None,
     timestamp: int = 0,
+    partition: int = -1,
 ) -> None:
     while True:
         try:
             if headers is None:
-                producer.produce(topic, value, key, timestamp=timestamp)
+                producer.produce(topic, value, key, timestamp=timestamp, partition=partition)
             else:
-                producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
+                producer.produce(
+                    topic, value, key, headers=headers, timestamp=timestamp, partition=partition
+                )
             return
         except BufferError:
             # The local queue is full: let deliveries drain, then try again.

@@ -39,6 +39,7 @@ class _Producer:
         key: bytes | None,
         headers: Any = None,
         timestamp: int = 0,
+        partition: int = -1,
     ) -> None:
         self.produced.append((topic, value, key, headers))
         self.timestamps.append(timestamp)
