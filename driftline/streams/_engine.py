@@ -269,6 +269,7 @@ class PipelineEngine:
         self.floor = snap.floor
         self.first = snap.first
         self._emitted: dict[str, int] = {}
+        self._states: dict[str, dict[str, Any] | None] = {}
 
     # ------------------------------------------------------------------ ingest
 
@@ -486,10 +487,34 @@ class PipelineEngine:
         if not closed:
             return
         self.state.mark(closed.marks, floor=closed.floor)
-        for name, end, _ in closed.marks:
-            self._emitted[name] = max(end, self._emitted.get(name, end))
+        for name, end, st in closed.marks:
+            if end >= self._emitted.get(name, end):
+                self._emitted[name] = end
+                self._states[name] = st
         if closed.floor is not None:
             self.floor = max(closed.floor, self.floor or closed.floor)
+
+    def aggregate_names(self) -> list[tuple[str, int]]:
+        """``(name, interval_ms)`` of every alert and assay."""
+        return [(a.name, a.interval_ms) for a in self.alerts] + [
+            (y.name, y.interval_ms) for y in self.assays
+        ]
+
+    def restore_marks(self, at_least: int | None) -> None:
+        """After a rebuild: re-record what this engine remembers having emitted, and never
+        emit windows ending at or before ``at_least`` (they may lack events the rebuild could
+        not replay)."""
+        marks: list[tuple[str, int, dict[str, Any] | None]] = []
+        for name, interval in self.aggregate_names():
+            end = self._emitted.get(name)
+            if at_least is not None:
+                floor_end = at_least - at_least % interval
+                if end is None or end < floor_end:
+                    end = floor_end
+            if end is not None:
+                marks.append((name, end, self._states.get(name)))
+        if marks:
+            self.state.mark(marks)
 
     def _bucket_matrix(
         self, interval: int, lo: int, hi: int, fields: Sequence[str]

@@ -232,6 +232,20 @@ def offsets_for_time(
         consumer.close()
 
 
+def start_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """Log start offset per partition."""
+    conf = settings.kafka.client_config(
+        **{"group.id": "driftline-offsets", "enable.auto.commit": False}
+    )
+    consumer = Consumer(conf)
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[0] for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 def end_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     conf = settings.kafka.client_config(
         **{
@@ -510,8 +524,19 @@ class Monitor:
             if err is not None:
                 errors.append(str(err))
 
+        # Records are stamped with event time (a window's end, a transition's time), so audit
+        # finds a range of event time with offsets_for_times even when event time and wall
+        # clock differ (backfills, replays of old traffic, simulated clocks). Kafka refuses
+        # timestamps far ahead of its clock, so those fall back to the produce time.
+        latest = int(time.time() * 1000) + 50 * 60_000
         for a in assays:
-            self.producer.produce(self.assays_topic, encode(a), a.key, on_delivery=on_delivery)
+            self.producer.produce(
+                self.assays_topic,
+                encode(a),
+                a.key,
+                on_delivery=on_delivery,
+                timestamp=a.window_end if 0 < a.window_end <= latest else 0,
+            )
         for n in notes:
             self.producer.produce(
                 self.notifications_topic,
@@ -519,6 +544,7 @@ class Monitor:
                 n.key,
                 on_delivery=on_delivery,
                 headers={"driftline-notification-id": n.id},
+                timestamp=n.at if 0 < n.at <= latest else 0,
             )
         left = self.producer.flush(30)
         if left or errors:
@@ -542,7 +568,10 @@ class Monitor:
     def rebuild(self, w: _Watched, stop: Mapping[int, int], reset: bool = True) -> int:
         """Replay ``[now - lookback, stop)`` of the given partitions into the Redis state.
 
-        ``reset`` forgets what the engine remembers of the lost state first.
+        ``reset`` forgets what the engine remembers of the lost offsets and watermarks first
+        (it keeps what it emitted). Windows the engine emitted are not emitted again; when
+        the lookback did not reach the start of the log, windows that could miss older events
+        (ending before the oldest replayed event + the longest window) are never emitted.
         """
         REBUILDS.labels(w.engine.name).inc()
         engine = w.engine
@@ -553,6 +582,8 @@ class Monitor:
             engine.first = None
         since = int(time.time() * 1000) - self.lookback_ms(engine)
         start = offsets_for_time(self.settings, w.results, stop.keys(), since)
+        low = start_offsets(self.settings, w.results, stop.keys())
+        complete = all(start[p] <= low[p] for p in stop)
         log.warning(
             "pipeline %s: no Redis state before offsets %s; rebuilding from offsets %s",
             engine.name,
@@ -563,7 +594,12 @@ class Monitor:
         def on_batch(b: Batch) -> None:
             engine.ingest(b)
 
-        return read_range(self.settings, w.results, start, stop, on_batch)
+        n = read_range(self.settings, w.results, start, stop, on_batch)
+        horizon = None
+        if not complete and engine.first is not None:
+            horizon = engine.first + engine.longest_ms
+        engine.restore_marks(horizon)
+        return n
 
     def close_all(self) -> None:
         self.producer.flush(10)

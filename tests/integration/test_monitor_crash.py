@@ -1,0 +1,251 @@
+"""Crash tests: SIGKILLed monitors and emptied Redis state end with exact windows and alerts."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import redis
+
+from driftline.alerts.lifecycle import AlertState, run
+from driftline.config import KafkaSettings
+from driftline.detectors import Baseline
+from driftline.events import notification_id
+from driftline.streams.control import ensure_topics
+from driftline.streams.state import RedisState
+
+from ._monitor_helpers import produce, read_all, result, start_monitor, stop, wait_for
+
+pytestmark = pytest.mark.integration
+
+N = 50_000
+SPAN_MS = 100_000
+LATENESS = 1000
+ALERT = "count(m.outputs[0][0] > 0.9, '5s', '1s') > 40"
+
+
+@pytest.fixture
+def world(kafka_admin, unique, redis_prefix, tmp_path) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    prefix = f"t{unique}"
+    k = KafkaSettings(topic_prefix=prefix)
+    ensure_topics(k, [k.topic("fraud", "results")], partitions=3)
+    ensure_topics(k, [k.topic("assays"), k.topic("notifications")], partitions=1)
+    yield {"prefix": prefix, "k": k, "redis_prefix": redis_prefix, "tmp": tmp_path}
+    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    if topics:
+        for f in kafka_admin.delete_topics(topics, operation_timeout=15).values():
+            with contextlib.suppress(Exception):
+                f.result(30)
+
+
+def _data(t0: int, seed: int) -> tuple[list[tuple[int, bytes]], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    i = np.arange(N)
+    times = t0 + i * SPAN_MS // N + rng.integers(-300, 300, N)  # out of order within lateness
+    sec = (times - t0) // 1000
+    burst = ((sec >= 30) & (sec < 36)) | ((sec >= 70) & (sec < 74))
+    values = np.where(burst & (rng.random(N) < 0.2), 0.95, rng.uniform(0, 0.85, N))
+    rows = [
+        (int(k % 3), result(int(t), float(v), int(k)))
+        for k, t, v in zip(i, times, values, strict=True)
+    ]
+    return rows, rng.uniform(0, 0.85, 1000)
+
+
+def _config(world: dict[str, Any], baseline: np.ndarray) -> Path:
+    conf = {
+        "topic_prefix": world["prefix"],
+        "key_prefix": world["redis_prefix"],
+        "group": f"{world['prefix']}-monitor",
+        "datadir": str(world["tmp"] / "faust"),
+        "batch_size": 2000,
+        "pipelines": [
+            {
+                "name": "fraud",
+                "partitions": 3,
+                "lateness_ms": LATENESS,
+                "alerts": [{"name": "burst", "when": ALERT}],
+                "assays": [
+                    {
+                        "name": "drift",
+                        "iopath": "m.outputs[0][0]",
+                        "baseline": baseline.tolist(),
+                        "width_ms": 10_000,
+                        "interval_ms": 5000,
+                        "metric": "psi",
+                        "thresholds": {"warning": 0.1, "alert": 0.25},
+                    }
+                ],
+            }
+        ],
+    }
+    path = world["tmp"] / "monitor.json"
+    path.write_bytes(orjson.dumps(conf))
+    return path
+
+
+def _offline(events: list[dict[str, Any]], t0: int, base: Baseline) -> dict[str, Any]:
+    times = np.array([e["time"] for e in events])
+    values = np.array([e["outputs"]["m"][0][0] for e in events])
+    high = values > 0.9
+    last_end = t0 + 2 * SPAN_MS - LATENESS  # watermark after the flush events
+    first = (times.min() // 1000) * 1000 + 1000
+    ends = np.arange(first, last_end + 1, 1000)
+    counts = np.array([int(high[(times >= e - 5000) & (times < e)].sum()) for e in ends])
+    _, transitions = run(AlertState(), counts > 40, ends, counts.astype(float))
+    ids = {notification_id("fraud", "burst", t.at, t.state) for t in transitions}
+    assays = {}
+    for e in range((times.min() // 5000) * 5000 + 5000, last_end + 1, 5000):
+        inside = (times >= e - 10_000) & (times < e)
+        if inside.any():
+            assays[e] = base.compare(
+                base.histogram(values[inside]),
+                metric="psi",
+                thresholds={"warning": 0.1, "alert": 0.25},
+            )
+    buckets_alert = {}
+    for s in np.unique(times // 1000 * 1000):
+        buckets_alert[int(s)] = int(high[(times >= s) & (times < s + 1000)].sum())
+    return {
+        "ids": ids,
+        "transitions": transitions,
+        "assays": assays,
+        "buckets_alert": buckets_alert,
+        "times": times,
+        "values": values,
+    }
+
+
+def _check(world: dict[str, Any], t0: int, base: Baseline, redis_client: redis.Redis) -> None:
+    k = world["k"]
+    conf = k.client_config()
+    events = read_all(conf, k.topic("fraud", "results"), timeout=30)
+    assert len(events) == N + 3
+    want = _offline(events, t0, base)
+    assert len(want["transitions"]) == 4  # two bursts: fire and resolve twice
+
+    # windows in Redis: every bucket still held equals the recomputation from the topic
+    state = RedisState(redis_client, world["redis_prefix"], "fraud")
+    held = state.read_buckets(1000, 0, 2**62)
+    assert held, "no buckets left in Redis"
+    for start, fields in held:
+        assert int(fields.get("c:burst", 0)) == want["buckets_alert"].get(start, 0), start
+    for start, fields in state.read_buckets(5000, 0, 2**62):
+        inside = (want["times"] >= start) & (want["times"] < start + 5000)
+        fine = np.bincount(base.fine_index(want["values"][inside]), minlength=base.num_fine_bins)
+        got = np.zeros(base.num_fine_bins, dtype=int)
+        for f, v in fields.items():
+            got[int(f.split(":")[2])] = int(v)
+        assert got.tolist() == fine.tolist(), start
+
+    # every alert transition emitted; duplicates, if any, carry the same id
+    notes = [n for n in read_all(conf, k.topic("notifications")) if n["kind"] == "alert"]
+    assert {n["id"] for n in notes} == want["ids"]
+    assays: dict[int, list[dict[str, Any]]] = {}
+    for a in read_all(conf, k.topic("assays")):
+        assays.setdefault(a["window_end"], []).append(a)
+    assert set(assays) == set(want["assays"])
+    for end, copies in assays.items():
+        for a in copies:
+            assert a["score"] == pytest.approx(want["assays"][end].score, rel=1e-9), (
+                end - t0,
+                [(c["count"], c["score"]) for c in copies],
+                want["assays"][end].window_count,
+            )
+            assert a["status"] == want["assays"][end].status
+
+
+_FLUSH = """
+local keys = redis.call('KEYS', ARGV[1])
+for i = 1, #keys, 1000 do
+  redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
+end
+return #keys
+"""
+
+
+def _done(t0: int) -> Any:
+    return lambda got: any(a["window_end"] >= t0 + SPAN_MS + 5000 for a in got)
+
+
+def test_sigkilled_monitors_leave_exact_windows_and_every_transition(world, redis_client):  # type: ignore[no-untyped-def]
+    t0 = (int(time.time()) // 10 - 100) * 10_000
+    rows, baseline = _data(t0, 1)
+    base = Baseline.from_values(baseline)
+    config = _config(world, baseline)
+    k = world["k"]
+    topic = k.topic("fraud", "results")
+    flush = [(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)]
+
+    def producer() -> None:
+        for c in range(25):
+            chunk = rows[c * 2000 : (c + 1) * 2000]
+            produce(k.client_config(), topic, chunk, txid=f"{world['prefix']}-p")
+            time.sleep(1.0)
+        produce(k.client_config(), topic, flush, txid=f"{world['prefix']}-p")
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    log = world["tmp"] / "monitor.log"
+    kills = 0
+    alive_at_kill: list[bool] = []
+    rng = np.random.default_rng(5)
+    try:
+        while kills < 5:
+            proc = start_monitor(config, world["tmp"], log)
+            time.sleep(float(rng.uniform(2.5, 4.5)))
+            alive_at_kill.append(thread.is_alive())
+            stop(proc, kill=True)
+            kills += 1
+        thread.join(120)
+        proc = start_monitor(config, world["tmp"], log)
+        wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
+        time.sleep(3)
+    finally:
+        stop(proc)
+        thread.join(60)
+    assert kills == 5 and all(alive_at_kill), alive_at_kill  # killed while results flowed
+    _check(world, t0, base, redis_client)
+
+
+def test_emptied_redis_is_rebuilt_from_kafka(world, redis_client):  # type: ignore[no-untyped-def]
+    """The shared test Redis cannot be FLUSHALLed; deleting every key of our prefix is the same
+    event for the monitor (all offsets, buckets and marks gone)."""
+    t0 = (int(time.time()) // 10 - 100) * 10_000
+    rows, baseline = _data(t0, 2)
+    base = Baseline.from_values(baseline)
+    config = _config(world, baseline)
+    k = world["k"]
+    topic = k.topic("fraud", "results")
+    log = world["tmp"] / "monitor.log"
+    proc = start_monitor(config, world["tmp"], log)
+    try:
+        produce(k.client_config(), topic, rows[: N // 2], txid=f"{world['prefix']}-p")
+        # wait until the first half is applied, then lose everything
+        state = RedisState(redis_client, world["redis_prefix"], "fraud")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            offs = state.snapshot().offsets
+            if sum(offs.values()) + len(offs) >= N // 2:
+                break
+            time.sleep(0.5)
+        # atomically, like FLUSHALL: no batch can land between the deletions
+        deleted = redis_client.eval(_FLUSH, 0, f"{world['redis_prefix']}:*")
+        assert deleted > 0
+        produce(k.client_config(), topic, rows[N // 2 :], txid=f"{world['prefix']}-p")
+        flush = [(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)]
+        produce(k.client_config(), topic, flush, txid=f"{world['prefix']}-p")
+        wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
+        time.sleep(3)
+    finally:
+        stop(proc)
+    text = log.read_text(errors="replace")
+    assert "rebuilding" in text, text
+    _check(world, t0, base, redis_client)
