@@ -381,16 +381,13 @@ def _run(output: Path) -> Path:
         resolved = _wait_for("the resolved email", lambda: _mail(smtp, "RESOLVED"), stack)
         facts["resolved_email"] = {"subject": resolved["Subject"]}
         out.print(f"[bold]email received[/]: {escape(resolved['Subject'])}")
+
         # Slack is rate-limited per channel (1 message/s), so its resolve may trail the email.
-        slack_posts = _wait_for(
-            "the Slack messages",
-            lambda: (
-                [r for r in slack.snapshot() if r.path.startswith("/slack/")][1:]
-                and [r for r in slack.snapshot() if r.path.startswith("/slack/")]
-            ),
-            stack,
-            timeout=30,
-        )
+        def slack_posts_so_far() -> list[Any] | None:
+            posts = [r for r in slack.snapshot() if r.path.startswith("/slack/")]
+            return posts if len(posts) >= 2 else None
+
+        slack_posts = _wait_for("the Slack messages", slack_posts_so_far, stack, timeout=30)
         facts["slack_posts"] = len(slack_posts)
         out.print(f"and {len(slack_posts)} Slack messages reached the local Slack stand-in")
 
