@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from driftline.detectors import METRICS, validate_thresholds
 from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecError
 from driftline.expressions import (
     AlertCondition,
@@ -38,7 +39,6 @@ from driftline.models import ModelInfo, inspect_model
 from driftline.notify import parse_target
 
 __all__ = [
-    "FALLBACK_METRICS",
     "AlertSpec",
     "AssaySpec",
     "ModelSpec",
@@ -51,18 +51,6 @@ __all__ = [
     "spec_from_dict",
 ]
 
-#: Metrics accepted when :mod:`driftline.detectors` is not importable.
-FALLBACK_METRICS = (
-    "psi",
-    "maxdiff",
-    "sumdiff",
-    "ks",
-    "wasserstein",
-    "jensenshannon",
-    "hellinger",
-    "chi2",
-    "mmd",
-)
 CANONICAL_FORMAT = 1
 SEVERITIES = ("warning", "critical")
 BIN_MODES = ("quantile", "equal", "provided")
@@ -584,7 +572,7 @@ class _Compiler:
                 f"({format_duration(interval)}); width = interval gives tumbling windows",
             )
         metric = value.get("metric", "psi")
-        metrics = _metrics()
+        metrics = list(METRICS)
         if metric not in metrics:
             raise SpecError(f"{where}.metric", f"unknown metric {metric!r}; use one of {metrics}")
         bins = self.bins(f"{where}.bins", value.get("bins"))
@@ -652,11 +640,6 @@ class _Compiler:
         for key, number in thresholds.items():
             if not _is_number(number) or not math.isfinite(number):
                 raise SpecError(f"{where}.{key}", f"expected a number, got {number!r}")
-        try:
-            from driftline.detectors import validate_thresholds
-        except ImportError:
-            _fallback_thresholds(where, thresholds)
-            return
         try:
             validate_thresholds(metric, thresholds)
         except ValueError as exc:
@@ -748,27 +731,6 @@ class _Compiler:
         if ms == 0 and not allow_zero:
             raise SpecError(where, f"{value!r}: must be longer than zero")
         return ms
-
-
-def _metrics() -> list[str]:
-    try:
-        from driftline.detectors import METRICS
-    except ImportError:
-        return list(FALLBACK_METRICS)
-    return list(METRICS)
-
-
-def _fallback_thresholds(where: str, thresholds: Mapping[str, Any]) -> None:
-    if set(thresholds) == {"auto"}:
-        if not 0 < thresholds["auto"] < 1:
-            raise SpecError(f"{where}.auto", f"must be in (0, 1), got {thresholds['auto']!r}")
-        return
-    if set(thresholds) != {"warning", "alert"}:
-        raise SpecError(where, "use {warning: W, alert: A} or {auto: ALPHA}")
-    if thresholds["warning"] >= thresholds["alert"]:
-        raise SpecError(
-            where, f"warning ({thresholds['warning']}) must be below alert ({thresholds['alert']})"
-        )
 
 
 def _mapping(value: Any, where: str) -> None:
