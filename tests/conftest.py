@@ -113,3 +113,15 @@ def redis_prefix(redis_client, unique: str) -> Iterator[str]:  # type: ignore[no
     keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+@pytest.fixture
+def topic_prefix(kafka_admin, unique: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A unique topic prefix for a test that deploys; its topics are deleted afterwards."""
+    prefix = f"t{unique}"
+    yield prefix
+    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    if topics:
+        for fut in kafka_admin.delete_topics(topics, operation_timeout=15).values():
+            with contextlib.suppress(Exception):
+                fut.result(30)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +19,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "pipeline
 
 
 @pytest.fixture
-def settings(unique: str, tmp_path: Path, kafka_admin) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
-    """Settings with a private topic prefix and model store; the topics are deleted after."""
-    prefix = f"t{unique}"
-    yield Settings(
-        model_store=tmp_path / "models", kafka=KafkaSettings(topic_prefix=prefix, partitions=1)
+def settings(topic_prefix: str, tmp_path: Path) -> Settings:
+    """Settings with a private topic prefix and model store."""
+    return Settings(
+        model_store=tmp_path / "models",
+        kafka=KafkaSettings(topic_prefix=topic_prefix, partitions=1),
     )
-    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
-    if topics:
-        for fut in kafka_admin.delete_topics(topics, operation_timeout=15).values():
-            with contextlib.suppress(Exception):
-                fut.result(30)
 
 
 def _changed_threshold(spec):  # type: ignore[no-untyped-def]
