@@ -58,6 +58,23 @@ class _Base(BaseSettings):
         env_prefix=_PREFIX, frozen=True, extra="ignore", populate_by_name=True
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: Any) -> Any:
+        # Any setting may come from a file (DRIFTLINE_X_FILE), for secrets mounted by an
+        # orchestrator; JSON-valued settings (dicts) are parsed like their variables are.
+        if not isinstance(data, dict):
+            return data
+        for key, value in read_file_overrides([f.upper() for f in cls.model_fields]).items():
+            if data.get(key) is not None:
+                raise ValueError(
+                    f"both DRIFTLINE_{key.upper()} and DRIFTLINE_{key.upper()}_FILE are set;"
+                    " set only one"
+                )
+            annotation = str(cls.model_fields[key].annotation)
+            data[key] = json.loads(value) if annotation.startswith("dict") else value
+        return data
+
 
 class KafkaSettings(_Base):
     """How to reach Kafka and how topics are named."""
@@ -155,21 +172,6 @@ class BridgeSettings(_Base):
     bridge_group_ms: int = Field(default=2000, ge=0)
     bridge_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     bridge_max_in_flight: int = Field(default=256, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read_files(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        names = ["SMTP_URL", "SMTP_FROM", "SLACK_WEBHOOKS", "WEBHOOKS"]
-        for key, value in read_file_overrides(names).items():
-            if data.get(key) is not None:
-                raise ValueError(
-                    f"both DRIFTLINE_{key.upper()} and DRIFTLINE_{key.upper()}_FILE are set;"
-                    " set only one"
-                )
-            data[key] = value
-        return data
 
     @field_validator("slack_webhooks", "webhooks", "bridge_rate_limits", mode="before")
     @classmethod

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -42,3 +44,25 @@ def test_settings_are_frozen() -> None:
     s = KafkaSettings()
     with pytest.raises(ValidationError):
         s.topic_prefix = "other"  # type: ignore[misc]
+
+
+def test_any_setting_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = tmp_path / "redis-url"
+    url.write_text("redis://:s3cret@cache:6379/1\n")
+    options = tmp_path / "kafka-options.json"
+    options.write_text('{"security.protocol": "SSL"}')
+    monkeypatch.setenv("DRIFTLINE_REDIS_URL_FILE", str(url))
+    monkeypatch.setenv("DRIFTLINE_KAFKA_OPTIONS_FILE", str(options))
+    assert RedisSettings().redis_url.get_secret_value() == "redis://:s3cret@cache:6379/1"
+    assert KafkaSettings().kafka_options == {"security.protocol": "SSL"}
+
+
+def test_a_setting_and_its_file_together_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    f = tmp_path / "prefix"
+    f.write_text("other")
+    monkeypatch.setenv("DRIFTLINE_TOPIC_PREFIX", "acme")
+    monkeypatch.setenv("DRIFTLINE_TOPIC_PREFIX_FILE", str(f))
+    with pytest.raises(ValidationError, match="DRIFTLINE_TOPIC_PREFIX_FILE"):
+        KafkaSettings()
