@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -222,30 +223,41 @@ def decode_requests(
         )
     out = DecodedBatch(rows=np.zeros((0, width or 0), dtype=np.float64))
     tensors: list[Any] = []
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    accepted, ids, times = out.accepted, out.ids, out.times
+    limit = max_bytes if max_bytes is not None else sys.maxsize
     for i, value in enumerate(values):
         try:
             if value is None:
                 raise _Reject(MISSING_TENSOR, "message has no value")
-            if max_bytes is not None and len(value) > max_bytes:
+            if len(value) > limit:
                 raise _Reject(
                     TOO_LARGE,
                     f"message is {len(value)} bytes, over the limit of {max_bytes} "
                     "(raise options.max_message_bytes in the spec or split the request)",
                 )
-            doc = _loads(value)
-            tensors.append(_tensor_of(doc, input_names))
+            # The common case inline (this loop runs once per message); odd ones take the
+            # slow paths, which classify what is wrong.
+            try:
+                doc = loads(value)
+            except decode_error:
+                doc = _loads(value)
+            tensor = doc.get("tensor") if type(doc) is dict else None
+            tensors.append(tensor if tensor is not None else _tensor_of(doc, input_names))
         except _Reject as rej:
             out.rejected.append(Rejection(i, rej.reason, rej.detail))
             continue
-        out.accepted.append(i)
+        accepted.append(i)
         rid = doc.get("id")
-        out.ids.append(str(rid) if isinstance(rid, str | int) and rid != "" else default_ids[i])
+        if type(rid) is str and rid:
+            ids.append(rid)
+        else:
+            ids.append(str(rid) if type(rid) is int else default_ids[i])
         t = doc.get("time")
-        out.times.append(
-            int(t)
-            if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
-            else int(default_times[i])
-        )
+        if type(t) is int:
+            times.append(t)
+        else:
+            times.append(int(t) if type(t) is float and math.isfinite(t) else int(default_times[i]))
     if not tensors:
         return out
     # numpy silently turns JSON booleans into numbers; one search over the whole batch sends

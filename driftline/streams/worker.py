@@ -11,8 +11,10 @@ Failure handling, per batch:
 * an abortable error aborts the transaction and rewinds every partition of the batch to its
   first offset, so the batch is served again;
 * a fatal error (the producer was fenced) recreates the producer, then rewinds;
-* rebalances cannot split a transaction: one is opened and committed between two ``consume``
-  calls, which is where librdkafka runs the rebalance callbacks.
+* the offsets and commit of batch N run on a committer thread while batch N+1 is decoded and
+  scored; N+1 is produced only once N committed, and if N failed, N+1 is dropped and both are
+  rewound;
+* before partitions are revoked (a rebalance), the commit in flight is finished first.
 
 ``guarantee="at-least-once"`` uses an idempotent, non-transactional producer and commits offsets
 after the batch's results are acknowledged: lower latency, but a crash can duplicate results.
@@ -29,6 +31,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -147,6 +150,17 @@ _TXN_TIMEOUT_S = 30.0
 _MAX_FUTURE_MS = 30 * 60 * 1000
 
 
+@dataclass
+class _Batch:
+    """One micro-batch between its scoring and its commit."""
+
+    outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]
+    offsets: list[TopicPartition]
+    groups: list[list[Message]]
+    received_ns: int
+    messages: int
+
+
 class _Lazy(Sequence[Any]):
     """Per-message defaults computed only for the messages that need them."""
 
@@ -198,6 +212,8 @@ class Worker:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._in_txn = False
+        self._pending: tuple[Future[KafkaException | None], _Batch] | None = None
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="driftline-commit")
 
     # ------------------------------------------------------------------ clients
     def _consumer_config(self) -> dict[str, Any]:
@@ -243,8 +259,9 @@ class Worker:
         consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Transactions never span a consume() call, where this runs; abort defensively anyway
-        # so that nothing of a revoked partition can be committed by this worker.
+        # A commit may still be in flight: let it finish (or abort and rewind) before the
+        # partitions go, so that the next owner starts exactly where this worker stopped.
+        self._finish_pending()
         if self._in_txn and self._producer is not None:
             try:
                 self._producer.abort_transaction(_TXN_TIMEOUT_S)
@@ -314,6 +331,7 @@ class Worker:
                 msgs = self._consumer.consume(self.settings.worker_batch_size, max(timeout, 0.001))
                 self._apply_changes(self.source.poll())
                 if not msgs:
+                    self._finish_pending()
                     if max_idle_s is not None and time.monotonic() - last_msg > max_idle_s:
                         break
                     continue
@@ -324,6 +342,9 @@ class Worker:
         return self.stats
 
     def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._finish_pending()
+        self._committer.shutdown(wait=True)
         if self._producer is not None:
             if self._in_txn:
                 with contextlib.suppress(KafkaException):
@@ -337,13 +358,17 @@ class Worker:
     def _serve(self, msgs: list[Message]) -> None:
         received = time.perf_counter_ns()
         by_topic: dict[str, list[Message]] = defaultdict(list)
+        last: dict[tuple[str, int], int] = {}
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            by_topic[m.topic()].append(m)  # type: ignore[index]
+            topic = m.topic()
+            by_topic[topic].append(m)  # type: ignore[index]
+            # A partition's messages arrive in offset order: the last one seen is the highest.
+            last[(topic, m.partition())] = m.offset()  # type: ignore[index,assignment]
         outputs: list[tuple[str, str, list[Message], BatchOutcome | None]] = []
         for topic, group in by_topic.items():
             name = self._pipeline_of(topic)
@@ -361,14 +386,42 @@ class Worker:
             )
             outputs.append((name, topic, group, outcome))
             INFERENCE.labels(name).observe(outcome.inference_s)
-        offsets = _next_offsets(by_topic.values())
-        if self._deliver(outputs, offsets):
-            self._count(outputs)
-            self.stats.batches += 1
-            BATCH_SIZE.observe(len(msgs))
-            BATCH_LATENCY.observe((time.perf_counter_ns() - received) / 1e9)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        batch = _Batch(outputs, offsets, list(by_topic.values()), received, len(msgs))
+        # The previous batch's commit ran while this one was decoded and scored; its result
+        # decides whether this one may be produced at all.
+        if not self._finish_pending(rewind_also=batch.groups):
+            return
+        if self._deliver(batch):
+            if not self.exactly_once:
+                self._done(batch)
         else:
-            self._rewind(by_topic.values())
+            self._rewind(batch.groups)
+
+    def _done(self, batch: _Batch) -> None:
+        self._count(batch.outputs)
+        self.stats.batches += 1
+        BATCH_SIZE.observe(batch.messages)
+        BATCH_LATENCY.observe((time.perf_counter_ns() - batch.received_ns) / 1e9)
+
+    def _finish_pending(self, rewind_also: list[list[Message]] | None = None) -> bool:
+        """Wait for the commit handed to the committer thread; False if it failed.
+
+        On failure the transaction is aborted and every partition of that batch (and of
+        ``rewind_also``, consumed meanwhile but not produced) is rewound to be served again.
+        """
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return True
+        future, batch = pending
+        exc = future.result()
+        if exc is None:
+            self._in_txn = False
+            self._done(batch)
+            return True
+        self._recover(exc)
+        self._rewind([*batch.groups, *(rewind_also or [])])
+        return False
 
     def _count(self, outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]) -> None:
         for name, _topic, group, outcome in outputs:
@@ -453,29 +506,35 @@ class Worker:
                     ]
                     _produce(producer, dl_topic, m.value(), m.key(), headers)
 
-    def _deliver(
-        self,
-        outputs: list[tuple[str, str, list[Message], BatchOutcome | None]],
-        offsets: list[TopicPartition],
-    ) -> bool:
-        """Produce a batch's output and commit its offsets; False when it must be served again."""
+    def _deliver(self, batch: _Batch) -> bool:
+        """Produce a batch's output and start committing it; False: it must be served again."""
         assert self._producer is not None and self._consumer is not None
         if not self.exactly_once:
-            return self._deliver_at_least_once(outputs, offsets)
+            return self._deliver_at_least_once(batch.outputs, batch.offsets)
         producer = self._producer
         try:
             producer.begin_transaction()
             self._in_txn = True
-            self._produce_all(outputs)
-            producer.send_offsets_to_transaction(
-                offsets, self._consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
-            )
-            self._commit(producer)
-            self._in_txn = False
-            return True
+            self._produce_all(batch.outputs)
+            meta = self._consumer.consumer_group_metadata()
         except KafkaException as exc:
             self._recover(exc)
             return False
+        # Offsets and commit go to the committer thread (librdkafka releases the GIL), so the
+        # next batch is decoded and scored meanwhile; it is produced only after this commit.
+        future = self._committer.submit(self._commit_offsets, producer, batch.offsets, meta)
+        self._pending = (future, batch)
+        return True
+
+    def _commit_offsets(
+        self, producer: Producer, offsets: list[TopicPartition], meta: Any
+    ) -> KafkaException | None:
+        try:
+            producer.send_offsets_to_transaction(offsets, meta, _TXN_TIMEOUT_S)
+            self._commit(producer)
+        except KafkaException as exc:
+            return exc
+        return None
 
     def _commit(self, producer: Producer) -> None:
         for attempt in range(5):
@@ -568,17 +627,6 @@ def _default_id(m: Message) -> str:
 def _event_time(m: Message) -> int:
     kind, ts = m.timestamp()
     return int(ts) if kind != 0 and ts > 0 else int(time.time() * 1000)
-
-
-def _next_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:
-    last: dict[tuple[str, int], int] = {}
-    for group in groups:
-        for m in group:
-            tp = (str(m.topic()), int(m.partition() or 0))
-            off = int(m.offset() or 0)
-            if off > last.get(tp, -1):
-                last[tp] = off
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 def _first_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:

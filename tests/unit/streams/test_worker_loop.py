@@ -132,6 +132,7 @@ def test_a_batch_commits_results_dead_letters_and_offsets_in_one_transaction() -
     producer = _Producer()
     w, consumer = _worker(producer)
     w._serve(_msgs())
+    w._finish_pending()
     assert producer.log == ["begin", "offsets", "commit"]
     results = [
         (k, orjson.loads(v))
@@ -170,6 +171,7 @@ def test_abortable_error_aborts_and_rewinds_to_the_batch_start() -> None:
     producer = _Producer([KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)])
     w, consumer = _worker(producer)
     w._serve(_msgs())
+    w._finish_pending()
     assert producer.log == ["begin", "offsets", "abort"]
     assert sorted(consumer.seeks) == sorted(
         [(REQ, 0, 10), (REQ, 1, 7), (KAFKA.topic("ghost", "requests"), 0, 3)]
@@ -177,6 +179,7 @@ def test_abortable_error_aborts_and_rewinds_to_the_batch_start() -> None:
     assert w.stats.aborts == 1 and w.stats.rows == 0 and w.stats.batches == 0
     # Served again after the rewind: this time it commits.
     w._serve(_msgs())
+    w._finish_pending()
     assert producer.log[-1] == "commit" and w.stats.rows == 3
 
 
@@ -186,6 +189,7 @@ def test_fatal_error_recreates_the_producer_and_rewinds(monkeypatch: pytest.Monk
     fresh = _Producer()
     monkeypatch.setattr(w, "_new_producer", lambda: fresh)
     w._serve(_msgs())
+    w._finish_pending()
     assert "abort" not in producer.log
     assert w._producer is fresh and w.stats.producer_restarts == 1
     assert len(consumer.seeks) == 3
@@ -195,6 +199,7 @@ def test_retriable_commit_error_is_retried_without_abort() -> None:
     producer = _Producer([KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)])
     w, consumer = _worker(producer)
     w._serve(_msgs())
+    w._finish_pending()
     assert producer.log == ["begin", "offsets", "commit"]
     assert consumer.seeks == [] and w.stats.aborts == 0
 
@@ -203,6 +208,7 @@ def test_at_least_once_flushes_before_committing_offsets() -> None:
     producer = _Producer()
     w, consumer = _worker(producer, "at-least-once")
     w._serve(_msgs())
+    w._finish_pending()
     assert producer.log == ["flush"]
     assert len(consumer.commits) == 1
     assert sorted((tp.partition, tp.offset) for tp in consumer.commits[0] if tp.topic == REQ) == [
@@ -239,7 +245,9 @@ def test_metrics_count_requests_rows_checks_and_dead_letters() -> None:
     producer = _Producer([KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)])
     w, _ = _worker(producer)
     w._serve(_msgs())  # aborted: counts only the abort
+    w._finish_pending()
     w._serve(_msgs())
+    w._finish_pending()
     assert value("driftline_worker_requests_total", pipeline="fraud") - before["req"] == 3
     assert value("driftline_worker_rows_total", pipeline="fraud") - before["rows"] == 3
     assert (
@@ -288,7 +296,28 @@ def test_event_times_the_broker_would_refuse_do_not_become_record_timestamps() -
         ),
     ]
     w._serve(msgs)
+    w._finish_pending()
     assert producer.log[-1] == "commit"
     events = [orjson.loads(v) for t, v, _, _ in producer.produced if t.endswith("results")]
     assert [e["time"] for e in events] == [far_future, -5, 1_700_000_000_000]
     assert producer.timestamps == [0, 0, 1_700_000_000_000]
+
+
+def test_a_failed_commit_discards_the_batch_scored_meanwhile_and_rewinds_both() -> None:
+    producer = _Producer([KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)])
+    w, consumer = _worker(producer)
+    w._serve(_msgs()[:2])  # produced; its commit runs in the background and fails
+    later = [
+        Message(
+            topic=REQ, partition=0, offset=12, key=b"d", value=orjson.dumps({"tensor": [[1, 1]]})
+        ),
+        Message(
+            topic=REQ, partition=2, offset=40, key=b"e", value=orjson.dumps({"tensor": [[1, 1]]})
+        ),
+    ]
+    produced_before = len(producer.produced)
+    w._serve(later)  # scored, then dropped: the previous transaction was aborted
+    assert len(producer.produced) == produced_before
+    assert producer.log == ["begin", "offsets", "abort"]
+    assert sorted(consumer.seeks) == [(REQ, 0, 10), (REQ, 1, 7), (REQ, 2, 40)]
+    assert w.stats.batches == 0
