@@ -137,3 +137,34 @@ def test_count_alert_and_assays_on_committed_results_only(world):  # type: ignor
             assert a["count"] == int(inside.sum())
             assert a["score"] == pytest.approx(offline.score, rel=1e-9, abs=1e-12)
             assert a["status"] == offline.status
+
+
+def test_out_of_order_within_lateness_counts_and_late_events_go_aside(world, redis_client):  # type: ignore[no-untyped-def]
+    from driftline.streams.state import RedisState
+
+    t0 = (int(time.time()) // 10 - 60) * 10_000
+    pipe = {
+        "name": "fraud",
+        "partitions": 3,
+        "lateness_ms": 2000,
+        "alerts": [{"name": "any", "when": "count(m.outputs[0][0] > 0.9, '1s', '1s') >= 1"}],
+    }
+    order = [10_000, 10_100, 9_000, 8_500, 5_000, 10_200, 7_900]  # offsets 0..6 of partition 0
+    rows = [(0, result(t0 + t, 0.95, i), t0 + t) for i, t in enumerate(order)]
+    rows += [(p, result(t0 + 30_000, 0.1, 100 + p), t0 + 30_000) for p in range(3)]
+    produce(world["conf"], world["results"], rows, txid=f"{world['prefix']}-p")
+    proc = start_monitor(_config(world, [pipe]), world["tmp"], world["tmp"] / "monitor.log")
+    try:
+        k = world["k"]
+        notes = wait_for(world["conf"], k.topic("notifications"), lambda got: len(got) >= 2)
+        late = wait_for(world["conf"], k.topic("fraud", "late"), lambda got: len(got) >= 2)
+    finally:
+        stop(proc)
+    # 5_000 and 7_900 arrive after 10_100 was seen: below 10_100 - 2_000, so late
+    assert sorted(d["time"] - t0 for d in late) == [5_000, 7_900]
+    state = RedisState(redis_client, world["redis_prefix"], "fraud")
+    counts = {s - t0: int(f.get("c:any", 0)) for s, f in state.read_buckets(1000, 0, 2**62)}
+    assert counts.get(5_000, 0) == 0 and counts.get(7_000, 0) == 0
+    assert counts[8_000] == 1 and counts[9_000] == 1 and counts[10_000] == 3
+    fired = [(n["state"], n["at"] - t0, n["value"]) for n in notes]
+    assert fired == [("firing", 9_000, 1.0), ("resolved", 12_000, 0.0)]
