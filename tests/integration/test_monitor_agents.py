@@ -168,3 +168,34 @@ def test_out_of_order_within_lateness_counts_and_late_events_go_aside(world, red
     assert counts[8_000] == 1 and counts[9_000] == 1 and counts[10_000] == 3
     fired = [(n["state"], n["at"] - t0, n["value"]) for n in notes]
     assert fired == [("firing", 9_000, 1.0), ("resolved", 12_000, 0.0)]
+
+
+def test_idle_pipeline_closes_windows_on_the_wall_clock(world, redis_client):  # type: ignore[no-untyped-def]
+    from driftline.config import MonitorSettings, RedisSettings, Settings
+    from driftline.expressions import alert_condition, parse
+    from driftline.streams._engine import AlertPlan, Batch, PipelineEngine
+    from driftline.streams.monitor import Monitor
+    from driftline.streams.state import RedisState
+
+    settings = Settings(kafka=world["k"], redis=RedisSettings(key_prefix=world["redis_prefix"]))
+    monitor = Monitor(settings, MonitorSettings(monitor_idle_close_ms=500))
+    try:
+        cond = alert_condition(parse("count(m.outputs[0][0] > 0.9, '1s', '1s') >= 1"))
+        state = RedisState(monitor.client, world["redis_prefix"], "fraud")
+        engine = PipelineEngine("fraud", "v", ["m"], [AlertPlan("hi", cond)], [], state, 3, 1000)
+        monitor.watch(engine)
+        now = int(time.time() * 1000)
+        t = now - 5000
+        monitor.handle(world["results"], [(0, 0, result(t, 0.95, 0))])
+        assert not monitor.close("fraud").notifications  # other partitions hold the watermark
+        monitor.pipelines["fraud"].last_event_wall -= 10  # idle for 10 s
+        monitor.tick(now_ms=now)
+        notes = read_all(world["conf"], world["k"].topic("notifications"))
+        end = t - t % 1000 + 1000
+        assert [(n["state"], n["at"]) for n in notes] == [("firing", end), ("resolved", end + 1000)]
+        # the idle floor is persisted: an event older than it is late now
+        late_row = [(1, 0, result(now - 3000, 0.95, 1))]
+        rep_late = engine.ingest(Batch.of(world["results"], late_row))
+        assert len(rep_late.late) == 1
+    finally:
+        monitor.close_all()
