@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from driftline.spec import load_baseline_values, load_spec
+from driftline.streams._engine import Batch, _decode, build_tensors
+from driftline.streams.monitor import plans_from_spec
+
+pytestmark = pytest.mark.unit
+
+MODELS = Path(__file__).resolve().parents[3] / "examples" / "fraud" / "models"
+
+SPEC = f"""
+name: fraud
+models:
+  - {{name: ccfraud, path: {MODELS}/ccfraud.onnx}}
+alerts:
+  high:
+    when: mean(ccfraud.outputs[0][0], "10s", "2s") > 0.5
+    for: 4s
+    repeat: 10s
+    severity: critical
+    notify: [email:ops@example.com]
+assays:
+  drift:
+    iopath: ccfraud.outputs[0][0]
+    baseline: {{values: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}}
+    window: {{width: 6s, interval: 2s}}
+    metric: ks
+    bins: {{mode: equal, count: 4}}
+    thresholds: {{alpha: 0.01}}
+"""
+
+
+def test_plans_carry_the_spec(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "p.yaml"
+    path.write_text(SPEC)
+    spec = load_spec(path)
+    alerts, assays = plans_from_spec(spec, lambda a: load_baseline_values(a, tmp_path))
+    [a] = alerts
+    assert (a.name, a.for_ms, a.repeat_ms, a.severity) == ("high", 4000, 10_000, "critical")
+    assert (a.width_ms, a.interval_ms, a.condition.aggregate) == (10_000, 2000, "mean")
+    assert a.notify == ("email:ops@example.com",)
+    [y] = assays
+    assert (y.width_ms, y.interval_ms, y.metric) == (6000, 2000, "ks")
+    assert y.baseline.baseline.bins == "equal"
+    assert y.baseline.baseline.num_bins == 4 + 2  # explicit outlier bins
+    r = y.baseline.compare_counts(
+        np.bincount(
+            y.baseline.fine_index(np.linspace(0.1, 1.0, 50)), minlength=y.baseline.num_fine_bins
+        )
+    )
+    assert r.metric == "ks" and r.window_count == 50
+
+
+def test_decode_separates_malformed_events():
+    good = orjson.dumps({"time": 5, "outputs": {"m": [[1.0]]}, "inputs": [1.0, 2.0]})
+    docs, ok, reasons = _decode(
+        [good, b"{", orjson.dumps({"time": True, "outputs": {}}), orjson.dumps({"time": 1})]
+    )
+    assert ok.tolist() == [True, False, False, False]
+    assert reasons[1] == "malformed-result"
+    tensors = build_tensors([docs[0], docs[0]], {("m", "outputs"), ("m", "inputs")})
+    assert tensors[("m", "outputs")][0].shape == (2, 1)
+    assert tensors[("m", "inputs")][0].tolist() == [[1.0, 2.0], [1.0, 2.0]]
+
+
+def test_batch_select_keeps_alignment():
+    b = Batch.of("t", [(0, 5, b"a"), (1, 7, b"b"), (0, 6, b"c")])
+    s = b.select(np.array([True, False, True]))
+    assert s.partitions.tolist() == [0, 0] and s.offsets.tolist() == [5, 6]
+    assert s.values == [b"a", b"c"]
