@@ -1,0 +1,573 @@
+"""Monitor throughput, alert latency and Redis memory, side by side on one broker and one Redis.
+
+Three consumers read the same results topic of the fraud pipeline (synthetic result events
+whose champion scores are drawn from ``examples/fraud/data/baseline.csv``):
+
+(a) ceiling    a bare faust agent (same read_committed transport and micro-batching) that
+               only counts events;
+(b) driftline  ``driftline.streams.monitor`` with one count alert
+               (``count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 10``) and two assays
+               (PSI and KS, 5 m windows every 1 m) — one Redis script call per micro-batch;
+(b') engine    the same monitor shell and engine fed by a plain confluent consumer (no
+               faust), to show what the design costs apart from the framework;
+(c) per-event  what one writes without this design: a consumer loop that decodes each event
+               and updates Redis with one round trip per event (alert bucket + both assay
+               bins in one pipeline call), no windows closed at all.
+
+Each faust contender runs in its own process; rates are events divided by the time from its
+first to its last micro-batch (start-up and group join excluded). (c) runs on a prefix of the
+topic because it is slow. Alert latency: a separate monitor (lateness 0, 1 s buckets) follows
+live traffic; bursts of high scores are produced and the time from producing the burst's last
+(crossing) event to the arrival of its ``firing`` notification is measured. Redis memory is
+sampled in (b) at 25/50/75/100 % of the events.
+
+Usage::
+
+    python bench/monitor.py                   # 1,000,000 events, ~3-5 minutes on 2 cores
+    python bench/monitor.py --events 200000   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE_CSV = ROOT / "examples" / "fraud" / "data" / "baseline.csv"
+PARTITIONS = 3
+ALERT = 'count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 10'
+# Events per second of event time in the throughput topic: 100k events span 1000 s, more than
+# the 5-minute windows, so the memory samples show whether state stays flat.
+EVENT_RATE = 100
+
+
+def _baseline() -> np.ndarray:
+    return np.loadtxt(BASELINE_CSV, delimiter=",", skiprows=1)
+
+
+def _event(i: int, t: int, v: float) -> bytes:
+    return orjson.dumps(
+        {
+            "id": f"r{i}",
+            "row": 0,
+            "time": t,
+            "pipeline": "fraud",
+            "spec": "bench",
+            "inputs": [0.0] * 29,
+            "outputs": {"ccfraud": [[v]]},
+            "models": {"ccfraud": "bench"},
+        }
+    )
+
+
+def _settings(prefix: str, key_prefix: str) -> Any:
+    from driftline.config import KafkaSettings, RedisSettings, Settings
+
+    return Settings(
+        kafka=KafkaSettings(topic_prefix=prefix), redis=RedisSettings(key_prefix=key_prefix)
+    )
+
+
+def _engine(monitor: Any, key_prefix: str, name: str, lateness: int, alert: str) -> Any:
+    from driftline.detectors import Baseline
+    from driftline.expressions import alert_condition, parse
+    from driftline.streams._engine import (
+        AlertPlan,
+        AssayPlan,
+        DetectorBaseline,
+        PipelineEngine,
+    )
+    from driftline.streams.state import RedisState
+
+    base = Baseline.from_values(_baseline())
+    iopath = parse("ccfraud.outputs[0][0]")
+    assays = [
+        AssayPlan("psi", iopath, DetectorBaseline(base, "psi", None), 300_000, 60_000, "psi"),
+        AssayPlan("ks", iopath, DetectorBaseline(base, "ks", None), 300_000, 60_000, "ks"),
+    ]
+    alerts = [AlertPlan("high_fraud", alert_condition(parse(alert)), severity="critical")]
+    state = RedisState(monitor.client, key_prefix, name)
+    return PipelineEngine(name, "bench", ["ccfraud"], alerts, assays, state, PARTITIONS, lateness)
+
+
+def _memory(client: Any, pattern: str) -> int:
+    total = 0
+    for k in client.scan_iter(match=pattern, count=1000):
+        total += int(client.memory_usage(k) or 0)
+    return total
+
+
+# ----------------------------------------------------------------------------- child roles
+def _child(args: argparse.Namespace) -> None:
+    import faust
+
+    from driftline.config import MonitorSettings
+    from driftline.streams.monitor import Monitor, _faust_classes, create_app
+
+    out = Path(args.out)
+    settings = _settings(args.prefix, args.key_prefix)
+    ms = MonitorSettings(
+        monitor_group=f"{args.prefix}-{args.role}",
+        monitor_datadir=Path(tempfile.mkdtemp(prefix="dl-bench-")),
+        monitor_idle_close_ms=3_600_000,
+    )
+    marks: dict[str, Any] = {"first": None, "at_m": None, "last": None, "memory": []}
+    seen = 0
+    n, m = args.n, args.m
+
+    def record(count: int) -> None:
+        nonlocal seen
+        now = time.monotonic()
+        if marks["first"] is None:
+            marks["first"] = now
+            marks["first_count"] = count
+        seen += count
+        if marks["at_m"] is None and seen >= m:
+            marks["at_m"] = now
+            marks["seen_at_m"] = seen
+        if seen >= n:
+            marks["last"] = now
+            marks["seen"] = seen
+
+    def finish() -> None:
+        out.write_text(json.dumps(marks))
+        os._exit(0)
+
+    if args.role == "bare":
+        App = _faust_classes(ms.monitor_fetch_wait_ms)
+        app = App(
+            ms.monitor_group,
+            broker=f"kafka://{settings.kafka.bootstrap_servers}",
+            value_serializer="raw",
+            web_enabled=False,
+            datadir=str(ms.monitor_datadir),
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            consumer_auto_offset_reset="earliest",
+            broker_max_poll_records=ms.monitor_batch_size,
+            stream_buffer_maxsize=ms.monitor_batch_size * 2,
+        )
+        topic = app.topic(settings.kafka.topic("fraud", "results"), value_serializer="raw")
+
+        @app.agent(topic)
+        async def count(stream: Any) -> None:
+            async for events in stream.take_events(
+                ms.monitor_batch_size, within=ms.monitor_batch_timeout_ms / 1000
+            ):
+                record(len(events))
+                if seen >= n:
+                    finish()
+
+        faust.Worker(app, loglevel="warning").execute_from_commandline()
+        return
+
+    monitor = Monitor(settings, ms)
+    lateness = 0 if args.role == "latency" else 5000
+    alert = (
+        'count(ccfraud.outputs[0][0] > 0.95, "1s", "1s") >= 20' if args.role == "latency" else ALERT
+    )
+    monitor.watch(_engine(monitor, args.key_prefix, "fraud", lateness, alert))
+    handle = monitor.handle
+    checkpoints = [n // 4, n // 2, 3 * n // 4, n]
+
+    def counted(topic: str, records: Any) -> Any:
+        r = handle(topic, records)
+        record(len(records))
+        while checkpoints and seen >= checkpoints[0] and args.role == "monitor":
+            cp = checkpoints.pop(0)
+            pattern = f"{args.key_prefix}:{{fraud}}:*"
+            marks["memory"].append(
+                {
+                    "events": seen,
+                    "total": _memory(monitor.client, pattern),
+                    "assay_buckets": _memory(
+                        monitor.client, f"{args.key_prefix}:{{fraud}}:b:60000:*"
+                    ),
+                    "alert_buckets": _memory(
+                        monitor.client, f"{args.key_prefix}:{{fraud}}:b:1000:*"
+                    ),
+                    "checkpoint": cp,
+                }
+            )
+        if args.role == "monitor" and seen >= n:
+            finish()
+        return r
+
+    monitor.handle = counted  # type: ignore[method-assign]
+
+    class _NoControl:
+        def snapshot(self) -> dict[str, Any]:
+            return {}
+
+        def poll(self, timeout: float = 0.0) -> list[Any]:
+            return []
+
+    app = create_app(monitor, follower=_NoControl())
+    faust.Worker(app, loglevel="warning").execute_from_commandline()
+
+
+# ----------------------------------------------------------------------------- parent
+def _produce(conf: dict[str, Any], topic: str, n: int, t0: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = _baseline()
+    values = rng.choice(base, n)
+    p = Producer({**conf, "linger.ms": 50, "batch.num.messages": 10000})
+    for i in range(n):
+        t = t0 + i * 1000 // EVENT_RATE
+        p.produce(topic, _event(i, t, float(values[i])), partition=i % PARTITIONS)
+        if i % 50_000 == 0:
+            p.poll(0)
+            while len(p) > 200_000:
+                p.poll(0.05)
+    p.flush(120)
+
+
+def _run_child(
+    role: str, prefix: str, key_prefix: str, n: int, m: int, timeout: float
+) -> dict[str, Any]:
+    out = Path(tempfile.mkstemp(prefix=f"dl-bench-{role}-", suffix=".json")[1])
+    log = out.with_suffix(".log")
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                role,
+                "--prefix",
+                prefix,
+                "--key-prefix",
+                key_prefix,
+                "--n",
+                str(n),
+                "--m",
+                str(m),
+                "--out",
+                str(out),
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=tempfile.gettempdir(),
+        )
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise SystemExit(f"{role} did not finish in {timeout:.0f} s; log: {log}") from None
+    text = out.read_text()
+    if not text:
+        raise SystemExit(f"{role} produced no result; log: {log}")
+    return dict(json.loads(text))
+
+
+def _per_event(settings: Any, key_prefix: str, k: int) -> float:
+    import redis
+
+    from driftline.detectors import Baseline
+
+    base = Baseline.from_values(_baseline())
+    edges = base.fine_edges
+    client = redis.Redis.from_url(settings.redis.redis_url.get_secret_value())
+    topic = settings.kafka.topic("fraud", "results")
+    c = Consumer(
+        settings.kafka.client_config(
+            **{
+                "group.id": f"{key_prefix}-perevent",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
+    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    done = 0
+    start = None
+    try:
+        while done < k:
+            msg = c.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            if start is None:
+                start = time.monotonic()
+            ev = orjson.loads(msg.value())
+            v = ev["outputs"]["ccfraud"][0][0]
+            t = ev["time"]
+            b = int(np.searchsorted(edges, v, side="right"))
+            pipe = client.pipeline(transaction=False)
+            pipe.hincrby(f"{key_prefix}:pe:b:1000:{t - t % 1000}", "c", 1 if v > 0.95 else 0)
+            pipe.hincrby(f"{key_prefix}:pe:b:60000:{t - t % 60000}", f"psi:{b}", 1)
+            pipe.hincrby(f"{key_prefix}:pe:b:60000:{t - t % 60000}", f"ks:{b}", 1)
+            pipe.execute()  # one round trip per event
+            done += 1
+        assert start is not None
+        return done / (time.monotonic() - start)
+    finally:
+        c.close()
+        for key in client.scan_iter(match=f"{key_prefix}:pe:*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+def _engine_only(settings: Any, key_prefix: str, k: int) -> float:
+    """(b') the monitor's shell and engine without faust: confluent batches straight in."""
+    from driftline.config import MonitorSettings
+    from driftline.streams.monitor import Monitor
+
+    monitor = Monitor(settings, MonitorSettings())
+    monitor.watch(_engine(monitor, f"{key_prefix}-eng", "fraud", 5000, ALERT))
+    topic = settings.kafka.topic("fraud", "results")
+    c = Consumer(
+        settings.kafka.client_config(
+            **{
+                "group.id": f"{key_prefix}-engine",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
+    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    done, start = 0, None
+    try:
+        while done < k:
+            msgs = [m for m in c.consume(5000, 1.0) if not m.error()]
+            if not msgs:
+                continue
+            if start is None:
+                start = time.monotonic()
+            monitor.handle(topic, [(m.partition(), m.offset(), m.value()) for m in msgs])
+            done += len(msgs)
+        assert start is not None
+        return done / (time.monotonic() - start)
+    finally:
+        c.close()
+        monitor.close_all()
+
+
+def _latency(prefix: str, key_prefix: str, bursts: int) -> list[float]:
+    settings = _settings(prefix, key_prefix)
+    conf = settings.kafka.client_config()
+    topic = settings.kafka.topic("fraud", "results")
+    out = Path(tempfile.mkstemp(prefix="dl-bench-latency-", suffix=".json")[1])
+    log = out.with_suffix(".log")
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "latency",
+                "--prefix",
+                prefix,
+                "--key-prefix",
+                key_prefix,
+                "--n",
+                str(10**12),
+                "--m",
+                str(10**12),
+                "--out",
+                str(out),
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=tempfile.gettempdir(),
+        )
+    stop = threading.Event()
+    sent: dict[int, float] = {}  # bucket start (event time) -> produce time of its crossing event
+    p = Producer({**conf, "linger.ms": 0})
+
+    def traffic() -> None:
+        i = 0
+        burst_every = 3.0
+        next_burst = time.time() + 8.0  # let the monitor join its group first
+        while not stop.is_set():
+            now_ms = int(time.time() * 1000)
+            for part in range(PARTITIONS):
+                p.produce(topic, _event(i, now_ms, 0.01), partition=part)
+                i += 1
+            if time.time() >= next_burst and len(sent) < bursts:
+                t = int(time.time() * 1000)
+                bucket = t - t % 1000
+                if t - bucket < 700:  # the whole burst must land in one bucket
+                    for j in range(20):
+                        p.produce(topic, _event(i, t, 0.99), partition=j % PARTITIONS)
+                        i += 1
+                    crossing = time.time()  # the 20th high score makes the count cross
+                    p.flush(5)
+                    sent[bucket] = crossing
+                    next_burst = time.time() + burst_every
+            p.poll(0)
+            time.sleep(0.01)
+        p.flush(10)
+
+    th = threading.Thread(target=traffic)
+    th.start()
+    latencies: list[float] = []
+    c = Consumer(
+        {
+            **conf,
+            "group.id": f"{prefix}-lat",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    c.subscribe([settings.kafka.topic("notifications")])
+    deadline = time.time() + 30 + bursts * 4
+    try:
+        while time.time() < deadline and len(latencies) < bursts:
+            msg = c.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            arrived = time.time()
+            n = orjson.loads(msg.value())
+            if n.get("state") != "firing":
+                continue
+            bucket = int(n["at"]) - 1000
+            if bucket in sent:
+                latencies.append(arrived - sent[bucket])
+    finally:
+        stop.set()
+        th.join(15)
+        c.close()
+        proc.kill()
+        proc.wait(10)
+    return latencies
+
+
+def _cleanup(prefix: str, key_prefix: str) -> None:
+    import redis
+    from confluent_kafka.admin import AdminClient
+
+    settings = _settings(prefix, key_prefix)
+    admin = AdminClient(settings.kafka.client_config())
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+    if topics:
+        for f in admin.delete_topics(topics, operation_timeout=15).values():
+            with contextlib.suppress(Exception):
+                f.result(30)
+    client = redis.Redis.from_url(settings.redis.redis_url.get_secret_value())
+    keys = list(client.scan_iter(match=f"{key_prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+    client.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument(
+        "--throughput-events",
+        type=int,
+        default=200_000,
+        help="events over which (a) and (b) rates are measured",
+    )
+    ap.add_argument("--per-event", type=int, default=20_000, help="events for (c)")
+    ap.add_argument("--bursts", type=int, default=10)
+    ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--prefix", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--key-prefix", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--m", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.role:
+        _child(args)
+        return
+
+    from driftline.streams.control import ensure_topics
+
+    run = uuid.uuid4().hex[:8]
+    prefix, key_prefix = f"bench-{run}", f"bench-{run}"
+    settings = _settings(prefix, key_prefix)
+    k = settings.kafka
+    n = args.events
+    m = min(args.throughput_events, n)
+    try:
+        ensure_topics(k, [k.topic("fraud", "results")], partitions=PARTITIONS)
+        ensure_topics(k, [k.topic("assays"), k.topic("notifications")], partitions=1)
+        t0 = (int(time.time()) // 60 - 24 * 60) * 60_000
+        print(f"producing {n:,} result events ...", flush=True)
+        _produce(k.client_config(), k.topic("fraud", "results"), n, t0, seed=1)
+
+        print("(a) bare faust agent ...", flush=True)
+        a = _run_child("bare", prefix, key_prefix, m, m, timeout=600)
+        rate_a = (a["seen"] - a["first_count"]) / (a["last"] - a["first"])
+        print("(b) driftline monitor ...", flush=True)
+        b = _run_child("monitor", prefix, key_prefix, n, m, timeout=1800)
+        rate_b = (b["seen_at_m"] - b["first_count"]) / (b["at_m"] - b["first"])
+        rate_b_all = (b["seen"] - b["first_count"]) / (b["last"] - b["first"])
+        print("(b') driftline engine without faust ...", flush=True)
+        rate_e = _engine_only(settings, key_prefix, m)
+        print("(c) per-event implementation ...", flush=True)
+        rate_c = _per_event(settings, key_prefix, min(args.per_event, n))
+
+        lat_prefix = f"{prefix}-lat"
+        ensure_topics(
+            _settings(lat_prefix, key_prefix).kafka,
+            [f"{lat_prefix}.fraud.results"],
+            partitions=PARTITIONS,
+        )
+        ensure_topics(
+            _settings(lat_prefix, key_prefix).kafka,
+            [f"{lat_prefix}.assays", f"{lat_prefix}.notifications"],
+            partitions=1,
+        )
+        print("alert latency ...", flush=True)
+        lats = _latency(lat_prefix, f"{key_prefix}-lat", args.bursts)
+    finally:
+        _cleanup(prefix, key_prefix)
+        _cleanup(f"{prefix}-lat", f"{key_prefix}-lat")
+
+    print()
+    print(f"{'system':<34}{'events/s':>12}")
+    print(f"{'(a) bare faust agent (ceiling)':<34}{rate_a:>12,.0f}")
+    print(f"{'(b) driftline monitor':<34}{rate_b:>12,.0f}   ({rate_b_all:,.0f} over all {n:,})")
+    label_e = "(b') engine alone, no faust"
+    print(f"{label_e:<34}{rate_e:>12,.0f}")
+    print(f"{'(c) per-event, 1 Redis RTT/event':<34}{rate_c:>12,.0f}")
+    print()
+    mem = b["memory"]
+    print("Redis state of (b) while events flow (bytes):")
+    print(f"{'events':>10}{'total':>12}{'assay buckets':>15}{'per assay':>12}{'alert buckets':>15}")
+    for row in mem:
+        print(
+            f"{row['events']:>10,}{row['total']:>12,}{row['assay_buckets']:>15,}"
+            f"{row['assay_buckets'] // 2:>12,}{row['alert_buckets']:>15,}"
+        )
+    lat = np.array(lats) if lats else np.array([np.nan])
+    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    print(
+        f"alert latency over {len(lats)} crossings: p50 {p50:.3f} s, p99 {p99:.3f} s "
+        "(lateness 0, 1 s buckets)"
+    )
+    half = next((r for r in mem if r["checkpoint"] == n // 2), mem[0])
+    last = mem[-1]
+    growth = last["assay_buckets"] / max(1, half["assay_buckets"])
+    print()
+    print(f"goal b/a: {rate_b / rate_a:.2f} (target >= 0.7)")
+    print(f"goal b/c: {rate_b / rate_c:.1f} (target >= 20)")
+    print(f"goal b'/c (engine without faust): {rate_e / rate_c:.1f} (target >= 20)")
+    print(f"goal alert latency p99: {p99:.3f} s (target <= 2.0 s = interval + 1 s)")
+    print(
+        f"goal redis memory per assay after {n:,} events: {last['assay_buckets'] // 2:,} bytes, "
+        f"{growth:.2f}x the value at {half['events']:,} events (target flat: <= 1.2x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
