@@ -256,7 +256,9 @@ class PipelineEngine:
         self.longest_ms = max(
             [a.width_ms for a in self.alerts] + [a.width_ms for a in self.assays] + [1000]
         )
-        self.ttl_s = max(3600, (self.longest_ms + lateness_ms) // 1000 * 4)
+        # Buckets are deleted by the cleanup once no open window needs them; the TTL only
+        # reclaims pipelines that stopped for good, so it must outlast any monitor outage.
+        self.ttl_s = max(7 * 24 * 3600, (self.longest_ms + lateness_ms) // 1000 * 4)
         self._metric = on_metrics or (lambda *_: None)
         exprs = [a.condition.inner for a in self.alerts] + [a.iopath for a in self.assays]
         self._needed: set[tuple[str, str]] = set()

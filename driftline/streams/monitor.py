@@ -376,6 +376,7 @@ class _Watched:
     deadletter: str
     idle_close_ms: int
     last_event_wall: float = field(default_factory=time.monotonic)
+    seen_max: dict[int, int] = field(default_factory=dict)
     firing: dict[str, bool] = field(default_factory=dict)
 
 
@@ -492,6 +493,7 @@ class Monitor:
                     "driftline-source": f"{topic}/{p}/{off}",
                 },
             )
+        self.producer.poll(0)
         return self.close(name)
 
     @staticmethod
@@ -551,12 +553,22 @@ class Monitor:
             raise KafkaException(f"could not publish monitor output: {errors or left}")
 
     def tick(self, now_ms: int | None = None) -> None:
-        """Idle close: raise the watermark of pipelines that got nothing for ``idle_close``."""
+        """Idle close: raise the watermark of pipelines that got nothing for ``idle_close``.
+
+        "Nothing" means no event in any partition, including partitions other monitor
+        processes own: their progress shows in the per-partition max times in Redis.
+        """
         wall = time.monotonic()
         now = int(time.time() * 1000) if now_ms is None else now_ms
         for name, w in list(self.pipelines.items()):
-            if (wall - w.last_event_wall) * 1000 >= w.idle_close_ms:
-                self.close(name, floor=now - w.engine.lateness_ms)
+            if (wall - w.last_event_wall) * 1000 < w.idle_close_ms:
+                continue
+            progress = w.engine.state.snapshot().max_times
+            if progress != w.seen_max:
+                w.seen_max = progress
+                w.last_event_wall = wall
+                continue
+            self.close(name, floor=now - w.engine.lateness_ms)
 
     # -- recovery
 

@@ -188,7 +188,11 @@ def test_idle_pipeline_closes_windows_on_the_wall_clock(world, redis_client):  #
         t = now - 5000
         monitor.handle(world["results"], [(0, 0, result(t, 0.95, 0))])
         assert not monitor.close("fraud").notifications  # other partitions hold the watermark
-        monitor.pipelines["fraud"].last_event_wall -= 10  # idle for 10 s
+        w = monitor.pipelines["fraud"]
+        w.last_event_wall -= 10
+        monitor.tick(now_ms=now)  # first look at the max times in Redis: progress, not idle
+        assert not read_all(world["conf"], world["k"].topic("notifications"))
+        w.last_event_wall -= 10  # no progress for 10 s
         monitor.tick(now_ms=now)
         notes = read_all(world["conf"], world["k"].topic("notifications"))
         end = t - t % 1000 + 1000
