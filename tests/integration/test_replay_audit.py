@@ -41,12 +41,18 @@ assays:
     window: {{width: 4s, interval: 2s}}
     metric: psi
     thresholds: {{warning: {warning}, alert: 0.5}}
+  history:
+    iopath: ccfraud.outputs[0][0]
+    baseline: {{from: {hist_from}, to: {hist_to}}}
+    window: {{width: 10s, interval: 10s}}
+    metric: ks
+    thresholds: {{alpha: 0.01}}
 options: {{lateness: 1s, partitions: 3}}
 """
 
 
 def _spec(
-    tmp: Path, name: str, baseline: list[float], alert_threshold: int, warning: float
+    tmp: Path, name: str, baseline: list[float], alert_threshold: int, warning: float, t0: int
 ) -> Path:
     path = tmp / name
     path.write_text(
@@ -55,6 +61,8 @@ def _spec(
             baseline=json.dumps(baseline),
             alert_threshold=alert_threshold,
             warning=warning,
+            hist_from=t0,
+            hist_to=t0 + 20_000,
         )
     )
     return path
@@ -134,12 +142,12 @@ def _results(t0: int, rng: np.random.Generator) -> list[tuple[Any, ...]]:
 def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(11)
     baseline = [round(float(x), 6) for x in rng.uniform(0.0, 0.5, 400)]
-    spec_path = _spec(tmp_path, "pipeline.yaml", baseline, 5, 0.1)
+    t0 = (int(time.time()) // 10 - 60) * 10_000
+    spec_path = _spec(tmp_path, "pipeline.yaml", baseline, 5, 0.1, t0)
     k = KafkaSettings(topic_prefix=env["DRIFTLINE_TOPIC_PREFIX"])
     cp = ControlPlane(k)
     cp.deploy(load_spec(spec_path))
     cp.close()
-    t0 = (int(time.time()) // 10 - 60) * 10_000
     produce(
         k.client_config(),
         k.topic("fraud", "results"),
@@ -191,7 +199,7 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
     assert doc["events"] == 803
 
     # a copy with a lower alert threshold and a higher warning: differences, exit 1
-    changed = _spec(tmp_path, "changed.yaml", baseline, 3, 0.4)
+    changed = _spec(tmp_path, "changed.yaml", baseline, 3, 0.4, t0)
     r = _cli(
         env,
         "replay",
@@ -211,3 +219,20 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
     assert any(d["kind"] == "notification" for d in diffs)
     # nothing was published by replay
     assert len(read_all(conf, k.topic("notifications"))) == len(notes)
+
+    # the history baseline (first 20 s, scores in [0, 0.5)) flags the drifted second half
+    hist = sorted((a for a in assays if a["assay"] == "history"), key=lambda a: a["window_end"])
+    assert [a["window_end"] - t0 for a in hist] == [10_000, 20_000, 30_000, 40_000]
+    assert [a["status"] for a in hist] == ["ok", "ok", "alert", "alert"]
+
+    # the listing commands
+    r = _cli(env, "assays", "fraud", "--assay", "drift", "--limit", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert len(listed) == 3 and {a["assay"] for a in listed} == {"drift"}
+    assert listed[-1]["window_end"] == max(a["window_end"] for a in assays if a["assay"] == "drift")
+    r = _cli(env, "alerts", "--pipeline", "fraud", "--json")
+    assert r.returncode == 0, r.stderr
+    assert {n["id"] for n in json.loads(r.stdout)} == {n["id"] for n in notes}
+    r = _cli(env, "alerts", "--pipeline", "fraud")
+    assert r.returncode == 0 and "burst" in r.stdout
