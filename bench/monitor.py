@@ -304,7 +304,7 @@ def _per_event(settings: Any, key_prefix: str, k: int) -> float:
                 continue
             if start is None:
                 start = time.monotonic()
-            ev = orjson.loads(msg.value())
+            ev = orjson.loads(msg.value() or b"{}")
             v = ev["outputs"]["ccfraud"][0][0]
             t = ev["time"]
             b = int(np.searchsorted(edges, v, side="right"))
@@ -350,7 +350,8 @@ def _engine_only(settings: Any, key_prefix: str, k: int) -> float:
                 continue
             if start is None:
                 start = time.monotonic()
-            monitor.handle(topic, [(m.partition(), m.offset(), m.value()) for m in msgs])
+            rows = [(m.partition() or 0, m.offset() or 0, m.value() or b"") for m in msgs]
+            monitor.handle(topic, rows)
             done += len(msgs)
         assert start is not None
         return done / (time.monotonic() - start)
@@ -434,7 +435,7 @@ def _latency(prefix: str, key_prefix: str, bursts: int) -> list[float]:
             if msg is None or msg.error():
                 continue
             arrived = time.time()
-            n = orjson.loads(msg.value())
+            n = orjson.loads(msg.value() or b"{}")
             if n.get("state") != "firing":
                 continue
             bucket = int(n["at"]) - 1000
