@@ -43,6 +43,25 @@ def world(kafka_admin, kafka_config, unique, redis_prefix, tmp_path) -> Iterator
                 f.result(30)
 
 
+def _raw(conf: dict[str, Any], topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({**conf, "group.id": f"raw-{time.monotonic_ns()}", "enable.partition.eof": True})
+    try:
+        parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        out, eof, deadline = [], set(), time.monotonic() + 10
+        while len(eof) < len(parts) and time.monotonic() < deadline:
+            for m in c.consume(100, 0.5):
+                if m.error():
+                    eof.add(m.partition())
+                else:
+                    out.append((m.value(), dict(m.headers() or [])))
+        return out
+    finally:
+        c.close()
+
+
 def _config(world: dict[str, Any], pipelines: list[dict[str, Any]], **extra: Any) -> Path:
     conf = {
         "topic_prefix": world["prefix"],
@@ -151,6 +170,7 @@ def test_out_of_order_within_lateness_counts_and_late_events_go_aside(world, red
     }
     order = [10_000, 10_100, 9_000, 8_500, 5_000, 10_200, 7_900]  # offsets 0..6 of partition 0
     rows = [(0, result(t0 + t, 0.95, i), t0 + t) for i, t in enumerate(order)]
+    rows.append((1, b'{"broken": ', t0))  # malformed: dead-lettered, never stops the partition
     rows += [(p, result(t0 + 30_000, 0.1, 100 + p), t0 + 30_000) for p in range(3)]
     produce(world["conf"], world["results"], rows, txid=f"{world['prefix']}-p")
     proc = start_monitor(_config(world, [pipe]), world["tmp"], world["tmp"] / "monitor.log")
@@ -158,8 +178,15 @@ def test_out_of_order_within_lateness_counts_and_late_events_go_aside(world, red
         k = world["k"]
         notes = wait_for(world["conf"], k.topic("notifications"), lambda got: len(got) >= 2)
         late = wait_for(world["conf"], k.topic("fraud", "late"), lambda got: len(got) >= 2)
+        dead = _raw(world["conf"], k.topic("fraud", "deadletter"))
+        for _ in range(30):
+            if dead:
+                break
+            time.sleep(1)
+            dead = _raw(world["conf"], k.topic("fraud", "deadletter"))
     finally:
         stop(proc)
+    assert [(v, h["driftline-error"]) for v, h in dead] == [(b'{"broken": ', b"malformed-result")]
     # 5_000 and 7_900 arrive after 10_100 was seen: below 10_100 - 2_000, so late
     assert sorted(d["time"] - t0 for d in late) == [5_000, 7_900]
     state = RedisState(redis_client, world["redis_prefix"], "fraud")
