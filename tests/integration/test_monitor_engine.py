@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from driftline.detectors import Baseline
 from driftline.expressions import alert_condition, parse
@@ -142,3 +146,64 @@ def test_assay_scores_equal_the_detector_offline(redis_client, redis_prefix):
         assert r.score == pytest.approx(offline.score, rel=1e-12)
         assert r.status == offline.status
     assert any(n.kind == "assay" and n.state == "firing" for n in closed.notifications)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1), st.integers(0, 20_000), st.sampled_from([0.1, 0.5, 0.95])),
+        min_size=1,
+        max_size=80,
+    ),
+    st.lists(st.integers(1, 30), min_size=1, max_size=6),
+    st.lists(st.integers(1, 30), min_size=1, max_size=6),
+)
+def test_outputs_do_not_depend_on_batch_boundaries(redis_client, events, cuts_a, cuts_b):  # type: ignore[no-untyped-def]
+    """The replay guarantee: the same per-partition event order gives the same windows, assay
+    results and alert transitions however the events are cut into batches and interleaved."""
+    import uuid
+
+    base = Baseline.from_values(np.linspace(0, 1, 200))
+
+    def run_with(cuts: list[int], interleave: bool) -> tuple[Any, ...]:
+        prefix = f"test:prop:{uuid.uuid4().hex[:8]}"
+        plan = AssayPlan(
+            "d", parse("m.outputs[0][0]"), DetectorBaseline(base, "psi", None), 4000, 2000, "psi"
+        )
+        eng = _engine(redis_client, prefix, partitions=2, lateness=1500, assays=[plan])
+        try:
+            per_part: dict[int, list[tuple[int, bytes]]] = {0: [], 1: []}
+            for i, (p, dt, v) in enumerate(events):
+                per_part[p].append((len(per_part[p]), _event(T0 + dt, v, i)))
+            streams = [[(p, off, val) for off, val in per_part[p]] for p in (0, 1)]
+            order = (
+                [r for pair in zip(*streams, strict=False) for r in pair]
+                + streams[0][len(streams[1]) :]
+                + streams[1][len(streams[0]) :]
+                if interleave
+                else streams[0] + streams[1]
+            )
+            outs: list[Any] = []
+            k, c = 0, 0
+            while k < len(order):
+                n = cuts[c % len(cuts)]
+                eng.ingest(Batch.of("res", order[k : k + n]))
+                k += n
+                c += 1
+                closed = eng.close()
+                outs.append(closed)
+                eng.commit(closed)
+            closed = eng.close(floor=T0 + 30_000)
+            outs.append(closed)
+            eng.commit(closed)
+            notes = sorted((n.id, n.value) for o in outs for n in o.notifications)
+            assays = sorted(
+                (a.assay, a.window_end, a.count, round(a.score, 12)) for o in outs for a in o.assays
+            )
+            return notes, assays
+        finally:
+            eng.state.clear()
+
+    assert run_with(cuts_a, False) == run_with(cuts_b, True)
