@@ -154,8 +154,8 @@ def test_assay_scores_equal_the_detector_offline(redis_client, redis_prefix):
 @given(
     st.lists(
         st.tuples(st.integers(0, 1), st.integers(0, 20_000), st.sampled_from([0.1, 0.5, 0.95])),
-        min_size=1,
-        max_size=80,
+        min_size=10,
+        max_size=120,
     ),
     st.lists(st.integers(1, 30), min_size=1, max_size=6),
     st.lists(st.integers(1, 30), min_size=1, max_size=6),
