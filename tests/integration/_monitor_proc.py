@@ -88,6 +88,15 @@ def main(path: str) -> None:
     monitor = Monitor(settings, ms)
     for pipe in conf["pipelines"]:
         monitor.watch(engine_from(conf, pipe, monitor))
+    handle, seen = monitor.handle, set()
+
+    def traced(topic: str, records: Any) -> Any:
+        for p in {r[0] for r in records} - seen:
+            seen.add(p)
+            print(f"handling partition {p}", flush=True)
+        return handle(topic, records)
+
+    monitor.handle = traced  # type: ignore[method-assign]
     app = create_app(monitor, follower=_NoControl())
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 

@@ -249,3 +249,36 @@ def test_emptied_redis_is_rebuilt_from_kafka(world, redis_client):  # type: igno
     text = log.read_text(errors="replace")
     assert "rebuilding" in text, text
     _check(world, t0, base, redis_client)
+
+
+def test_two_monitors_in_one_group_share_the_work_exactly(world, redis_client):  # type: ignore[no-untyped-def]
+    t0 = (int(time.time()) // 10 - 100) * 10_000
+    rows, baseline = _data(t0, 3)
+    base = Baseline.from_values(baseline)
+    config = _config(world, baseline)
+    k = world["k"]
+    topic = k.topic("fraud", "results")
+    tmp = world["tmp"]
+    procs = [start_monitor(config, tmp, tmp / "m1.log"), start_monitor(config, tmp, tmp / "m2.log")]
+    try:
+        for c in range(10):
+            produce(
+                k.client_config(),
+                topic,
+                rows[c * 5000 : (c + 1) * 5000],
+                txid=f"{world['prefix']}-p",
+            )
+            if c == 4:  # one of them dies mid-stream and comes back
+                stop(procs[0], kill=True)
+                procs[0] = start_monitor(config, tmp, tmp / "m1.log")
+            time.sleep(0.5)
+        flush = [(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)]
+        produce(k.client_config(), topic, flush, txid=f"{world['prefix']}-p")
+        wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
+        time.sleep(3)
+    finally:
+        for p in procs:
+            stop(p)
+    for log in ("m1.log", "m2.log"):  # both took part
+        assert "handling partition" in (tmp / log).read_text(errors="replace"), log
+    _check(world, t0, base, redis_client)
