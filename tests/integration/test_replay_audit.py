@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -156,9 +158,12 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
     )
 
     log = tmp_path / "monitor.log"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "driftline", "monitor"],
+            [sys.executable, "-m", "driftline", "monitor", "--metrics-port", str(port)],
             env=env,
             cwd=tmp_path,
             stdout=fh,
@@ -175,9 +180,13 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
             lambda got: sum(n["kind"] == "alert" for n in got) >= 4,
             timeout=30,
         )
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         stop(proc)
     text = log.read_text(errors="replace")
+    assert 'driftline_monitor_events_total{pipeline="fraud"} 803.0' in metrics
+    assert 'driftline_assay_score{assay="drift",pipeline="fraud"}' in metrics
+    assert 'driftline_alert_firing{alert="burst",pipeline="fraud"} 0.0' in metrics
     alerts = [(n["state"], n["at"] - t0) for n in notes if n["kind"] == "alert"]
     assert alerts == [
         ("firing", 11000),
