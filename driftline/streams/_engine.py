@@ -8,6 +8,7 @@ replay uses at the end of its range.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import orjson
 
 from driftline.alerts.lifecycle import AlertState, Transition, run
 from driftline.events import AssayResult, Notification
-from driftline.expressions import AlertCondition, evaluate, to_text, variables
+from driftline.expressions import AlertCondition, evaluate, to_json, to_text, variables
 from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState
 from driftline.streams.windows import (
     bucket_start,
@@ -102,6 +103,12 @@ class AlertPlan:
         return self.condition.width_ms
 
     @property
+    def counter(self) -> str:
+        """Counter name in bucket hashes: changes when what is counted changes."""
+        c = self.condition
+        return f"{self.name}@{_digest(c.aggregate, to_json(c.inner), c.interval_ms)}"
+
+    @property
     def interval_ms(self) -> int:
         return self.condition.interval_ms
 
@@ -115,6 +122,18 @@ class AssayPlan:
     interval_ms: int
     metric: str
     notify: tuple[str, ...] = ()
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SERIALIZE_NUMPY)).hexdigest()[:8]
+
+
+def _assay_field(y: AssayPlan) -> str:
+    """Counter prefix of an assay: changes with its expression, interval or fine bin edges."""
+    edges = getattr(getattr(y.baseline, "baseline", None), "fine_edges", None)
+    edges_list = None if edges is None else np.asarray(edges, dtype=np.float64).tolist()
+    digest = _digest(to_json(y.iopath), y.interval_ms, y.baseline.num_fine_bins, edges_list)
+    return f"{y.name}@{digest}"
 
 
 @dataclass
@@ -414,11 +433,12 @@ class PipelineEngine:
             ):
                 d = bucket(cond.interval_ms, s)
                 if cond.aggregate in ("count", "rate"):
-                    d.ints[f"c:{a.name}"] = c
+                    d.ints[f"c:{a.counter}"] = c
                 else:
-                    d.floats[f"s:{a.name}"] = t
-                    d.ints[f"k:{a.name}"] = k
+                    d.floats[f"s:{a.counter}"] = t
+                    d.ints[f"k:{a.counter}"] = k
         for y in self.assays:
+            yf = _assay_field(y)
             values = np.asarray(evaluate(y.iopath, tensors), dtype=np.float64)
             if values.shape != (n,):
                 values = np.broadcast_to(values, (n,))
@@ -428,7 +448,7 @@ class PipelineEngine:
             for s, row in zip(starts.tolist(), counts, strict=True):
                 d = bucket(y.interval_ms, s)
                 for j in np.flatnonzero(row).tolist():
-                    d.ints[f"h:{y.name}:{j}"] = int(row[j])
+                    d.ints[f"h:{yf}:{j}"] = int(row[j])
         return deltas
 
     def _cutoff(self) -> int | None:
@@ -536,12 +556,12 @@ class PipelineEngine:
         cond = a.condition
         lo, hi = int(ends[0]) - cond.width_ms, int(ends[-1])
         if cond.aggregate in ("count", "rate"):
-            starts, mat = self._bucket_matrix(cond.interval_ms, lo, hi, [f"c:{a.name}"])
+            starts, mat = self._bucket_matrix(cond.interval_ms, lo, hi, [f"c:{a.counter}"])
             total = window_sums(starts, mat[:, 0], ends, cond.width_ms)
             n = np.zeros_like(total)
         else:
             starts, mat = self._bucket_matrix(
-                cond.interval_ms, lo, hi, [f"s:{a.name}", f"k:{a.name}"]
+                cond.interval_ms, lo, hi, [f"s:{a.counter}", f"k:{a.counter}"]
             )
             sums = window_sums(starts, mat, ends, cond.width_ms)
             total, n = sums[:, 0], sums[:, 1]
@@ -569,7 +589,8 @@ class PipelineEngine:
         self, y: AssayPlan, ends: np.ndarray, st: AlertState
     ) -> tuple[list[AssayResult], AlertState, list[Notification]]:
         nb = y.baseline.num_fine_bins
-        fields = [f"h:{y.name}:{j}" for j in range(nb)]
+        yf = _assay_field(y)
+        fields = [f"h:{yf}:{j}" for j in range(nb)]
         starts, mat = self._bucket_matrix(
             y.interval_ms, int(ends[0]) - y.width_ms, int(ends[-1]), fields
         )

@@ -7,8 +7,9 @@ live in one Redis Cluster slot and one Lua script can update them together:
 * ``max``   hash ``<partition>`` → largest event time seen (per-partition watermark source)
 * ``meta``  hash ``floor`` (idle watermark floor), ``first`` (oldest accepted event time)
 * ``idx``   sorted set of bucket keys scored by bucket start (for reading and cleanup)
-* ``b:<interval>:<start>`` hash of counters: ``c:<alert>``, ``s:<alert>``, ``k:<alert>``,
-  ``h:<assay>:<fine bin>``
+* ``b:<interval>:<start>`` hash of counters: ``c:<alert>@<digest>``, ``s:...``, ``k:...``,
+  ``h:<assay>@<digest>:<fine bin>`` (the digest changes with what is counted, so a redeployed
+  spec never mixes its counts with the previous version's)
 * ``emitted`` hash ``<aggregate>`` → last emitted window end, ``s:<alert>`` → alert state
 * ``baseline:<assay>:<spec version>`` cached baseline computed from history
 

@@ -136,12 +136,14 @@ def _check(world: dict[str, Any], t0: int, base: Baseline, redis_client: redis.R
     held = state.read_buckets(1000, 0, 2**62)
     assert held, "no buckets left in Redis"
     for start, fields in held:
-        assert int(fields.get("c:burst", 0)) == want["buckets_alert"].get(start, 0), start
+        got_c = sum(int(v) for f, v in fields.items() if f.startswith("c:burst@"))
+        assert got_c == want["buckets_alert"].get(start, 0), start
     for start, fields in state.read_buckets(5000, 0, 2**62):
         inside = (want["times"] >= start) & (want["times"] < start + 5000)
         fine = np.bincount(base.fine_index(want["values"][inside]), minlength=base.num_fine_bins)
         got = np.zeros(base.num_fine_bins, dtype=int)
         for f, v in fields.items():
+            assert f.startswith("h:drift@"), f
             got[int(f.split(":")[2])] = int(v)
         assert got.tolist() == fine.tolist(), start
 

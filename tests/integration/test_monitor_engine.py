@@ -207,3 +207,18 @@ def test_outputs_do_not_depend_on_batch_boundaries(redis_client, events, cuts_a,
             eng.state.clear()
 
     assert run_with(cuts_a, False) == run_with(cuts_b, True)
+
+
+def test_a_changed_condition_never_mixes_with_old_counts(redis_client, redis_prefix):
+    eng = _engine(redis_client, redis_prefix)
+    eng.ingest(_batch([_event(T0 + 100, 0.95), _event(T0 + 200, 0.95)]))
+    cond = alert_condition(parse("count(m.outputs[0][0] > 0.99, '3s', '1s') >= 2"))
+    changed = PipelineEngine(
+        "fraud", "sha256:y", ["m"], [AlertPlan("high", cond)], [], eng.state, 1, 0
+    )
+    assert changed.alerts[0].counter != eng.alerts[0].counter
+    changed.ingest(_batch([_event(T0 + 300, 0.95)], first_offset=2))
+    [(_, fields)] = eng.state.read_buckets(1000, T0, T0 + 1000)
+    assert fields == {f"c:{eng.alerts[0].counter}": "2"}  # 0.95 is not > 0.99: nothing new
+    closed = changed.close(floor=T0 + 5000)
+    assert closed.notifications == []
