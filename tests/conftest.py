@@ -33,6 +33,17 @@ def _ensure_services() -> None:
     _services_checked = True
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from driftline.services import kafka_version
+
+    settings = load_settings()
+    return [
+        f"driftline services: Apache Kafka {kafka_version()} at "
+        f"{settings.kafka.bootstrap_servers}, Redis at 127.0.0.1:{settings.redis_port} "
+        "(integration and e2e tests use them; started if not running)"
+    ]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.keywords or "e2e" in item.keywords:

@@ -86,6 +86,10 @@ class HttpReceiver:
                 arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-request: a real endpoint never sees this as a
+                    # message, so neither is it recorded nor answered.
+                    return
                 with receiver._lock:
                     n = receiver._counts.get(self.path, 0)
                     receiver._counts[self.path] = n + 1

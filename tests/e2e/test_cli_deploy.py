@@ -81,3 +81,18 @@ def test_invalid_spec_is_a_usage_error_naming_the_field(
     assert "alerts.high_fraud_5m" in proc.stderr
     assert "5 minutes" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_model_upload_refuses_a_file_that_is_not_onnx(env: dict[str, str], tmp_path: Path) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not a model")
+    proc = _cli(env, "model", "upload", "fake", str(fake))
+    assert proc.returncode == 2
+    assert "model.onnx" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    ok = _cli(env, "model", "upload", "ccfraud", "examples/fraud/models/ccfraud.onnx")
+    assert ok.returncode == 0, ok.stderr
+    assert "output probability" in ok.stdout
+    listed = json.loads(_cli(env, "model", "list", "--json").stdout)
+    assert list(listed) == ["ccfraud"]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,10 @@ FRAUD = ROOT / "examples" / "fraud"
 
 
 @pytest.fixture
-def env(unique: str, tmp_path: Path, kafka_admin) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
-    prefix = f"w{unique}"
-    yield dict(
+def env(topic_prefix: str, unique: str, tmp_path: Path) -> dict[str, str]:
+    return dict(
         os.environ,
-        DRIFTLINE_TOPIC_PREFIX=prefix,
+        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
         DRIFTLINE_MODEL_STORE=str(tmp_path / "store"),
         DRIFTLINE_PARTITIONS="2",
         DRIFTLINE_WORKER_GROUP=f"g{unique}",
@@ -34,11 +31,6 @@ def env(unique: str, tmp_path: Path, kafka_admin) -> Iterator[dict[str, str]]:  
         DRIFTLINE_KAFKA_OPTIONS=json.dumps({"session.timeout.ms": 6000}),
         COLUMNS="200",
     )
-    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
-    if topics:
-        for fut in kafka_admin.delete_topics(topics, operation_timeout=15).values():
-            with contextlib.suppress(Exception):
-                fut.result(30)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
