@@ -122,7 +122,7 @@ def _child(args: argparse.Namespace) -> None:
     settings = _settings(args.prefix, args.key_prefix)
     ms = MonitorSettings(
         monitor_group=f"{args.prefix}-{args.role}",
-        monitor_datadir=Path(tempfile.mkdtemp(prefix="dl-bench-")),
+        monitor_datadir=Path(args.out).with_suffix(".faust"),
         monitor_idle_close_ms=3_600_000,
     )
     marks: dict[str, Any] = {"first": None, "at_m": None, "last": None, "memory": []}
@@ -241,6 +241,7 @@ def _run_child(
 ) -> dict[str, Any]:
     out = Path(tempfile.mkstemp(prefix=f"dl-bench-{role}-", suffix=".json")[1])
     log = out.with_suffix(".log")
+    _TEMP.extend([out, log, out.with_suffix(".faust")])
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [
@@ -366,6 +367,7 @@ def _latency(prefix: str, key_prefix: str, bursts: int) -> list[float]:
     topic = settings.kafka.topic("fraud", "results")
     out = Path(tempfile.mkstemp(prefix="dl-bench-latency-", suffix=".json")[1])
     log = out.with_suffix(".log")
+    _TEMP.extend([out, log, out.with_suffix(".faust")])
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [
@@ -448,6 +450,19 @@ def _latency(prefix: str, key_prefix: str, bursts: int) -> list[float]:
         proc.kill()
         proc.wait(10)
     return latencies
+
+
+_TEMP: list[Path] = []
+
+
+def _remove_temp() -> None:
+    import shutil
+
+    for path in _TEMP:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _cleanup(prefix: str, key_prefix: str) -> None:
@@ -533,6 +548,7 @@ def main() -> None:
     finally:
         _cleanup(prefix, key_prefix)
         _cleanup(f"{prefix}-lat", f"{key_prefix}-lat")
+    _remove_temp()  # kept when a step failed: its log is named in the error
 
     print()
     print(f"{'system':<34}{'events/s':>12}")

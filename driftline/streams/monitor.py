@@ -377,7 +377,6 @@ class _Watched:
     idle_close_ms: int
     last_event_wall: float = field(default_factory=time.monotonic)
     seen_max: dict[int, int] = field(default_factory=dict)
-    firing: dict[str, bool] = field(default_factory=dict)
 
 
 class Monitor:
@@ -652,7 +651,8 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
     ms = monitor.msettings
     k = monitor.settings.kafka
     App = _faust_classes(ms.monitor_fetch_wait_ms)
-    datadir = ms.monitor_datadir or Path(tempfile.mkdtemp(prefix="driftline-monitor-"))
+    # faust insists on a data directory even without tables; keep one per group, reused.
+    datadir = ms.monitor_datadir or Path(tempfile.gettempdir()) / f"driftline-{ms.monitor_group}"
     app = App(
         ms.monitor_group,
         broker=[f"kafka://{h}" for h in k.bootstrap_servers.split(",")],
