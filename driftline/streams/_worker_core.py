@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -252,6 +252,32 @@ def _split_rows(matrix: np.ndarray) -> list[bytes]:
     return rows
 
 
+def _checks_json(failures: list[tuple[str, np.ndarray]], n: int) -> list[bytes]:
+    """``check_failures`` of every row as JSON, from one code per row (bit v: validation v
+    failed) and one serialization per distinct combination."""
+    if not failures:
+        return [b"[]"] * n
+    codes = np.zeros(n, dtype=np.int64)
+    for bit, (_vname, failed) in enumerate(failures):
+        codes |= failed.astype(np.int64) << bit
+    present, inverse = np.unique(codes, return_inverse=True)
+    table = np.empty(len(present), dtype=object)
+    for j, code in enumerate(present.tolist()):
+        table[j] = orjson.dumps([v for bit, (v, _f) in enumerate(failures) if code >> bit & 1])
+    out: list[bytes] = table[inverse.reshape(-1)].tolist()
+    return out
+
+
+def _per_row(column: list[Any], msg_of_row: np.ndarray | None) -> list[Any]:
+    """A per-message column repeated for each of the message's rows."""
+    if msg_of_row is None:
+        return column
+    arr = np.empty(len(column), dtype=object)
+    arr[:] = column
+    out: list[Any] = arr[msg_of_row].tolist()
+    return out
+
+
 def _build(
     runtime: PipelineRuntime,
     batch: DecodedBatch,
@@ -262,64 +288,43 @@ def _build(
     outcome: BatchOutcome,
 ) -> None:
     n = rows.shape[0]
-    msg_of_row = batch.row_message().tolist()
-    row_num = batch.row_number().tolist()
-    inputs = _split_rows(rows)
-    # outputs of row r, {"m": [[out0 row r], [out1 row r], ...], ...}, assembled from one
-    # serialization per output tensor of the batch.
-    per_model: list[list[bytes]] = []
-    for name, o_list in outs.items():
-        key = orjson.dumps(name) + b":["
-        cols = [_split_rows(o) for o in o_list]
-        if not cols:
-            per_model.append([key + b"]"] * n)
-        elif len(cols) == 1:
-            per_model.append([key + b"[" + c + b"]]" for c in cols[0]])
-        else:
-            per_model.append(
-                [key + b"[" + b"],[".join(parts) + b"]]" for parts in zip(*cols, strict=True)]
-            )
-    if len(per_model) == 1:
-        outputs = [b"{" + p + b"}" for p in per_model[0]]
-    else:
-        outputs = [b"{" + b",".join(parts) + b"}" for parts in zip(*per_model, strict=True)]
-    checks: list[list[str]] = [[] for _ in range(n)] if failures else []
-    for vname, failed in failures:
-        for r in np.flatnonzero(failed).tolist():
-            checks[r].append(vname)
-    fixed = (
-        b',"pipeline":'
-        + orjson.dumps(runtime.name)
-        + b',"spec":'
-        + orjson.dumps(runtime.version)
-        + b',"inputs":['
-    )
-    models = b',"models":' + orjson.dumps(runtime.model_versions) + b',"check_failures":'
     ids, times, accepted = batch.ids, batch.times, batch.accepted
-    id_json = [orjson.dumps(i) for i in ids]
+    # One row per message is the common case: per-message columns are then per-row already.
+    single = len(accepted) == n
+    msg_of_row = None if single else batch.row_message()
+    # One %-template per batch, with a slot per row-dependent piece; constant parts (names,
+    # versions, elapsed time) are baked in, so each row costs one C-level formatting call.
+    template = [b'{"id":%b,"row":%d,"time":%d']
+    template.append(
+        (
+            b',"pipeline":'
+            + orjson.dumps(runtime.name)
+            + b',"spec":'
+            + orjson.dumps(runtime.version)
+        ).replace(b"%", b"%%")
+    )
+    template.append(b',"inputs":[%b],"outputs":{')
+    columns: list[list[Any]] = [
+        _per_row(list(map(orjson.dumps, ids)), msg_of_row),
+        [0] * n if single else batch.row_number().tolist(),
+        _per_row(times, msg_of_row),
+        _split_rows(rows),
+    ]
+    for m, (name, o_list) in enumerate(outs.items()):
+        slots = b",".join([b"[%b]"] * len(o_list))
+        template.append((b"," if m else b"") + orjson.dumps(name).replace(b"%", b"%%") + b":[")
+        template.append(slots + b"]")
+        columns.extend(_split_rows(o) for o in o_list)
     elapsed = time.perf_counter_ns() - t0
-    tail = b',"elapsed_ns":%d}' % elapsed
-    dumps = orjson.dumps
-    results = outcome.results
-    for r in range(n):
-        k = msg_of_row[r]
-        results.append(
-            (
-                accepted[k],
-                b'{"id":%b,"row":%d,"time":%d%b%b],"outputs":%b%b%b%b'
-                % (
-                    id_json[k],
-                    row_num[r],
-                    times[k],
-                    fixed,
-                    inputs[r],
-                    outputs[r],
-                    models,
-                    dumps(checks[r]) if failures else b"[]",
-                    tail,
-                ),
-            )
-        )
+    template.append(
+        (b'},"models":' + orjson.dumps(runtime.model_versions)).replace(b"%", b"%%")
+        + b',"check_failures":%b,"elapsed_ns":'
+        + b"%d}" % elapsed
+    )
+    columns.append(_checks_json(failures, n))
+    fmt = b"".join(template)
+    events = map(fmt.__mod__, zip(*columns, strict=True))
+    outcome.results = list(zip(_per_row(accepted, msg_of_row), events, strict=True))
     outcome.ids = dict(zip(accepted, ids, strict=True))
     outcome.times = dict(zip(accepted, times, strict=True))
     outcome.rows = n

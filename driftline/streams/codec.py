@@ -18,7 +18,8 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from itertools import chain
+from typing import Any, Final, cast
 
 import numpy as np
 import orjson
@@ -222,10 +223,89 @@ def decode_requests(
             f"need one entry per message ({len(values)})"
         )
     out = DecodedBatch(rows=np.zeros((0, width or 0), dtype=np.float64))
+    limit = max_bytes if max_bytes is not None else sys.maxsize
+    tensors = _scan_batch(out, values, default_ids, default_times, limit)
+    if tensors is None:
+        tensors = _scan_each(out, values, default_ids, default_times, limit, input_names)
+    if not tensors:
+        return out
+    # numpy silently turns JSON booleans into numbers; one search over the whole batch sends
+    # any batch that may hold one down the strict path (a false positive only costs time).
+    joined = b"\n".join([v for v in values if v is not None])
+    strict = b"true" in joined or b"false" in joined
+    matrix = None if strict else _batch_matrix(tensors, width)
+    if matrix is None:
+        matrix = _per_message(out, tensors, width)
+    else:
+        out.counts = list(map(len, tensors))
+    if not allow_nan and matrix.size:
+        matrix = _drop_non_finite(out, matrix)
+    out.rows = matrix
+    if out.rejected:
+        out.rejected.sort(key=lambda r: r.index)
+    return out
+
+
+def _scan_batch(
+    out: DecodedBatch,
+    values: Sequence[bytes | None],
+    default_ids: Sequence[str],
+    default_times: Sequence[int],
+    limit: int,
+) -> list[Any] | None:
+    """The common case without a Python loop per message: every value is a JSON object
+    with a ``tensor``. ``None`` (and ``out`` untouched) when any message needs
+    :func:`_scan_each`, which then classifies every message exactly as before."""
+    if not values or None in values:
+        return None
+    present = cast("Sequence[bytes]", values)
+    if max(map(len, present)) > limit:
+        return None
+    try:
+        docs = list(map(orjson.loads, present))
+    except orjson.JSONDecodeError:
+        return None
+    if set(map(type, docs)) != {dict}:
+        return None
+    tensors = [d.get("tensor") for d in docs]
+    if None in tensors:
+        return None
+    rids = [d.get("id") for d in docs]
+    if set(map(type, rids)) != {str} or "" in rids:
+        rids = [
+            r if type(r) is str and r else (str(r) if type(r) is int else default_ids[i])
+            for i, r in enumerate(rids)
+        ]
+    ts = [d.get("time") for d in docs]
+    kinds = set(map(type, ts))
+    if kinds == {type(None)}:
+        ts = list(map(int, default_times))
+    elif kinds != {int}:
+        ts = [
+            t
+            if type(t) is int
+            else (int(t) if type(t) is float and math.isfinite(t) else int(default_times[i]))
+            for i, t in enumerate(ts)
+        ]
+    out.accepted = list(range(len(values)))
+    out.ids = rids
+    out.times = ts
+    return tensors
+
+
+def _scan_each(
+    out: DecodedBatch,
+    values: Sequence[bytes | None],
+    default_ids: Sequence[str],
+    default_times: Sequence[int],
+    limit: int,
+    input_names: Sequence[str] | None,
+) -> list[Any]:
+    """Message by message: parse, find the tensor, classify what is wrong with each."""
+    max_bytes = None if limit == sys.maxsize else limit
     tensors: list[Any] = []
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     accepted, ids, times = out.accepted, out.ids, out.times
-    limit = max_bytes if max_bytes is not None else sys.maxsize
     for i, value in enumerate(values):
         try:
             if value is None:
@@ -236,8 +316,6 @@ def decode_requests(
                     f"message is {len(value)} bytes, over the limit of {max_bytes} "
                     "(raise options.max_message_bytes in the spec or split the request)",
                 )
-            # The common case inline (this loop runs once per message); odd ones take the
-            # slow paths, which classify what is wrong.
             try:
                 doc = loads(value)
             except decode_error:
@@ -258,34 +336,16 @@ def decode_requests(
             times.append(t)
         else:
             times.append(int(t) if type(t) is float and math.isfinite(t) else int(default_times[i]))
-    if not tensors:
-        return out
-    # numpy silently turns JSON booleans into numbers; one search over the whole batch sends
-    # any batch that may hold one down the strict path (a false positive only costs time).
-    joined = b"\n".join(v for v in values if v is not None)
-    strict = b"true" in joined or b"false" in joined
-    matrix = None if strict else _batch_matrix(tensors, width)
-    if matrix is None:
-        matrix = _per_message(out, tensors, width)
-    else:
-        out.counts = [len(t) for t in tensors]
-    if not allow_nan and matrix.size:
-        matrix = _drop_non_finite(out, matrix)
-    out.rows = matrix
-    if out.rejected:
-        out.rejected.sort(key=lambda r: r.index)
-    return out
+    return tensors
 
 
 def _batch_matrix(tensors: list[Any], width: int | None) -> np.ndarray | None:
     """All tensors as one matrix, or ``None`` when any message needs a closer look."""
-    rows: list[Any] = []
-    for t in tensors:
-        if not isinstance(t, list) or not t:
-            return None
-        rows.extend(t)
+    # Exact type test: a list subclass cannot come out of JSON.
+    if set(map(type, tensors)) != {list} or not all(tensors):
+        return None
     try:
-        matrix = np.array(rows)
+        matrix = np.array(list(chain.from_iterable(tensors)))
     except (ValueError, TypeError, OverflowError):
         return None
     # Strings, objects (null, huge ints) and booleans need the strict per-message path.

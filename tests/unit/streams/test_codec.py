@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import orjson
@@ -10,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.streams.codec import REASONS, decode_requests
+from driftline.streams.codec import REASONS, DecodedBatch, decode_requests
 
 pytestmark = pytest.mark.unit
 
 
-def _decode(values: list[bytes | None], width: int | None = 3, **kw: object):  # type: ignore[no-untyped-def]
+def _decode(values: Sequence[bytes | None], width: int | None = 3, **kw: object):  # type: ignore[no-untyped-def]
     n = len(values)
     return decode_requests(
         values,
@@ -156,3 +157,42 @@ def test_every_message_is_either_accepted_or_rejected_once(msgs: list[tuple[str,
             assert rejected[i] == kind
     np.testing.assert_array_equal(b.rows, np.array(expected_rows, dtype=np.float64).reshape(-1, 3))
     assert sum(b.counts) == b.num_rows
+
+
+_ident = st.one_of(
+    st.none(), st.text(max_size=3), st.integers(-5, 5), st.booleans(), st.floats(width=32)
+)
+_doc = st.fixed_dictionaries(
+    {"tensor": st.lists(st.lists(_cell, min_size=3, max_size=3), min_size=1, max_size=3)},
+    optional={"id": _ident, "time": st.one_of(_ident, st.integers(0, 2**40))},
+).map(lambda d: ("ok", orjson.dumps(d)))
+
+
+def _fields(b: DecodedBatch) -> tuple[object, ...]:
+    return (b.accepted, b.counts, b.ids, b.times, b.rejected, b.rows.tolist())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(_doc, _doc, _bad), min_size=1, max_size=10))
+def test_batch_fast_path_decodes_exactly_as_message_by_message(
+    msgs: list[tuple[str, bytes]],
+) -> None:
+    import driftline.streams.codec as codec
+
+    values: list[bytes | None] = [v for _, v in msgs]
+    fast = _decode(values)
+    original = codec._scan_batch
+    codec._scan_batch = lambda *a, **k: None
+    try:
+        slow = _decode(values)
+    finally:
+        codec._scan_batch = original
+    assert _fields(fast) == _fields(slow)
+    # Requests that carry no usable id or time get the per-message defaults.
+    for k, i in enumerate(fast.accepted):
+        doc = orjson.loads(values[i])
+        rid = doc.get("id")
+        if not (isinstance(rid, str) and rid) and type(rid) is not int:
+            assert fast.ids[k] == f"k{i}"
+        if doc.get("time") is None:
+            assert fast.times[k] == 1000 + i

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import onnx
 import onnxruntime as ort
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from driftline.events import ResultEvent
@@ -67,6 +70,15 @@ class _Failing:
         return self.inner.run(x)
 
 
+@pytest.fixture(scope="module")
+def model_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("models")
+    return (
+        _linear_model(d / "champ.onnx", [0.5, -0.25, 1.0, 0.1], -0.2),
+        _linear_model(d / "shadow.onnx", [0.4, -0.2, 1.1, 0.0], -0.1),
+    )
+
+
 @pytest.fixture
 def models(tmp_path: Path) -> tuple[_Ort, _Ort]:
     champ = _Ort(_linear_model(tmp_path / "champ.onnx", [0.5, -0.25, 1.0, 0.1], -0.2))
@@ -103,7 +115,7 @@ def _requests(rng: np.random.Generator, sizes: list[int]) -> tuple[list[bytes], 
     return values, np.concatenate(rows)
 
 
-def _process(rt: PipelineRuntime, values: list[bytes | None]):  # type: ignore[no-untyped-def]
+def _process(rt: PipelineRuntime, values: Sequence[bytes | None]):  # type: ignore[no-untyped-def]
     n = len(values)
     return process_batch(rt, values, default_ids=[f"k{i}" for i in range(n)], default_times=[7] * n)
 
@@ -176,7 +188,7 @@ def test_failing_validation_dead_letters_instead_of_passing(models: tuple[_Ort, 
     rt = PipelineRuntime(
         name="p",
         version="sha256:v",
-        models=(RuntimeModel("champ", "sha256:c", champ),),  # type: ignore[arg-type]
+        models=(RuntimeModel("champ", "sha256:c", champ),),
         validations={"broken": lambda t: t[("champ", "outputs")][5][:, 0] > 0},
         input_width=WIDTH,
     )
@@ -200,3 +212,40 @@ def test_spec_size_limit_overrides_the_worker_default(models: tuple[_Ort, _Ort])
 def test_runtime_needs_a_model() -> None:
     with pytest.raises(ValueError, match="models"):
         PipelineRuntime(name="p", version="v", models=())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 3), st.one_of(st.none(), st.integers(0, 9), st.just(""))),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_batch_serves_each_request_as_it_would_alone(
+    model_paths: tuple[Path, Path], requests: list[tuple[int, int | str | None]]
+) -> None:
+    rt = _runtime(_Ort(model_paths[0]), _Ort(model_paths[1]))
+    rng = np.random.default_rng(len(requests))
+    values = []
+    for n, rid in requests:
+        doc: dict[str, object] = {"tensor": (rng.normal(size=(n, WIDTH)) * 2).tolist()}
+        if rid is not None:
+            doc["id"] = rid
+        values.append(orjson.dumps(doc))
+    whole = _process(rt, values)
+    alone: list[tuple[int, bytes]] = []
+    for i, v in enumerate(values):
+        one = process_batch(rt, [v], default_ids=[f"k{i}"], default_times=[7])
+        alone.extend((i, e) for _, e in one.results)
+
+    def strip(results: list[tuple[int, bytes]]) -> list[tuple[int, dict[str, object]]]:
+        out = []
+        for i, e in results:
+            d = orjson.loads(e)
+            assert d.pop("elapsed_ns") > 0
+            out.append((i, d))
+        return out
+
+    assert strip(whole.results) == strip(alone)
+    assert len(whole.results) == sum(n for n, _ in requests)
