@@ -380,7 +380,7 @@ class Worker:
                 runtime,
                 [m.value() for m in group],
                 default_ids=_Lazy(group, _default_id),
-                default_times=_Lazy(group, _event_time),
+                default_times=_event_times(group),
                 received_ns=received,
                 max_message_bytes=self.settings.worker_max_message_bytes,
             )
@@ -475,6 +475,7 @@ class Worker:
                     n_results = self._partition_count(results_topic)
                     same = n_results > 0 and n_results == self._partition_count(topic)
                     part = -1
+                    produce = producer.produce
                     for k, value in outcome.results:
                         if k != last_k:
                             last_k, last_key = k, keys[k] or ids[k].encode()
@@ -483,15 +484,20 @@ class Worker:
                                 last_time = 0
                             part = (group[k].partition() or 0) if same else -1
                         # The record timestamp is the event time, so replay and rebuild can
-                        # find a range of event time with offsets_for_times.
-                        _produce(
-                            producer,
-                            results_topic,
-                            value,
-                            last_key,
-                            timestamp=last_time,
-                            partition=part,
-                        )
+                        # find a range of event time with offsets_for_times. Positional
+                        # arguments (topic, value, key, partition, on_delivery, callback,
+                        # timestamp): keyword parsing costs more than the rest of the call.
+                        try:
+                            produce(results_topic, value, last_key, part, None, None, last_time)
+                        except BufferError:
+                            _produce(
+                                producer,
+                                results_topic,
+                                value,
+                                last_key,
+                                timestamp=last_time,
+                                partition=part,
+                            )
             if rejected:
                 dl_topic = self.kafka.topic(name, "deadletter")
                 self._ensure_topic(dl_topic)
@@ -624,9 +630,11 @@ def _default_id(m: Message) -> str:
     return f"{m.topic()}:{m.partition()}:{m.offset()}"
 
 
-def _event_time(m: Message) -> int:
-    kind, ts = m.timestamp()
-    return int(ts) if kind != 0 and ts > 0 else int(time.time() * 1000)
+def _event_times(group: list[Message]) -> list[int]:
+    """Each message's Kafka timestamp, or now when it has none: the event time of requests
+    without a ``time``. One list per batch (most requests carry no time of their own)."""
+    now = int(time.time() * 1000)
+    return [ts if kind != 0 and ts > 0 else now for kind, ts in map(Message.timestamp, group)]
 
 
 def _first_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:

@@ -32,15 +32,19 @@ class _Producer:
     def begin_transaction(self) -> None:
         self.log.append("begin")
 
+    # confluent-kafka's own parameter order: the worker passes some positionally.
     def produce(
         self,
         topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: Any = None,
-        timestamp: int = 0,
+        value: bytes | None = None,
+        key: bytes | None = None,
         partition: int = -1,
+        on_delivery: Any = None,
+        callback: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
     ) -> None:
+        assert on_delivery is None and callback is None
         self.produced.append((topic, value, key, headers))
         self.timestamps.append(timestamp)
 
