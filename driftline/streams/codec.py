@@ -232,7 +232,9 @@ def decode_requests(
     # numpy silently turns JSON booleans into numbers; one search over the whole batch sends
     # any batch that may hold one down the strict path (a false positive only costs time).
     joined = b"\n".join([v for v in values if v is not None])
-    strict = b"true" in joined or b"false" in joined
+    # A one-byte search is a memchr, many times faster than a word search; requests with
+    # neither "u" nor "l" anywhere (the usual: keys id/tensor/time and numbers) skip it.
+    strict = (b"u" in joined and b"true" in joined) or (b"l" in joined and b"false" in joined)
     matrix = None if strict else _batch_matrix(tensors, width)
     if matrix is None:
         matrix = _per_message(out, tensors, width)

@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -357,18 +358,30 @@ class Worker:
 
     def _serve(self, msgs: list[Message]) -> None:
         received = time.perf_counter_ns()
-        by_topic: dict[str, list[Message]] = defaultdict(list)
-        last: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+        # Per-message attributes with the loops in C (map over the C methods).
+        errors = list(map(Message.error, msgs))
+        if errors.count(None) != len(errors):
+            for err in errors:
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
-                continue
-            topic = m.topic()
-            by_topic[topic].append(m)  # type: ignore[index]
-            # A partition's messages arrive in offset order: the last one seen is the highest.
-            last[(topic, m.partition())] = m.offset()  # type: ignore[index,assignment]
+            msgs = [m for m, err in zip(msgs, errors, strict=True) if err is None]
+        topics: list[str] = list(map(Message.topic, msgs))  # type: ignore[arg-type]
+        by_topic: dict[str, list[Message]]
+        if topics and topics.count(topics[0]) == len(topics):
+            by_topic = {topics[0]: msgs}
+        else:
+            by_topic = defaultdict(list)
+            for topic, m in zip(topics, msgs, strict=True):
+                by_topic[topic].append(m)
+        # A partition's messages arrive in offset order: the last one seen is the highest, and
+        # a dict built from pairs keeps the last value of each key.
+        last: dict[tuple[str, int | None], int | None] = dict(
+            zip(
+                zip(topics, map(Message.partition, msgs), strict=True),
+                map(Message.offset, msgs),
+                strict=True,
+            )
+        )
         outputs: list[tuple[str, str, list[Message], BatchOutcome | None]] = []
         for topic, group in by_topic.items():
             name = self._pipeline_of(topic)
@@ -378,7 +391,7 @@ class Worker:
                 continue
             outcome = process_batch(
                 runtime,
-                [m.value() for m in group],
+                list(map(Message.value, group)),
                 default_ids=_Lazy(group, _default_id),
                 default_times=_event_times(group),
                 received_ns=received,
@@ -386,7 +399,7 @@ class Worker:
             )
             outputs.append((name, topic, group, outcome))
             INFERENCE.labels(name).observe(outcome.inference_s)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        offsets = [TopicPartition(t, p or 0, (o or 0) + 1) for (t, p), o in last.items()]
         batch = _Batch(outputs, offsets, list(by_topic.values()), received, len(msgs))
         # The previous batch's commit ran while this one was decoded and scored; its result
         # decides whether this one may be produced at all.
@@ -462,9 +475,7 @@ class Worker:
                 if outcome.results:
                     results_topic = self.kafka.topic(name, "results")
                     self._ensure_topic(results_topic)
-                    keys = [m.key() for m in group]
                     ids, times = outcome.ids, outcome.times
-                    last_k, last_key, last_time = -1, None, 0
                     # The broker rejects timestamps far in the future (Kafka 4 default: 1 h),
                     # which would abort every retry of the batch: such rows keep their event
                     # time in the event only, and the record gets the produce time.
@@ -474,30 +485,38 @@ class Worker:
                     # ordered per partition for the monitor's watermark and lateness rules.
                     n_results = self._partition_count(results_topic)
                     same = n_results > 0 and n_results == self._partition_count(topic)
-                    part = -1
-                    produce = producer.produce
-                    for k, value in outcome.results:
-                        if k != last_k:
-                            last_k, last_key = k, keys[k] or ids[k].encode()
-                            last_time = times.get(k, 0)
-                            if not 0 < last_time <= latest:
-                                last_time = 0
-                            part = (group[k].partition() or 0) if same else -1
-                        # The record timestamp is the event time, so replay and rebuild can
-                        # find a range of event time with offsets_for_times. Positional
-                        # arguments (topic, value, key, partition, on_delivery, callback,
-                        # timestamp): keyword parsing costs more than the rest of the call.
-                        try:
-                            produce(results_topic, value, last_key, part, None, None, last_time)
-                        except BufferError:
-                            _produce(
-                                producer,
-                                results_topic,
-                                value,
-                                last_key,
-                                timestamp=last_time,
-                                partition=part,
-                            )
+                    # Key, record timestamp and partition of each message, then of each row.
+                    keys = list(map(Message.key, group))
+                    if None in keys or b"" in keys:
+                        keys = [
+                            key or (ids[k].encode() if k in ids else key)
+                            for k, key in enumerate(keys)
+                        ]
+                    # The record timestamp is the event time, so replay and rebuild can find a
+                    # range of event time with offsets_for_times.
+                    stamps = [
+                        t if 0 < t <= latest else 0
+                        for t in map(times.get, range(len(group)), repeat(0))
+                    ]
+                    parts = (
+                        [p or 0 for p in map(Message.partition, group)]
+                        if same
+                        else [-1] * len(group)
+                    )
+                    # Every message accepted, with as many rows: one row each, else expand.
+                    if not len(outcome.results) == len(ids) == len(group):
+                        row_msg = [k for k, _ in outcome.results]
+                        keys = [keys[k] for k in row_msg]
+                        stamps = [stamps[k] for k in row_msg]
+                        parts = [parts[k] for k in row_msg]
+                    _produce_rows(
+                        producer,
+                        results_topic,
+                        [v for _, v in outcome.results],
+                        keys,
+                        parts,
+                        stamps,
+                    )
             if rejected:
                 dl_topic = self.kafka.topic(name, "deadletter")
                 self._ensure_topic(dl_topic)
@@ -621,6 +640,27 @@ def _produce(
         except BufferError:
             # The local queue is full: let deliveries drain, then try again.
             producer.poll(0.05)
+
+
+def _produce_rows(
+    producer: Producer,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes | None],
+    partitions: list[int],
+    timestamps: list[int],
+) -> None:
+    """Produce many records; the hot loop does nothing but the call.
+
+    Positional arguments (topic, value, key, partition, on_delivery, callback, timestamp):
+    parsing keyword arguments costs more than the rest of ``produce``.
+    """
+    produce = producer.produce
+    for value, key, part, ts in zip(values, keys, partitions, timestamps, strict=True):
+        try:
+            produce(topic, value, key, part, None, None, ts)
+        except BufferError:
+            _produce(producer, topic, value, key, timestamp=ts, partition=part)
 
 
 def _default_id(m: Message) -> str:

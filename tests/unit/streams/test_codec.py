@@ -55,6 +55,8 @@ def test_well_formed_batch_is_one_matrix_in_order() -> None:
         (b'{"tensor": []}', "missing_tensor"),
         (b'{"tensor": [["a", 1, 2]]}', "non_numeric"),
         (b'{"tensor": [[true, false, true]]}', "non_numeric"),
+        (b'{"tensor": [[1, false, 2]]}', "non_numeric"),
+        (b'{"tensor": [[1, 2, true]]}', "non_numeric"),
         (b'{"tensor": [[{"a": 1}, 1, 2]]}', "non_numeric"),
         (b'{"tensor": [[1, 2]]}', "wrong_width"),
         (b'{"tensor": [[1, 2, 3], [1, 2]]}', "wrong_width"),

@@ -3,7 +3,7 @@ fatal errors, retries, dead letters and the at-least-once path."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -26,6 +26,7 @@ class _Producer:
         self.fail_commit = list(fail_commit or [])
         self.produced: list[tuple[str, bytes | None, bytes | None, Any]] = []
         self.timestamps: list[int] = []
+        self.partitions: list[int] = []
         self.log: list[str] = []
         self.offsets: list[TopicPartition] = []
 
@@ -47,6 +48,7 @@ class _Producer:
         assert on_delivery is None and callback is None
         self.produced.append((topic, value, key, headers))
         self.timestamps.append(timestamp)
+        self.partitions.append(partition)
 
     def send_offsets_to_transaction(
         self, offsets: list[TopicPartition], meta: Any, timeout: float
@@ -85,11 +87,18 @@ class _Consumer:
         self.commits.append(offsets)
 
 
+def _json(value: bytes | None) -> Any:
+    assert value is not None
+    return orjson.loads(value)
+
+
 KAFKA = KafkaSettings(topic_prefix="t")
 REQ = KAFKA.topic("fraud", "requests")
 
 
-def _worker(producer: _Producer, guarantee: str = "exactly-once") -> tuple[Worker, _Consumer]:
+def _worker(
+    producer: _Producer, guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
+) -> tuple[Worker, _Consumer]:
     runtime = PipelineRuntime(
         name="fraud",
         version="sha256:v",
@@ -139,9 +148,7 @@ def test_a_batch_commits_results_dead_letters_and_offsets_in_one_transaction() -
     w._finish_pending()
     assert producer.log == ["begin", "offsets", "commit"]
     results = [
-        (k, orjson.loads(v))
-        for t, v, k, _ in producer.produced
-        if t == KAFKA.topic("fraud", "results")
+        (k, _json(v)) for t, v, k, _ in producer.produced if t == KAFKA.topic("fraud", "results")
     ]
     assert [(k, e["id"], e["row"]) for k, e in results] == [
         (b"a", "a", 0),
@@ -302,7 +309,7 @@ def test_event_times_the_broker_would_refuse_do_not_become_record_timestamps() -
     w._serve(msgs)
     w._finish_pending()
     assert producer.log[-1] == "commit"
-    events = [orjson.loads(v) for t, v, _, _ in producer.produced if t.endswith("results")]
+    events = [_json(v) for t, v, _, _ in producer.produced if t.endswith("results")]
     assert [e["time"] for e in events] == [far_future, -5, 1_700_000_000_000]
     assert producer.timestamps == [0, 0, 1_700_000_000_000]
 
@@ -325,3 +332,42 @@ def test_a_failed_commit_discards_the_batch_scored_meanwhile_and_rewinds_both() 
     assert producer.log == ["begin", "offsets", "abort"]
     assert sorted(consumer.seeks) == [(REQ, 0, 10), (REQ, 1, 7), (REQ, 2, 40)]
     assert w.stats.batches == 0
+
+
+@pytest.mark.parametrize("co_partitioned", [True, False])
+def test_one_row_requests_keep_key_partition_and_event_time_per_record(
+    co_partitioned: bool,
+) -> None:
+    producer = _Producer()
+    w, _ = _worker(producer)
+    results_topic = KAFKA.topic("fraud", "results")
+    w._partition_counts.update({REQ: 3, results_topic: 3 if co_partitioned else 5})
+    docs: list[dict[str, Any]] = [
+        {"id": "i0", "time": 1_700_000_000_005, "tensor": [[1, 2]]},
+        {"tensor": [[3, 4]]},
+        {"id": 7, "time": 1_700_000_000_001, "tensor": [[5, 6]]},
+        {"id": "i3", "tensor": [[7, 8]]},
+    ]
+    keys = [b"k0", None, None, b""]
+    msgs = [
+        Message(topic=REQ, partition=i % 3, offset=100 + i, key=k, value=orjson.dumps(d))
+        for i, (d, k) in enumerate(zip(docs, keys, strict=True))
+    ]
+    w._serve(msgs)
+    w._finish_pending()
+    assert producer.log[-1] == "commit"
+    out = [
+        (k, _json(v), ts, part)
+        for (t, v, k, _), ts, part in zip(
+            producer.produced, producer.timestamps, producer.partitions, strict=True
+        )
+        if t == results_topic
+    ]
+    # A record without a Kafka key is keyed by the request id (or the default id).
+    assert [k for k, _, _, _ in out] == [b"k0", f"{REQ}:1:101".encode(), b"7", b"i3"]
+    assert [e["id"] for _, e, _, _ in out] == ["i0", f"{REQ}:1:101", "7", "i3"]
+    assert [e["inputs"] for _, e, _, _ in out] == [d["tensor"][0] for d in docs]
+    assert [ts for _, _, ts, _ in out] == [e["time"] for _, e, _, _ in out]
+    assert out[0][2] == 1_700_000_000_005 and out[2][2] == 1_700_000_000_001
+    expected = [0, 1, 2, 0] if co_partitioned else [-1] * 4
+    assert [part for _, _, _, part in out] == expected
