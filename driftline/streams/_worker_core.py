@@ -252,6 +252,25 @@ def _split_rows(matrix: np.ndarray) -> list[bytes]:
     return rows
 
 
+def _rows_with_comma(matrix: np.ndarray) -> list[bytes]:
+    """Like :func:`_split_rows`, each row followed by ``],``: ``[b"1.0,2.0],", ...]``.
+
+    Splitting the batch's text at ``[`` (a one-byte split, twice as fast as at ``],[``)
+    leaves each row with its closing bracket and comma; only the last row needs fixing.
+    """
+    n = matrix.shape[0]
+    if matrix.shape[1] == 0:
+        return [b"],"] * n
+    if matrix.dtype.kind == "f" and matrix.dtype != np.float64:
+        matrix = matrix.astype(np.float64)
+    text = orjson.dumps(np.ascontiguousarray(matrix), option=orjson.OPT_SERIALIZE_NUMPY)
+    rows = text.split(b"[")[2:]
+    if len(rows) != n:  # pragma: no cover - would mean a bracket inside a number
+        raise AssertionError("row split mismatch")
+    rows[-1] = rows[-1][:-1] + b","
+    return rows
+
+
 def _checks_json(failures: list[tuple[str, np.ndarray]], n: int) -> list[bytes]:
     """``check_failures`` of every row as JSON, from one code per row (bit v: validation v
     failed) and one serialization per distinct combination."""
@@ -303,12 +322,12 @@ def _build(
             + orjson.dumps(runtime.version)
         ).replace(b"%", b"%%")
     )
-    template.append(b',"inputs":[%b],"outputs":{')
+    template.append(b',"inputs":[%b"outputs":{')
     columns: list[list[Any]] = [
         _per_row(list(map(orjson.dumps, ids)), msg_of_row),
         [0] * n if single else batch.row_number().tolist(),
         _per_row(times, msg_of_row),
-        _split_rows(rows),
+        _rows_with_comma(rows),
     ]
     for m, (name, o_list) in enumerate(outs.items()):
         slots = b",".join([b"[%b]"] * len(o_list))

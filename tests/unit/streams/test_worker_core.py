@@ -249,3 +249,26 @@ def test_a_batch_serves_each_request_as_it_would_alone(
 
     assert strip(whole.results) == strip(alone)
     assert len(whole.results) == sum(n for n, _ in requests)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(0, 4),
+    st.sampled_from([np.float32, np.float64]),
+    st.data(),
+)
+def test_row_texts_are_each_rows_own_json(
+    n: int, width: int, dtype: type[np.floating], data: st.DataObject
+) -> None:
+    from driftline.streams._worker_core import _rows_with_comma, _split_rows
+
+    values = data.draw(
+        st.lists(st.floats(width=32, allow_infinity=False), min_size=n * width, max_size=n * width)
+    )
+    matrix = np.array(values, dtype=dtype).reshape(n, width)
+    expected = [
+        orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1] for r in matrix.astype(np.float64)
+    ]
+    assert _split_rows(matrix) == expected
+    assert _rows_with_comma(matrix) == [e + b"]," for e in expected]
