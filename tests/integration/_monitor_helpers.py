@@ -39,8 +39,12 @@ def produce(
     abort: Iterable[tuple[int, bytes]] = (),
     txid: str = "t",
 ) -> None:
-    """Produce ``(partition, value)`` rows in one transaction; ``abort`` rows in an aborted one."""
-    p = Producer({**conf, "transactional.id": txid, "linger.ms": 20})
+    """Produce ``(partition, value)`` rows in one transaction; ``abort`` rows in an aborted one.
+
+    Batches are lz4-compressed, as librdkafka producers commonly send them, so the monitor's
+    consumer is proven to read compressed topics.
+    """
+    p = Producer({**conf, "transactional.id": txid, "linger.ms": 20, "compression.type": "lz4"})
     p.init_transactions(30)
     bad = list(abort)
     if bad:
