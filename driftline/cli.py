@@ -487,11 +487,20 @@ def replay(
         bool, typer.Option("--audit", help="Compare with what was published; exit 1 if differs.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Also write the results to a .csv, .parquet or .json file."),
+    ] = None,
+    chart: Annotated[
+        Path | None, typer.Option("--chart", help="Also draw the assay scores to a PNG file.")
+    ] = None,
 ) -> None:
     """Recompute windows, assay results and alert transitions over a range of the results topic."""
     from driftline.streams._monitor_cli import cmd_replay
 
-    raise typer.Exit(cmd_replay(load_settings(), name, start, end, spec, audit, as_json))
+    raise typer.Exit(
+        cmd_replay(load_settings(), name, start, end, spec, audit, as_json, output, chart)
+    )
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ import orjson
 from rich.markup import escape
 
 from driftline._console import out
+from driftline.charts import assay_chart
 from driftline.config import KafkaSettings, RedisSettings, Settings, load_settings
 
 __all__ = ["DemoFailed", "run_demo"]
@@ -453,7 +454,12 @@ def _run(output: Path) -> Path:
             f"{max(a['score'] for a in assays[:11]):.4f}); drift: warning at window "
             f"t0+{first_warning + 1}m, alert from t0+{first_alert + 1}m"
         )
-        chart = _chart(assays, t0, output / "assay_scores.png")
+        chart = assay_chart(
+            assays,
+            output / "assay_scores.png",
+            t0=t0,
+            title="score_drift: ccfraud.outputs[0][0] vs baseline, 5m windows every 1m",
+        )
         facts["chart"] = str(chart)
         out.print(f"chart of the scores with the thresholds: {chart}")
 
@@ -532,37 +538,6 @@ def _print_assays(assays: list[dict[str, Any]], t0: int) -> None:
             f"[{colour.get(a['status'], 'white')}]{a['status']}[/]",
         )
     out.print(table)
-
-
-def _chart(assays: list[dict[str, Any]], t0: int, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    minutes = [(a["window_end"] - t0) / MINUTE for a in assays]
-    scores = [a["score"] for a in assays]
-    colours = {"ok": "tab:green", "warning": "tab:orange", "alert": "tab:red"}
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    ax.plot(minutes, scores, color="tab:blue", zorder=1, label="PSI score")
-    ax.scatter(minutes, scores, c=[colours[a["status"]] for a in assays], zorder=2)
-    thresholds = assays[0]["thresholds"]
-    for name, style in (("warning", "--"), ("alert", ":")):
-        if name in thresholds:
-            ax.axhline(
-                thresholds[name], linestyle=style, color=colours[name], label=f"{name} threshold"
-            )
-    ax.set_xlabel("window end (minutes after t0, event time)")
-    # Scores span three orders of magnitude; a symmetric log axis keeps the thresholds visible.
-    ax.set_yscale("symlog", linthresh=0.05)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("PSI (symlog)")
-    ax.set_title("score_drift: ccfraud.outputs[0][0] vs baseline, 5m windows every 1m")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def _cleanup(settings: Settings, name: str) -> None:

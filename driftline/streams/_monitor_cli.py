@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from driftline._console import out
+from driftline._console import err, out
 from driftline.config import MonitorSettings, Settings
 from driftline.errors import ConfigError, ServiceError, SpecError
 
@@ -176,12 +176,18 @@ def cmd_replay(
     spec_path: Path | None,
     do_audit: bool,
     as_json: bool,
+    output: Path | None = None,
+    chart: Path | None = None,
 ) -> int:
-    from driftline.streams.replay import audit, replay, summarize
+    from driftline.streams.replay import audit, replay, summarize, write_result
 
     t1, t2 = parse_time(start, "--from"), parse_time(end, "--to")
     if t2 <= t1:
         raise ConfigError(f"--to {end!r} is not after --from {start!r}")
+    if output is not None and output.suffix.lower() not in (".csv", ".parquet", ".pq", ".json"):
+        raise ConfigError(f"--output {str(output)!r}: use a .csv, .parquet or .json file")
+    if chart is not None and chart.suffix.lower() != ".png":
+        raise ConfigError(f"--chart {str(chart)!r}: use a .png file")
     base_dir = None
     if spec_path is not None:
         from driftline.spec import load_spec
@@ -237,6 +243,17 @@ def cmd_replay(
                 f"{report.compared_assays} assay results and "
                 f"{report.compared_notifications} notifications"
             )
+    if output is not None:
+        write_result(result, output)
+        err.print(f"wrote {len(result.assays) + len(result.notifications)} rows to {output}")
+    if chart is not None:
+        if result.assays:
+            from driftline.charts import assay_chart
+
+            assay_chart([a.to_dict() for a in result.assays], chart, t0=t1)
+            err.print(f"wrote the chart of {len(result.assays)} assay windows to {chart}")
+        else:
+            err.print(f"no assay windows in the range; {chart} not written")
     if report is not None and report.differences:
         return 1
     return 0

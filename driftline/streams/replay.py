@@ -25,7 +25,8 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -33,7 +34,18 @@ from driftline.config import Settings
 from driftline.events import AssayResult, Notification, decode
 from driftline.streams._engine import Batch, PipelineEngine
 
-__all__ = ["AuditReport", "Difference", "ReplayResult", "audit", "replay"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "AuditReport",
+    "Difference",
+    "ReplayResult",
+    "audit",
+    "replay",
+    "result_frame",
+    "write_result",
+]
 
 # Produce time runs a little behind event time; read this much past the range end.
 READ_SLACK_MS = 60_000
@@ -265,3 +277,70 @@ def summarize(result: ReplayResult) -> list[dict[str, Any]]:
         )
     rows.sort(key=lambda r: (r["at"], r["kind"], r["name"]))
     return rows
+
+
+def result_frame(result: ReplayResult) -> pd.DataFrame:
+    """The recomputed assay windows and alert transitions as a DataFrame, in time order.
+
+    Columns: ``at`` (UTC timestamp), ``record`` (``window`` for an assay window,
+    ``transition`` for an alert or assay-status transition), ``kind`` (assay or alert),
+    ``name``, ``value`` (score or aggregate), ``status`` (ok/warning/alert or
+    firing/resolved), ``count``, ``p_value``, ``window_start``, ``window_end`` (epoch ms) and
+    ``id`` (the notification id of a transition).
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for a in result.assays:
+        rows.append(
+            {
+                "at": a.window_end,
+                "record": "window",
+                "kind": "assay",
+                "name": a.assay,
+                "value": a.score,
+                "status": a.status,
+                "count": a.count,
+                "p_value": a.p_value,
+                "window_start": a.window_start,
+                "window_end": a.window_end,
+                "id": None,
+            }
+        )
+    for n in result.notifications:
+        rows.append(
+            {
+                "at": n.at,
+                "record": "transition",
+                "kind": n.kind,
+                "name": n.alert,
+                "value": n.value,
+                "status": n.state,
+                "count": None,
+                "p_value": None,
+                "window_start": n.window.get("start"),
+                "window_end": n.window.get("end"),
+                "id": n.id,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+    if rows:
+        frame = frame.sort_values(["at", "record", "name"], kind="stable").reset_index(drop=True)
+        frame["at"] = pd.to_datetime(frame["at"], unit="ms", utc=True)
+    return frame
+
+
+def write_result(result: ReplayResult, path: str | Path) -> Path:
+    """Write :func:`result_frame` to ``.csv``, ``.parquet`` or ``.json`` (by the suffix)."""
+    path = Path(path)
+    frame = result_frame(result)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix in (".parquet", ".pq"):
+        frame.to_parquet(path, index=False)
+    elif suffix == ".json":
+        frame.to_json(path, orient="records", date_format="iso")
+    else:
+        raise ValueError(f"--output {str(path)!r}: use a .csv, .parquet or .json file")
+    return path

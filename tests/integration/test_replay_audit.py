@@ -207,6 +207,25 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
     assert doc["audit"]["compared_notifications"] >= 4
     assert doc["events"] == 803
 
+    # the same replay, written for an auditor as CSV and Parquet, with a chart
+    csv, parquet, png = tmp_path / "r.csv", tmp_path / "r.parquet", tmp_path / "r.png"
+    for path in (csv, parquet):
+        args = ["--from", str(t0), "--to", str(t0 + 40_000), "--output", str(path)]
+        w = _cli(env, "replay", "fraud", *args, "--chart", str(png))
+        assert w.returncode == 0, w.stdout + w.stderr
+    import pandas as pd
+
+    for frame in (pd.read_csv(csv), pd.read_parquet(parquet)):
+        rows = frame[frame["record"] == "window"]
+        assert len(rows) == len(doc["assays"])
+        assert sorted(rows["value"].round(9)) == sorted(round(a["score"], 9) for a in doc["assays"])
+        assert sorted(frame.loc[frame["record"] == "transition", "id"]) == sorted(
+            n["id"] for n in doc["notifications"]
+        )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = _cli(env, "replay", "fraud", "--from", str(t0), "--to", "now", "--output", "r.xlsx")
+    assert bad.returncode == 2 and "r.xlsx" in bad.stderr
+
     # a copy with a lower alert threshold and a higher warning: differences, exit 1
     changed = _spec(tmp_path, "changed.yaml", baseline, 3, 0.4, t0)
     r = _cli(
