@@ -8,6 +8,7 @@ deployed; its sha256 is the spec version every event carries.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import math
@@ -71,6 +72,10 @@ class ModelSpec:
     shadow: bool = False
     sha256: str | None = None
     info: ModelInfo | None = None
+    # Tensor names travel in the canonical spec, so a process without the model file (the
+    # monitor) can still resolve ``m.outputs["probability"]``.
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ class PipelineSpec:
         return {
             "format": CANONICAL_FORMAT,
             "name": self.name,
-            "models": {m.name: {"sha256": m.sha256, "shadow": m.shadow} for m in self.models},
+            "models": {m.name: _canonical_model(m) for m in self.models},
             "validations": {k: to_json(v) for k, v in self.validations.items()},
             "alerts": {
                 a.name: {
@@ -182,10 +187,18 @@ class PipelineSpec:
         """``{(model, "outputs"): [names...], ...}`` for :func:`driftline.expressions.evaluate`."""
         out: dict[tuple[str, str], list[str]] = {}
         for m in self.models:
-            if m.info is not None:
-                out[(m.name, "inputs")] = [t.name for t in m.info.inputs]
-                out[(m.name, "outputs")] = [t.name for t in m.info.outputs]
+            if m.output_names or m.input_names:
+                out[(m.name, "inputs")] = list(m.input_names)
+                out[(m.name, "outputs")] = list(m.output_names)
         return out
+
+
+def _canonical_model(m: ModelSpec) -> dict[str, Any]:
+    doc: dict[str, Any] = {"sha256": m.sha256, "shadow": m.shadow}
+    if m.output_names or m.input_names:
+        doc["inputs"] = list(m.input_names)
+        doc["outputs"] = list(m.output_names)
+    return doc
 
 
 def _canonical_baseline(baseline: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,7 +281,12 @@ def spec_from_canonical(
         doc: dict[str, Any] = {
             "name": data["name"],
             "models": [
-                {"name": name, "sha256": m["sha256"], "shadow": m["shadow"]}
+                {
+                    "name": name,
+                    "sha256": m["sha256"],
+                    "shadow": m["shadow"],
+                    **{k: m[k] for k in ("inputs", "outputs") if k in m},
+                }
                 for name, m in data["models"].items()
             ],
             "validations": {k: from_json(v) for k, v in data["validations"].items()},
@@ -395,7 +413,9 @@ class _Compiler:
         for i, entry in enumerate(value):
             where = f"models[{i}]"
             _mapping(entry, where)
-            _only_keys(entry, where, {"name", "path", "shadow", "sha256"}, {"name"})
+            _only_keys(
+                entry, where, {"name", "path", "shadow", "sha256", "inputs", "outputs"}, {"name"}
+            )
             from driftline.expressions import is_model_name
 
             name = entry["name"]
@@ -411,6 +431,7 @@ class _Compiler:
             if not isinstance(shadow, bool):
                 raise SpecError(f"{where}.shadow", f"expected true or false, got {shadow!r}")
             model = self.model_file(where, name, entry.get("path"), entry.get("sha256"), shadow)
+            model = self.model_names(where, entry, model)
             self.models[name] = model
             out.append(model)
         champions = [m.name for m in out if not m.shadow]
@@ -421,6 +442,33 @@ class _Compiler:
                 f"{champions or 'none'} — mark the challengers with shadow: true",
             )
         return tuple(out)
+
+    def model_names(self, where: str, entry: Mapping[str, Any], model: ModelSpec) -> ModelSpec:
+        given = {k: entry[k] for k in ("inputs", "outputs") if k in entry}
+        for key, names in given.items():
+            if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+                raise SpecError(f"{where}.{key}", f"expected a list of tensor names, got {names!r}")
+        if model.info is not None:
+            known = {
+                "inputs": [t.name for t in model.info.inputs],
+                "outputs": [t.name for t in model.info.outputs],
+            }
+            for key, names in given.items():
+                if list(names) != known[key]:
+                    raise SpecError(
+                        f"{where}.{key}",
+                        f"{list(names)} does not match the model file's {key} {known[key]}",
+                    )
+            return dataclasses.replace(
+                model,
+                input_names=tuple(known["inputs"]),
+                output_names=tuple(known["outputs"]),
+            )
+        return dataclasses.replace(
+            model,
+            input_names=tuple(given.get("inputs", ())),
+            output_names=tuple(given.get("outputs", ())),
+        )
 
     def model_file(self, where: str, name: str, path: Any, sha256: Any, shadow: bool) -> ModelSpec:
         if sha256 is not None and (not isinstance(sha256, str) or not sha256):
@@ -487,10 +535,18 @@ class _Compiler:
                 f"unknown model {var.model!r} in {var}; the pipeline's models are "
                 f"{sorted(self.models)}",
             )
+        position, column = var.index
         if model.info is None:
+            # Without the file only names can be checked (shapes are unknown).
+            names = list(model.output_names if var.kind == "outputs" else model.input_names)
+            if isinstance(position, str) and names and position not in names:
+                raise SpecError(
+                    where,
+                    f"{var}: model {var.model!r} has no {var.kind[:-1]} named {position!r}; "
+                    f"its {var.kind} are {names}",
+                )
             return
         tensors = model.info.outputs if var.kind == "outputs" else model.info.inputs
-        position, column = var.index
         if isinstance(position, str):
             names = [t.name for t in tensors]
             if position not in names:

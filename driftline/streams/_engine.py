@@ -259,6 +259,7 @@ class PipelineEngine:
         partitions: int,
         lateness_ms: int = 5000,
         on_metrics: Callable[[str, float, dict[str, str]], None] | None = None,
+        tensor_names: Mapping[tuple[str, str], Sequence[str]] | None = None,
     ):
         if partitions < 1:
             raise ValueError(f"partitions={partitions}: must be >= 1")
@@ -272,6 +273,8 @@ class PipelineEngine:
         self.state = state
         self.partitions = partitions
         self.lateness_ms = lateness_ms
+        # Resolves ``m.outputs["name"]`` in conditions and iopaths (from the canonical spec).
+        self.tensor_names = dict(tensor_names or {})
         self.longest_ms = max(
             [a.width_ms for a in self.alerts] + [a.width_ms for a in self.assays] + [1000]
         )
@@ -423,7 +426,7 @@ class PipelineEngine:
 
         for a in self.alerts:
             cond = a.condition
-            values = cond.row_values(tensors)
+            values = cond.row_values(tensors, self.tensor_names)
             if values.shape != (n,):
                 values = np.broadcast_to(values, (n,))
             b = bucket_start(times, cond.interval_ms)
@@ -439,7 +442,7 @@ class PipelineEngine:
                     d.ints[f"k:{a.counter}"] = k
         for y in self.assays:
             yf = _assay_field(y)
-            values = np.asarray(evaluate(y.iopath, tensors), dtype=np.float64)
+            values = np.asarray(evaluate(y.iopath, tensors, self.tensor_names), dtype=np.float64)
             if values.shape != (n,):
                 values = np.broadcast_to(values, (n,))
             fine = np.asarray(y.baseline.fine_index(values), dtype=np.int64)

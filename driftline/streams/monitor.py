@@ -311,6 +311,7 @@ def build_engine(
         topic_partitions(settings, results),
         lateness,
         on_metrics=_metric,
+        tensor_names=spec.tensor_names(),
     )
     return engine, spec
 

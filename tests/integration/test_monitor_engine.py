@@ -222,3 +222,26 @@ def test_a_changed_condition_never_mixes_with_old_counts(redis_client, redis_pre
     assert fields == {f"c:{eng.alerts[0].counter}": "2"}  # 0.95 is not > 0.99: nothing new
     closed = changed.close(floor=T0 + 5000)
     assert closed.notifications == []
+
+
+def test_tensor_names_resolve_in_alert_conditions(redis_client, redis_prefix):  # type: ignore[no-untyped-def]
+    # The same alert written with the output's name instead of its position.
+    cond = alert_condition(parse("count(m.outputs['probability'][0] > 0.9, '3s', '1s') >= 2"))
+    eng = PipelineEngine(
+        "fraud",
+        "sha256:x",
+        ["m"],
+        [AlertPlan("high", cond, severity="critical", notify=("stdout",))],
+        [],
+        RedisState(redis_client, redis_prefix, "fraud"),
+        1,
+        0,
+        tensor_names={("m", "outputs"): ["probability"], ("m", "inputs"): ["tensor"]},
+    )
+    scores = [0.1, 0.1, 0.1, 0.95, 0.95, 0.1, 0.1, 0.1, 0.1, 0.1]
+    eng.ingest(_batch([_event(T0 + 1000 * s + 10, x, s) for s, x in enumerate(scores)]))
+    closed = eng.close()
+    assert [(n.state, n.at - T0) for n in closed.notifications] == [
+        ("firing", 5000),
+        ("resolved", 7000),
+    ]

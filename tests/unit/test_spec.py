@@ -12,7 +12,7 @@ import yaml
 
 from driftline import notify
 from driftline.errors import SpecError
-from driftline.expressions import fn, same
+from driftline.expressions import fn, parse, same, to_json
 from driftline.models import inspect_model
 from driftline.spec import (
     PipelineBuilder,
@@ -431,3 +431,30 @@ def test_baselines_from_json_parquet_and_values(tmp_path: Path) -> None:
     assay = history.assays["score_drift"]
     assert assay.baseline == {"from": 1714521600000, "to": 1714608000000}
     assert load_baseline_values(assay, EXAMPLE) is None
+
+
+def test_tensor_names_travel_in_the_canonical_spec() -> None:
+    from driftline.expressions import evaluate
+    from driftline.spec import load_spec, spec_from_canonical
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples/fraud/pipeline.yaml")
+    canonical = spec.to_canonical()
+    assert canonical["models"]["ccfraud"]["outputs"] == ["probability"]
+    # Rebuilt where no model file exists (as the monitor does): names still resolve.
+    rebuilt = spec_from_canonical(canonical)
+    assert rebuilt.champion.info is None
+    assert rebuilt.tensor_names()[("ccfraud", "outputs")] == ["probability"]
+    assert rebuilt.version == spec.version
+    expr = parse('ccfraud.outputs["probability"][0] > 0.5')
+    tensors = {("ccfraud", "outputs"): [np.array([[0.2], [0.9]])]}
+    assert evaluate(expr, tensors, rebuilt.tensor_names()).tolist() == [False, True]
+
+
+def test_a_tensor_name_the_model_lacks_is_refused_even_without_the_file() -> None:
+    from driftline.spec import load_spec, spec_from_canonical
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples/fraud/pipeline.yaml")
+    canonical = spec.to_canonical()
+    canonical["validations"]["bad"] = to_json(parse('ccfraud.outputs["score"][0] < 1'))
+    with pytest.raises(SpecError, match=r"validations\.bad.*no output named 'score'"):
+        spec_from_canonical(canonical)
