@@ -503,12 +503,15 @@ class Worker:
                         if same
                         else [-1] * len(group)
                     )
+                    traces = _trace_headers(group)
                     # Every message accepted, with as many rows: one row each, else expand.
                     if not len(outcome.results) == len(ids) == len(group):
                         row_msg = [k for k, _ in outcome.results]
                         keys = [keys[k] for k in row_msg]
                         stamps = [stamps[k] for k in row_msg]
                         parts = [parts[k] for k in row_msg]
+                        if traces is not None:
+                            traces = [traces[k] for k in row_msg]
                     _produce_rows(
                         producer,
                         results_topic,
@@ -516,6 +519,7 @@ class Worker:
                         keys,
                         parts,
                         stamps,
+                        traces,
                     )
             if rejected:
                 dl_topic = self.kafka.topic(name, "deadletter")
@@ -529,6 +533,7 @@ class Worker:
                         ("driftline-source-partition", str(m.partition()).encode()),
                         ("driftline-source-offset", str(m.offset()).encode()),
                     ]
+                    headers += _trace_of(m.headers())
                     _produce(producer, dl_topic, m.value(), m.key(), headers)
 
     def _deliver(self, batch: _Batch) -> bool:
@@ -642,6 +647,25 @@ def _produce(
             producer.poll(0.05)
 
 
+#: W3C trace context headers, carried from a request to its results and dead letters.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+_TraceHeaders = list[tuple[str, str | bytes | None]]
+
+
+def _trace_of(headers: Any) -> _TraceHeaders:
+    # A consumed message's headers are a list of (name, bytes) pairs, or None.
+    return [(k, v) for k, v in headers or () if k in TRACE_HEADERS]
+
+
+def _trace_headers(group: list[Message]) -> list[_TraceHeaders | None] | None:
+    """Trace context of each message, or None when no message of the batch has headers."""
+    headers = list(map(Message.headers, group))
+    if not any(headers):
+        return None
+    return [_trace_of(h) or None for h in headers]
+
+
 def _produce_rows(
     producer: Producer,
     topic: str,
@@ -649,6 +673,7 @@ def _produce_rows(
     keys: list[bytes | None],
     partitions: list[int],
     timestamps: list[int],
+    traces: list[_TraceHeaders | None] | None = None,
 ) -> None:
     """Produce many records; the hot loop does nothing but the call.
 
@@ -656,6 +681,12 @@ def _produce_rows(
     parsing keyword arguments costs more than the rest of ``produce``.
     """
     produce = producer.produce
+    if traces is not None:
+        for value, key, part, ts, trace in zip(
+            values, keys, partitions, timestamps, traces, strict=True
+        ):
+            _produce(producer, topic, value, key, trace, timestamp=ts, partition=part)
+        return
     for value, key, part, ts in zip(values, keys, partitions, timestamps, strict=True):
         try:
             produce(topic, value, key, part, None, None, ts)

@@ -371,3 +371,29 @@ def test_one_row_requests_keep_key_partition_and_event_time_per_record(
     assert out[0][2] == 1_700_000_000_005 and out[2][2] == 1_700_000_000_001
     expected = [0, 1, 2, 0] if co_partitioned else [-1] * 4
     assert [part for _, _, _, part in out] == expected
+
+
+def test_trace_context_follows_a_request_to_its_results_and_dead_letters() -> None:
+    producer = _Producer()
+    w, _ = _worker(producer)
+    trace = ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    msgs = [
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=1,
+            key=b"a",
+            value=orjson.dumps({"tensor": [[1, 2], [3, 4]]}),
+            headers=[trace, ("other", b"x")],
+        ),
+        Message(topic=REQ, partition=0, offset=2, key=b"b", value=b"broken", headers=[trace]),
+        Message(
+            topic=REQ, partition=0, offset=3, key=b"c", value=orjson.dumps({"tensor": [[5, 6]]})
+        ),
+    ]
+    w._serve(msgs)
+    by_key = [(t.rsplit(".", 1)[1], k, h) for t, _, k, h in producer.produced]
+    results = [(k, h) for kind, k, h in by_key if kind == "results"]
+    assert results == [(b"a", [trace]), (b"a", [trace]), (b"c", None)]
+    (dead,) = [h for kind, _, h in by_key if kind == "deadletter"]
+    assert trace in dead and ("driftline-error", b"malformed_json") in dead
