@@ -387,16 +387,29 @@ def produce(
     import time
     from pathlib import Path
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     from driftline.streams.produce import produce_file
 
+    path = Path(file)
+    if not path.is_file():
+        err.print(f"[red]error:[/] --file {file!r}: no such file")
+        raise typer.Exit(EXIT_USAGE)
+    with path.open("rb") as f:
+        total = sum(1 for line in f if line.strip())
     t0 = time.monotonic()
-    sent = produce_file(
-        load_settings().kafka,
-        name,
-        Path(file),
-        rate=rate,
-        progress=lambda n: err.print(f"[dim]·[/] {n} sent"),
-    )
+    with Progress(
+        "sending", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+    ) as bar:
+        task = bar.add_task("send", total=total)
+        sent = produce_file(
+            load_settings().kafka,
+            name,
+            path,
+            rate=rate,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+        bar.update(task, completed=sent)
     elapsed = time.monotonic() - t0
     out.print(
         f"sent {sent} requests to {name} in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):.0f}/s)"

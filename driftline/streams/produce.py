@@ -212,7 +212,7 @@ def produce_file(
             ahead = sent / rate - (time.monotonic() - start)
             if ahead > 0:
                 time.sleep(ahead)
-        if sent % 10_000 == 0:
+        if sent % 1000 == 0:
             producer.poll(0)
             if progress is not None:
                 progress(sent)
