@@ -63,6 +63,10 @@ _IDLE_SLEEP_S = 0.05
 _SHUTDOWN_GRACE_S = 15.0
 
 
+def _job_key(job: Job) -> tuple[str, str]:
+    return job.notification.id, str(job.target)
+
+
 def load_bridge_settings() -> BridgeSettings:
     """Read :class:`BridgeSettings`; errors name the variable but never echo its value."""
     try:
@@ -146,6 +150,10 @@ class Bridge:
         self._messages: dict[int, _Message] = {}
         self._refs = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        # (notification id, target) pairs being delivered now: a notification consumed again
+        # (after a rebalance hands its partition back) waits for that delivery instead of
+        # racing it, since the Redis mark is only written once it succeeds.
+        self._inflight: dict[tuple[str, str], asyncio.Event] = {}
         self._fatal: BaseException | None = None
         self._buffer: list[Any] = []
         self._consumer: Any = None
@@ -378,8 +386,12 @@ class Bridge:
             self._tracker.add(rec.topic, rec.partition, rec.offset, n_jobs)
 
         fresh = await self._drop_already_sent(jobs)
-        for delivery in group_jobs(fresh, self.settings.bridge_group_ms):
-            self._spawn(self._deliver(delivery))
+        ready = [j for j in fresh if _job_key(j) not in self._inflight]
+        for job in fresh:
+            if _job_key(job) in self._inflight:
+                self._spawn(self._after_inflight(job))
+        for delivery in group_jobs(ready, self.settings.bridge_group_ms):
+            self._start_delivery(delivery)
         for ref, target_text, channel, reason, detail in dead:
             self._spawn(self._deadletter_one(ref, target_text, channel, reason, detail, 0))
 
@@ -410,7 +422,33 @@ class Bridge:
 
     # -- delivery -----------------------------------------------------------------------
 
+    def _start_delivery(self, delivery: Delivery) -> None:
+        for job in delivery.jobs:
+            self._inflight[_job_key(job)] = asyncio.Event()
+        self._spawn(self._deliver(delivery))
+
+    async def _after_inflight(self, job: Job) -> None:
+        """Deliver ``job`` only if the delivery of the same pair in flight did not succeed."""
+        event = self._inflight.get(_job_key(job))
+        if event is not None:
+            await event.wait()
+        if await self._redis.exists(self._dedup_key(job.notification.id, job.target)):
+            m.DUPLICATES.labels(job.target.kind).inc()
+            self._job_done(job.ref)
+            return
+        for delivery in group_jobs([job], self.settings.bridge_group_ms):
+            self._start_delivery(delivery)
+
     async def _deliver(self, delivery: Delivery) -> None:
+        try:
+            await self._deliver_once(delivery)
+        finally:
+            for job in delivery.jobs:
+                event = self._inflight.pop(_job_key(job), None)
+                if event is not None:
+                    event.set()
+
+    async def _deliver_once(self, delivery: Delivery) -> None:
         s = self.settings
         assert self._limiter is not None
         target = delivery.target

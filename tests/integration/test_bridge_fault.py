@@ -198,7 +198,10 @@ def test_every_target_delivered_despite_failures_and_kills(
             first_ok.setdefault(key, r.arrived)
     duplicated = [k for k, c in copies.items() if c > 1]
     for key in duplicated:
-        assert any(k - TIMEOUT_S - 1.0 <= first_ok[key] <= k for k in kills), key
+        # The receiver stamps a request when its handler thread starts, which can be a moment
+        # after the bytes left a bridge that was killed right then: allow 1 s after a kill.
+        offsets = [round(first_ok[key] - k, 3) for k in kills]
+        assert any(-TIMEOUT_S - 1.0 <= d <= 1.0 for d in offsets), (key, offsets)
     # At most one in-flight request per target can be lost per kill.
     assert len(duplicated) <= 2 * CHANNELS * len(kills)
 

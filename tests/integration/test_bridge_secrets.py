@@ -101,7 +101,10 @@ def test_no_secret_in_logs_metrics_or_topics(
         try:
             deadline = time.monotonic() + 90
             while len(_all_messages(deadletter)) < 3:
-                assert time.monotonic() < deadline, "dead letters did not arrive"
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    _out, err = proc.communicate(timeout=10)
+                    raise AssertionError(f"dead letters did not arrive: {err[-3000:]!r}")
                 time.sleep(0.5)
             metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
             proc.send_signal(signal.SIGTERM)
