@@ -7,8 +7,11 @@ the session starts them with ``driftline services up`` and fails with its messag
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +139,25 @@ def topic_prefix(kafka_admin, unique: str) -> Iterator[str]:  # type: ignore[no-
         for fut in kafka_admin.delete_topics(topics, operation_timeout=15).values():
             with contextlib.suppress(Exception):
                 fut.result(30)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m driftline ARGS`` from the repository root, as a user would."""
+
+    def run(
+        env: dict[str, str], *args: str, timeout: float = 240.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "driftline", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

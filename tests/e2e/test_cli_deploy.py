@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.e2e
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,48 +28,37 @@ def env(topic_prefix: str, tmp_path: Path) -> dict[str, str]:
     )
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "driftline", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def test_version() -> None:
-    proc = _cli(dict(os.environ), "--version")
+def test_version(cli: Cli) -> None:
+    proc = cli(dict(os.environ), "--version")
     assert proc.returncode == 0
     assert proc.stdout.startswith("driftline ")
 
 
-def test_deploy_list_undeploy_the_example(env: dict[str, str], tmp_path: Path) -> None:
-    deployed = _cli(env, "deploy", "examples/fraud/pipeline.yaml")
+def test_deploy_list_undeploy_the_example(cli: Cli, env: dict[str, str], tmp_path: Path) -> None:
+    deployed = cli(env, "deploy", "examples/fraud/pipeline.yaml")
     assert deployed.returncode == 0, deployed.stderr
     assert f"{env['DRIFTLINE_TOPIC_PREFIX']}.fraud.requests" in deployed.stdout
 
-    listed = json.loads(_cli(env, "pipelines", "--json").stdout)
+    listed = json.loads(cli(env, "pipelines", "--json").stdout)
     assert [p["name"] for p in listed] == ["fraud"]
     assert listed[0]["models"] == ["ccfraud", "fraud_base"]
     assert listed[0]["version"].startswith("sha256:")
     assert listed[0]["version"] in deployed.stdout.replace("\n", "")
 
-    models = json.loads(_cli(env, "model", "list", "--json").stdout)
+    models = json.loads(cli(env, "model", "list", "--json").stdout)
     assert sorted(models) == ["ccfraud", "fraud_base"]
     stored = list((tmp_path / "store").rglob("*.onnx"))
     assert len(stored) == 2
 
-    assert _cli(env, "undeploy", "fraud").returncode == 0
-    assert json.loads(_cli(env, "pipelines", "--json").stdout) == []
-    again = _cli(env, "undeploy", "fraud")
+    assert cli(env, "undeploy", "fraud").returncode == 0
+    assert json.loads(cli(env, "pipelines", "--json").stdout) == []
+    again = cli(env, "undeploy", "fraud")
     assert again.returncode == 2
     assert "not deployed" in again.stderr
 
 
 def test_invalid_spec_is_a_usage_error_naming_the_field(
-    env: dict[str, str], tmp_path: Path
+    cli: Cli, env: dict[str, str], tmp_path: Path
 ) -> None:
     spec = (ROOT / "examples/fraud/pipeline.yaml").read_text()
     bad = tmp_path / "bad.yaml"
@@ -76,23 +67,25 @@ def test_invalid_spec_is_a_usage_error_naming_the_field(
         .replace("data/baseline.csv", str(ROOT / "examples/fraud/data/baseline.csv"))
         .replace('"5m", "1s"', '"5 minutes", "1s"')
     )
-    proc = _cli(env, "deploy", str(bad))
+    proc = cli(env, "deploy", str(bad))
     assert proc.returncode == 2
     assert "alerts.high_fraud_5m" in proc.stderr
     assert "5 minutes" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_model_upload_refuses_a_file_that_is_not_onnx(env: dict[str, str], tmp_path: Path) -> None:
+def test_model_upload_refuses_a_file_that_is_not_onnx(
+    cli: Cli, env: dict[str, str], tmp_path: Path
+) -> None:
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not a model")
-    proc = _cli(env, "model", "upload", "fake", str(fake))
+    proc = cli(env, "model", "upload", "fake", str(fake))
     assert proc.returncode == 2
     assert "model.onnx" in proc.stderr
     assert "Traceback" not in proc.stderr
 
-    ok = _cli(env, "model", "upload", "ccfraud", "examples/fraud/models/ccfraud.onnx")
+    ok = cli(env, "model", "upload", "ccfraud", "examples/fraud/models/ccfraud.onnx")
     assert ok.returncode == 0, ok.stderr
     assert "output probability" in ok.stdout
-    listed = json.loads(_cli(env, "model", "list", "--json").stdout)
+    listed = json.loads(cli(env, "model", "list", "--json").stdout)
     assert list(listed) == ["ccfraud"]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import onnxruntime as ort
 import pytest
 
 pytestmark = pytest.mark.e2e
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAUD = ROOT / "examples" / "fraud"
@@ -33,17 +36,6 @@ def env(topic_prefix: str, unique: str, tmp_path: Path) -> dict[str, str]:
     )
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "driftline", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _direct(model: str, rows: list[list[float]]) -> list[float]:
     session = ort.InferenceSession(
         str(FRAUD / "models" / model), providers=["CPUExecutionProvider"]
@@ -53,8 +45,10 @@ def _direct(model: str, rows: list[list[float]]) -> list[float]:
     return np.asarray(out).reshape(len(rows), -1)[:, 0].tolist()
 
 
-def test_worker_serves_infer_produce_and_logs(env: dict[str, str], tmp_path: Path) -> None:
-    deployed = _cli(env, "deploy", str(FRAUD / "pipeline.yaml"))
+def test_worker_serves_infer_produce_and_logs(
+    cli: Cli, env: dict[str, str], tmp_path: Path
+) -> None:
+    deployed = cli(env, "deploy", str(FRAUD / "pipeline.yaml"))
     assert deployed.returncode == 0, deployed.stderr
     worker = subprocess.Popen(
         [sys.executable, "-m", "driftline", "worker", "--pipeline", "fraud"],
@@ -66,7 +60,7 @@ def test_worker_serves_infer_produce_and_logs(env: dict[str, str], tmp_path: Pat
     )
     try:
         smoke = json.loads((FRAUD / "data" / "smoke_test.json").read_text())
-        ok = _cli(
+        ok = cli(
             env,
             "infer",
             "fraud",
@@ -96,19 +90,19 @@ def test_worker_serves_infer_produce_and_logs(env: dict[str, str], tmp_path: Pat
             assert set(r["models"]) == {"ccfraud", "fraud_base"}
         assert ok.returncode == (1 if any(r["check_failures"] for r in results) else 0)
 
-        high = _cli(env, "infer", "fraud", "--file", str(FRAUD / "data" / "high_fraud.json"))
+        high = cli(env, "infer", "fraud", "--file", str(FRAUD / "data" / "high_fraud.json"))
         assert high.returncode == 1, high.stderr
         assert "no_high_fraud" in high.stdout
 
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({"tensor": [[1.0, 2.0]]}))
-        rejected = _cli(env, "infer", "fraud", "--file", str(bad))
+        rejected = cli(env, "infer", "fraud", "--file", str(bad))
         assert rejected.returncode == 2
         assert "wrong_width" in rejected.stderr
 
         rows = tmp_path / "rows.jsonl"
         rows.write_text("".join(json.dumps(smoke["tensor"][0]) + "\n" for _ in range(30)))
-        produced = _cli(env, "produce", "fraud", "--file", str(rows), "--rate", "200")
+        produced = cli(env, "produce", "fraud", "--file", str(rows), "--rate", "200")
         assert produced.returncode == 0, produced.stderr
         assert "sent 30 requests" in produced.stdout
 
@@ -123,18 +117,18 @@ def test_worker_serves_infer_produce_and_logs(env: dict[str, str], tmp_path: Pat
         deadline = time.monotonic() + 60
         listed: list[dict[str, object]] = []
         while time.monotonic() < deadline:
-            logs = _cli(env, "logs", "fraud", "--limit", str(total + 10), "--json")
+            logs = cli(env, "logs", "fraud", "--limit", str(total + 10), "--json")
             assert logs.returncode == 0, logs.stderr
             listed = json.loads(logs.stdout)
             if len(listed) >= total:
                 break
             time.sleep(1)
         assert len(listed) == total
-        failures = _cli(env, "logs", "fraud", "--failures-only", "--json")
+        failures = cli(env, "logs", "fraud", "--failures-only", "--json")
         failed = json.loads(failures.stdout)
         assert failed and all(r["check_failures"] for r in failed)
         assert any("no_high_fraud" in r["check_failures"] for r in failed)
-        table = _cli(env, "logs", "fraud", "--limit", "3")
+        table = cli(env, "logs", "fraud", "--limit", "3")
         assert table.returncode == 0 and "anomalies" in table.stdout
     finally:
         worker.send_signal(signal.SIGTERM)

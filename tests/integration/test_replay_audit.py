@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,34 +69,18 @@ def _spec(
 
 
 @pytest.fixture
-def env(kafka_admin, unique, redis_prefix, tmp_path) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
-    prefix = f"t{unique}"
+def env(topic_prefix, redis_prefix, tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
     e = dict(os.environ)
     e.update(
         {
-            "DRIFTLINE_TOPIC_PREFIX": prefix,
+            "DRIFTLINE_TOPIC_PREFIX": topic_prefix,
             "DRIFTLINE_KEY_PREFIX": redis_prefix,
-            "DRIFTLINE_MONITOR_GROUP": f"{prefix}-monitor",
+            "DRIFTLINE_MONITOR_GROUP": f"{topic_prefix}-monitor",
             "DRIFTLINE_MONITOR_DATADIR": str(tmp_path / "faust"),
             "DRIFTLINE_MONITOR_IDLE_CLOSE_MS": "3600000",
         }
     )
-    yield e
-    topics = [t for t in kafka_admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
-    if topics:
-        for f in kafka_admin.delete_topics(topics, operation_timeout=15).values():
-            with contextlib.suppress(Exception):
-                f.result(30)
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "driftline", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=240,
-    )
+    return e
 
 
 def _results(t0: int, rng: np.random.Generator) -> list[tuple[Any, ...]]:
@@ -141,7 +123,7 @@ def _results(t0: int, rng: np.random.Generator) -> list[tuple[Any, ...]]:
     return rows
 
 
-def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path):  # type: ignore[no-untyped-def]
+def test_replay_audit_matches_live_and_reports_a_changed_threshold(cli, env, tmp_path):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(11)
     baseline = [round(float(x), 6) for x in rng.uniform(0.0, 0.5, 400)]
     t0 = (int(time.time()) // 10 - 60) * 10_000
@@ -197,7 +179,7 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
     assert assays and any(a["status"] != "ok" for a in assays), text
 
     # the same spec: zero differences
-    r = _cli(
+    r = cli(
         env, "replay", "fraud", "--from", str(t0), "--to", str(t0 + 40_000), "--audit", "--json"
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -211,7 +193,7 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
     csv, parquet, png = tmp_path / "r.csv", tmp_path / "r.parquet", tmp_path / "r.png"
     for path in (csv, parquet):
         args = ["--from", str(t0), "--to", str(t0 + 40_000), "--output", str(path)]
-        w = _cli(env, "replay", "fraud", *args, "--chart", str(png))
+        w = cli(env, "replay", "fraud", *args, "--chart", str(png))
         assert w.returncode == 0, w.stdout + w.stderr
     import pandas as pd
 
@@ -223,12 +205,12 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
             n["id"] for n in doc["notifications"]
         )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = _cli(env, "replay", "fraud", "--from", str(t0), "--to", "now", "--output", "r.xlsx")
+    bad = cli(env, "replay", "fraud", "--from", str(t0), "--to", "now", "--output", "r.xlsx")
     assert bad.returncode == 2 and "r.xlsx" in bad.stderr
 
     # a copy with a lower alert threshold and a higher warning: differences, exit 1
     changed = _spec(tmp_path, "changed.yaml", baseline, 3, 0.4, t0)
-    r = _cli(
+    r = cli(
         env,
         "replay",
         "fraud",
@@ -254,13 +236,13 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(env, tmp_path
     assert [a["status"] for a in hist] == ["ok", "ok", "alert", "alert"]
 
     # the listing commands
-    r = _cli(env, "assays", "fraud", "--assay", "drift", "--limit", "3", "--json")
+    r = cli(env, "assays", "fraud", "--assay", "drift", "--limit", "3", "--json")
     assert r.returncode == 0, r.stderr
     listed = json.loads(r.stdout)
     assert len(listed) == 3 and {a["assay"] for a in listed} == {"drift"}
     assert listed[-1]["window_end"] == max(a["window_end"] for a in assays if a["assay"] == "drift")
-    r = _cli(env, "alerts", "--pipeline", "fraud", "--json")
+    r = cli(env, "alerts", "--pipeline", "fraud", "--json")
     assert r.returncode == 0, r.stderr
     assert {n["id"] for n in json.loads(r.stdout)} == {n["id"] for n in notes}
-    r = _cli(env, "alerts", "--pipeline", "fraud")
+    r = cli(env, "alerts", "--pipeline", "fraud")
     assert r.returncode == 0 and "burst" in r.stdout
