@@ -197,14 +197,19 @@ def _load_example_generator() -> Any:
     return module
 
 
-def _requests(
-    rows: np.ndarray, start_ms: int, span_ms: int, prefix: str
-) -> Iterator[tuple[int, bytes]]:
-    """``(time, request)`` of ``ROWS_PER_REQUEST`` rows each, spread over ``[start, +span)``."""
+Timed = tuple[int, bytes, bytes]  # (event time, key, request JSON)
+
+
+def _request(rid: str, t: int, rows: np.ndarray) -> Timed:
+    """One request of ``rows`` at event time ``t``, keyed by its id."""
+    return t, rid.encode(), orjson.dumps({"id": rid, "time": t, "tensor": rows.tolist()})
+
+
+def _requests(rows: np.ndarray, start_ms: int, span_ms: int, prefix: str) -> Iterator[Timed]:
+    """Requests of ``ROWS_PER_REQUEST`` rows each, spread over ``[start, start + span)``."""
     n = max(1, len(rows) // ROWS_PER_REQUEST)
     for i, chunk in enumerate(np.array_split(rows, n)):
-        t = start_ms + (i * span_ms) // n
-        yield t, orjson.dumps({"id": f"{prefix}-{i}", "time": t, "tensor": chunk.tolist()})
+        yield _request(f"{prefix}-{i}", start_ms + (i * span_ms) // n, chunk)
 
 
 # --------------------------------------------------------------------------- the story
@@ -336,32 +341,27 @@ def _run(output: Path) -> Path:
         requests_topic = kafka.topic(spec.name, "requests")
         reader = Topics(kafka, [kafka.topic("assays"), kafka.topic("notifications")])
 
-        def send(timed: list[tuple[int, bytes]]) -> int:
+        def send(timed: list[Timed]) -> int:
             # In event-time order, as a real feed would arrive: out-of-order beyond the allowed
             # lateness would count as late, not land in its window.
-            for _t, payload in sorted(timed, key=lambda tp: tp[0]):
-                producer.produce(requests_topic, payload, key=orjson.loads(payload)["id"].encode())
+            for _t, key, payload in sorted(timed, key=lambda r: r[0]):
+                producer.produce(requests_topic, payload, key=key)
                 producer.poll(0)
             producer.flush(30)
             return len(timed)
 
-        def minute(m: int, rows: np.ndarray) -> list[tuple[int, bytes]]:
+        def minute(m: int, rows: np.ndarray) -> list[Timed]:
             return list(_requests(rows, t0 + m * MINUTE, MINUTE, f"m{m}"))
 
-        def normal(m: int) -> list[tuple[int, bytes]]:
+        def normal(m: int) -> list[Timed]:
             return minute(m, gen.normal_rows(ROWS_PER_MINUTE, seed=100 + m))
 
         out.rule('3. Count alert: count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 10')
         burst_at = t0 + 5 * MINUTE + 10_000
         frauds = gen.fraud_rows(15, seed=11)
         burst = [
-            (
-                burst_at + 1000 * i,
-                orjson.dumps(
-                    {"id": f"burst-{i}", "time": burst_at + 1000 * i, "tensor": [row.tolist()]}
-                ),
-            )
-            for i, row in enumerate(frauds)
+            _request(f"burst-{i}", burst_at + 1000 * i, frauds[i : i + 1])
+            for i in range(len(frauds))
         ]
         sent = sum(send(normal(m)) for m in range(5))
         sent += send(normal(5) + burst)
@@ -407,13 +407,8 @@ def _run(output: Path) -> Path:
         # close only once every partition has seen an event past them: a few one-row requests
         # with distinct keys (spread over the partitions by the key hash) move them all.
         t_end = t0 + 18 * MINUTE
-        timed += [
-            (
-                t_end + 6_000,
-                orjson.dumps({"id": f"end-{i}", "time": t_end + 6_000, "tensor": [row.tolist()]}),
-            )
-            for i, row in enumerate(gen.normal_rows(30, seed=999))
-        ]
+        tail = gen.normal_rows(30, seed=999)
+        timed += [_request(f"end-{i}", t_end + 6_000, tail[i : i + 1]) for i in range(len(tail))]
         send(timed)
         out.print(
             f"sent 5 minutes of drifted traffic (some features shifted by {DRIFT_SHIFT:+g}σ), "
