@@ -165,9 +165,7 @@ def _child(args: argparse.Namespace) -> None:
 
         @app.agent(topic)
         async def count(stream: Any) -> None:
-            async for events in stream.take_events(
-                ms.monitor_batch_size, within=ms.monitor_batch_timeout_ms / 1000
-            ):
+            async for events in stream.take_events(ms.monitor_batch_size, within=0.2):
                 record(len(events))
                 if seen >= n:
                     finish()

@@ -232,7 +232,6 @@ class MonitorSettings(_Base):
 
     monitor_group: str = Field(default="driftline-monitor")
     monitor_batch_size: int = Field(default=5000, ge=1, description="Max events per micro-batch.")
-    monitor_batch_timeout_ms: int = Field(default=200, ge=1)
     monitor_fetch_wait_ms: int = Field(default=100, ge=0, description="Kafka fetch wait.")
     monitor_idle_close_ms: int | None = Field(
         default=None, description="Wall-clock idleness that closes windows; default: interval."

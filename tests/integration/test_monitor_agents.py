@@ -62,6 +62,20 @@ def _raw(conf: dict[str, Any], topic: str) -> list[tuple[bytes, dict[str, bytes]
         c.close()
 
 
+def _left_after_committed(world: dict[str, Any], group: str) -> int:
+    """Committed records a restarted monitor of ``group`` would read again."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({**world["conf"], "group.id": group, "isolation.level": "read_committed"})
+    try:
+        tps = c.committed([TopicPartition(world["results"], p) for p in range(3)], timeout=10)
+        assert all(tp.offset >= 0 for tp in tps), tps
+        c.assign(tps)
+        return sum(not m.error() for m in c.consume(1000, 3.0))
+    finally:
+        c.close()
+
+
 def _config(world: dict[str, Any], pipelines: list[dict[str, Any]], **extra: Any) -> Path:
     conf = {
         "topic_prefix": world["prefix"],
@@ -138,8 +152,10 @@ def test_count_alert_and_assays_on_committed_results_only(world):  # type: ignor
         time.sleep(2)
         notes = read_all(world["conf"], k.topic("notifications"))
         assays = read_all(world["conf"], k.topic("assays"))
+        left = _left_after_committed(world, f"{world['prefix']}-monitor")
     finally:
         stop(proc)
+    assert left == 0, "the group's committed offsets must reach past every applied record"
     log = (world["tmp"] / "monitor.log").read_text(errors="replace")
     got = [(n["state"], n["at"] - t0, n["value"]) for n in notes if n["kind"] == "alert"]
     assert got == [("firing", 9000, 4.0), ("resolved", 11000, 0.0)], log
