@@ -1,10 +1,12 @@
 """Monitor throughput, alert latency and Redis memory, side by side on one broker and one Redis.
 
-Three consumers read the same results topic of the fraud pipeline (synthetic result events
-whose champion scores are drawn from ``examples/fraud/data/baseline.csv``):
+Consumers read the same results topic of the fraud pipeline (synthetic result events whose
+champion scores are drawn from ``examples/fraud/data/baseline.csv``):
 
-(a) ceiling    a bare faust agent (same read_committed transport and micro-batching) that
-               only counts events;
+(a) ceiling    a bare faust agent (same read_committed transport, ``take_events``
+               micro-batches) that only counts events: faust's per-event path;
+(a') drain     the monitor's faust consumer handing whole fetches to a sink that only
+               counts them: the ceiling of the path the monitor uses;
 (b) driftline  ``driftline.streams.monitor`` with one count alert
                (``count(ccfraud.outputs[0][0] > 0.95, "5m", "1s") > 10``) and two assays
                (PSI and KS, 5 m windows every 1 m) — one Redis script call per micro-batch;
@@ -14,16 +16,21 @@ whose champion scores are drawn from ``examples/fraud/data/baseline.csv``):
                and updates Redis with one round trip per event (alert bucket + both assay
                bins in one pipeline call), no windows closed at all.
 
+(b) and (c) run a second time with Redis behind ``bench/_link.py``, a relay that delays each
+chunk by ``--link-ms`` each way, because loopback Redis (tens of microseconds per round trip)
+is the best case for (c); the measured PING round trips are printed with the rates.
+
 Each faust contender runs in its own process; rates are events divided by the time from its
 first to its last micro-batch (start-up and group join excluded). (c) runs on a prefix of the
 topic because it is slow. Alert latency: a separate monitor (lateness 0, 1 s buckets) follows
-live traffic; bursts of high scores are produced and the time from producing the burst's last
-(crossing) event to the arrival of its ``firing`` notification is measured. Redis memory is
+live traffic; bursts of high scores are produced at random points of their bucket and the time
+from producing the burst's last (crossing) event to the arrival of its ``firing``
+notification is measured (the alert is evaluated when the bucket closes). Redis memory is
 sampled in (b) at 25/50/75/100 % of the events.
 
 Usage::
 
-    python bench/monitor.py                   # 1,000,000 events, ~3-5 minutes on 2 cores
+    python bench/monitor.py                   # 1,000,000 events, ~5 minutes on 2 cores
     python bench/monitor.py --events 200000   # quicker
 """
 
@@ -41,6 +48,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -74,12 +82,15 @@ def _event(i: int, t: int, v: float) -> bytes:
     )
 
 
-def _settings(prefix: str, key_prefix: str) -> Any:
+def _settings(prefix: str, key_prefix: str, redis_url: str | None = None) -> Any:
+    from pydantic import SecretStr
+
     from driftline.config import KafkaSettings, RedisSettings, Settings
 
-    return Settings(
-        kafka=KafkaSettings(topic_prefix=prefix), redis=RedisSettings(key_prefix=key_prefix)
-    )
+    redis = RedisSettings(key_prefix=key_prefix)
+    if redis_url:
+        redis = RedisSettings(key_prefix=key_prefix, redis_url=SecretStr(redis_url))
+    return Settings(kafka=KafkaSettings(topic_prefix=prefix), redis=redis)
 
 
 def _engine(monitor: Any, key_prefix: str, name: str, lateness: int, alert: str) -> Any:
@@ -119,7 +130,7 @@ def _child(args: argparse.Namespace) -> None:
     from driftline.streams.monitor import Monitor, _faust_classes, create_app
 
     out = Path(args.out)
-    settings = _settings(args.prefix, args.key_prefix)
+    settings = _settings(args.prefix, args.key_prefix, args.redis_url)
     ms = MonitorSettings(
         monitor_group=f"{args.prefix}-{args.role}",
         monitor_datadir=Path(args.out).with_suffix(".faust"),
@@ -173,6 +184,31 @@ def _child(args: argparse.Namespace) -> None:
         faust.Worker(app, loglevel="warning").execute_from_commandline()
         return
 
+    if args.role == "drain":
+        App = _faust_classes(ms.monitor_fetch_wait_ms)
+        app = App(
+            ms.monitor_group,
+            broker=f"kafka://{settings.kafka.bootstrap_servers}",
+            value_serializer="raw",
+            web_enabled=False,
+            datadir=str(ms.monitor_datadir),
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            consumer_auto_offset_reset="earliest",
+            broker_max_poll_records=ms.monitor_batch_size,
+        )
+        topic = app.topic(settings.kafka.topic("fraud", "results"), value_serializer="raw")
+        app.topics.add(topic)
+
+        async def sink(batch: Any) -> None:
+            record(sum(len(rows) for rows in batch.rows.values()))
+            if seen >= n:
+                finish()
+
+        app.consumer.batch_sink = sink
+        faust.Worker(app, loglevel="warning").execute_from_commandline()
+        return
+
     monitor = Monitor(settings, ms)
     lateness = 0 if args.role == "latency" else 5000
     alert = (
@@ -201,7 +237,7 @@ def _child(args: argparse.Namespace) -> None:
                     "checkpoint": cp,
                 }
             )
-        if args.role == "monitor" and seen >= n:
+        if args.role in ("monitor", "monitor-net") and seen >= n:
             finish()
         return r
 
@@ -235,7 +271,13 @@ def _produce(conf: dict[str, Any], topic: str, n: int, t0: int, seed: int) -> No
 
 
 def _run_child(
-    role: str, prefix: str, key_prefix: str, n: int, m: int, timeout: float
+    role: str,
+    prefix: str,
+    key_prefix: str,
+    n: int,
+    m: int,
+    timeout: float,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
     out = Path(tempfile.mkstemp(prefix=f"dl-bench-{role}-", suffix=".json")[1])
     log = out.with_suffix(".log")
@@ -257,6 +299,7 @@ def _run_child(
                 str(m),
                 "--out",
                 str(out),
+                *(["--redis-url", redis_url] if redis_url else []),
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -396,6 +439,7 @@ def _latency(prefix: str, key_prefix: str, bursts: int) -> list[float]:
         i = 0
         burst_every = 3.0
         next_burst = time.time() + 8.0  # let the monitor join its group first
+        phase = np.random.default_rng(3)  # crossings at random points of their bucket
         while not stop.is_set():
             now_ms = int(time.time() * 1000)
             for part in range(PARTITIONS):
@@ -411,7 +455,7 @@ def _latency(prefix: str, key_prefix: str, bursts: int) -> list[float]:
                     crossing = time.time()  # the 20th high score makes the count cross
                     p.flush(5)
                     sent[bucket] = crossing
-                    next_burst = time.time() + burst_every
+                    next_burst = time.time() + burst_every + float(phase.uniform(0, 1))
             p.poll(0)
             time.sleep(0.01)
         p.flush(10)
@@ -463,6 +507,47 @@ def _remove_temp() -> None:
             path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _link(settings: Any, delay_ms: float) -> Any:
+    """Run ``bench/_link.py`` in front of Redis; yields the Redis URL that goes through it."""
+    import socket
+
+    target = urlsplit(settings.redis.redis_url.get_secret_value())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_link.py")),
+            str(port),
+            target.hostname or "127.0.0.1",
+            str(target.port or 6379),
+            str(delay_ms),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise SystemExit("the delay relay did not start")
+        yield f"redis://127.0.0.1:{port}{target.path or '/0'}", _rtt_ms(port)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _rtt_ms(port: int) -> float:
+    """Median Redis PING round trip (ms) to 127.0.0.1:``port``."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("_link.py")), "--measure", str(port)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout)
+
+
 def _cleanup(prefix: str, key_prefix: str) -> None:
     import redis
     from confluent_kafka.admin import AdminClient
@@ -498,6 +583,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--m", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--redis-url", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--link-ms",
+        type=float,
+        default=0.25,
+        help="one-way delay of the relay for the networked (b) and (c); 0 skips them",
+    )
+    ap.add_argument("--link-events", type=int, default=3_000, help="events for networked (c)")
     args = ap.parse_args()
     if args.role:
         _child(args)
@@ -521,6 +614,9 @@ def main() -> None:
         print("(a) bare faust agent ...", flush=True)
         a = _run_child("bare", prefix, key_prefix, m, m, timeout=600)
         rate_a = (a["seen"] - a["first_count"]) / (a["last"] - a["first"])
+        print("(a') faust batch drain that only counts ...", flush=True)
+        a2 = _run_child("drain", prefix, key_prefix, m, m, timeout=600)
+        rate_a2 = (a2["seen"] - a2["first_count"]) / (a2["last"] - a2["first"])
         print("(b) driftline monitor ...", flush=True)
         b = _run_child("monitor", prefix, key_prefix, n, m, timeout=1800)
         rate_b = (b["seen_at_m"] - b["first_count"]) / (b["at_m"] - b["first"])
@@ -529,6 +625,16 @@ def main() -> None:
         rate_e = _engine_only(settings, key_prefix, m)
         print("(c) per-event implementation ...", flush=True)
         rate_c = _per_event(settings, key_prefix, min(args.per_event, n))
+        rate_bn = rate_cn = None
+        rtt_local = _rtt_ms(int(urlsplit(settings.redis.redis_url.get_secret_value()).port or 6379))
+        rtt_link = float("nan")
+        if args.link_ms > 0:
+            with _link(settings, args.link_ms) as (url, rtt_link):
+                print(f"(b) and (c) with Redis behind a {args.link_ms} ms link ...", flush=True)
+                bn = _run_child("monitor-net", f"{prefix}", f"{key_prefix}-net", m, m, 1800, url)
+                rate_bn = (bn["seen"] - bn["first_count"]) / (bn["last"] - bn["first"])
+                net = _settings(prefix, f"{key_prefix}-net", url)
+                rate_cn = _per_event(net, f"{key_prefix}-net", min(args.link_events, n))
 
         lat_prefix = f"{prefix}-lat"
         ensure_topics(
@@ -545,16 +651,26 @@ def main() -> None:
         lats = _latency(lat_prefix, f"{key_prefix}-lat", args.bursts)
     finally:
         _cleanup(prefix, key_prefix)
+        _cleanup(prefix, f"{key_prefix}-net")
         _cleanup(f"{prefix}-lat", f"{key_prefix}-lat")
     _remove_temp()  # kept when a step failed: its log is named in the error
 
     print()
     print(f"{'system':<34}{'events/s':>12}")
     print(f"{'(a) bare faust agent (ceiling)':<34}{rate_a:>12,.0f}")
+    label_a2 = "(a') faust batch drain, no work"
+    print(f"{label_a2:<34}{rate_a2:>12,.0f}")
     print(f"{'(b) driftline monitor':<34}{rate_b:>12,.0f}   ({rate_b_all:,.0f} over all {n:,})")
     label_e = "(b') engine alone, no faust"
     print(f"{label_e:<34}{rate_e:>12,.0f}")
     print(f"{'(c) per-event, 1 Redis RTT/event':<34}{rate_c:>12,.0f}")
+    if rate_bn is not None and rate_cn is not None:
+        print(
+            f"with Redis behind a relay adding {args.link_ms} ms each way (PING round trip "
+            f"{rtt_link:.3f} ms instead of {rtt_local:.3f} ms on loopback):"
+        )
+        print(f"{'(b) driftline monitor':<34}{rate_bn:>12,.0f}")
+        print(f"{'(c) per-event, 1 Redis RTT/event':<34}{rate_cn:>12,.0f}")
     print()
     mem = b["memory"]
     print("Redis state of (b) while events flow (bytes):")
@@ -575,7 +691,10 @@ def main() -> None:
     growth = last["assay_buckets"] / max(1, half["assay_buckets"])
     print()
     print(f"goal b/a: {rate_b / rate_a:.2f} (target >= 0.7)")
+    print(f"b/a': {rate_b / rate_a2:.2f} (share of the batch drain's ceiling the monitor keeps)")
     print(f"goal b/c: {rate_b / rate_c:.1f} (target >= 20)")
+    if rate_bn is not None and rate_cn is not None:
+        print(f"b/c with a {rtt_link:.2f} ms round trip to Redis: {rate_bn / rate_cn:.1f}")
     print(f"goal b'/c (engine without faust): {rate_e / rate_c:.1f} (target >= 20)")
     print(f"goal alert latency p99: {p99:.3f} s (target <= 2.0 s = interval + 1 s)")
     print(
