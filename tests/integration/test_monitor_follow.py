@@ -1,0 +1,94 @@
+"""A running ``driftline monitor`` picks up a pipeline deployed after it started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from driftline.config import KafkaSettings
+from driftline.spec import load_spec
+from driftline.streams.control import ControlPlane, ensure_topics
+
+from ._monitor_helpers import produce, stop, wait_for
+
+pytestmark = pytest.mark.integration
+
+MODELS = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "models"
+
+SPEC = f"""
+name: late
+models:
+  - {{name: ccfraud, path: {MODELS}/ccfraud.onnx}}
+alerts:
+  burst:
+    when: count(ccfraud.outputs[0][0] > 0.9, "2s", "1s") >= 5
+options: {{lateness: 0s, partitions: 2}}
+"""
+
+
+def _row(i: int, t: int, v: float) -> bytes:
+    doc: dict[str, Any] = {
+        "id": f"r{i}",
+        "row": 0,
+        "time": t,
+        "pipeline": "late",
+        "spec": "s",
+        "inputs": [0.0] * 29,
+        "outputs": {"ccfraud": [[v]]},
+        "models": {"ccfraud": "x"},
+    }
+    return orjson.dumps(doc)
+
+
+def test_pipeline_deployed_after_start_is_monitored(topic_prefix, redis_prefix, tmp_path):  # type: ignore[no-untyped-def]
+    env = dict(os.environ)
+    env.update(
+        {
+            "DRIFTLINE_TOPIC_PREFIX": topic_prefix,
+            "DRIFTLINE_KEY_PREFIX": redis_prefix,
+            "DRIFTLINE_MONITOR_GROUP": f"{topic_prefix}-monitor",
+            "DRIFTLINE_MONITOR_DATADIR": str(tmp_path / "faust"),
+            "DRIFTLINE_MONITOR_IDLE_CLOSE_MS": "3600000",
+        }
+    )
+    k = KafkaSettings(topic_prefix=topic_prefix)
+    ensure_topics(k, [k.topic("assays"), k.topic("notifications")], partitions=1)
+    log = tmp_path / "monitor.log"
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftline", "monitor"],
+            env=env,
+            cwd=tmp_path,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(6)  # the monitor has joined its group with nothing to watch
+        spec = tmp_path / "pipeline.yaml"
+        spec.write_text(SPEC)
+        cp = ControlPlane(k)
+        cp.deploy(load_spec(spec))
+        cp.close()
+        t0 = (int(time.time()) // 10 - 60) * 10_000
+        rows = [(i % 2, _row(i, t0 + 3_000 + i, 0.95), 0) for i in range(6)]
+        rows += [(p, _row(100 + p, t0 + 9_000, 0.1), 0) for p in range(2)]
+        ensure_topics(k, [k.topic("late", "results")], partitions=2)
+        produce(k.client_config(), k.topic("late", "results"), rows, txid=f"{topic_prefix}-p")
+        notes = wait_for(
+            k.client_config(),
+            k.topic("notifications"),
+            lambda got: any(n.get("state") == "resolved" for n in got),
+            timeout=60,
+        )
+    finally:
+        stop(proc)
+    text = log.read_text(errors="replace")
+    got = [(n["state"], n["at"] - t0) for n in notes if n["kind"] == "alert"]
+    assert got == [("firing", 4_000), ("resolved", 6_000)], text
