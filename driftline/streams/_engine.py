@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -188,21 +189,51 @@ class ClosedWindows:
         return bool(self.marks or self.floor is not None)
 
 
-def _decode(values: list[bytes]) -> tuple[list[dict[str, Any]], np.ndarray, list[str]]:
+class _Result(msgspec.Struct):
+    time: int
+    outputs: dict[str, Any]
+
+
+class _ResultWithInputs(msgspec.Struct):
+    time: int
+    outputs: dict[str, Any]
+    inputs: Any
+
+
+_DECODE: dict[bool, Callable[[bytes], _Result | _ResultWithInputs]] = {
+    False: msgspec.json.Decoder(_Result).decode,
+    True: msgspec.json.Decoder(_ResultWithInputs).decode,
+}
+_INT64 = 1 << 63
+
+
+def _decode(
+    values: list[bytes], with_inputs: bool = True
+) -> tuple[list[dict[str, Any]], np.ndarray, list[str]]:
+    """Decode result events to ``{"time", "outputs"[, "inputs"]}``; bad ones are marked.
+
+    Only the fields the monitor reads are materialized: with ``with_inputs=False`` the input
+    vector (most of an event's bytes) is skipped, not built. ``time`` must be an integer
+    (not a bool or float) and ``outputs`` an object, as the events contract says.
+    """
+    decode = _DECODE[with_inputs]
     docs: list[dict[str, Any]] = []
     ok = np.ones(len(values), dtype=bool)
     reasons = [""] * len(values)
     for i, v in enumerate(values):
         try:
-            d = orjson.loads(v)
-            t = d["time"]
-            if not isinstance(t, int) or isinstance(t, bool) or not isinstance(d["outputs"], dict):
-                raise TypeError
-            docs.append(d)
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            r = decode(v)
+            if not -_INT64 <= r.time < _INT64:  # event times are int64 milliseconds
+                raise msgspec.ValidationError
+        except msgspec.DecodeError:  # also a ValidationError: wrong types, missing fields
             ok[i] = False
             reasons[i] = "malformed-result"
             docs.append({})
+            continue
+        if isinstance(r, _ResultWithInputs):
+            docs.append({"time": r.time, "outputs": r.outputs, "inputs": r.inputs})
+        else:
+            docs.append({"time": r.time, "outputs": r.outputs})
     return docs, ok, reasons
 
 
@@ -287,6 +318,7 @@ class PipelineEngine:
         for e in exprs:
             for v in variables(e):
                 self._needed.add((v.model, v.kind))
+        self._with_inputs = any(kind == "inputs" for _, kind in self._needed)
         snap = state.snapshot()
         self.offsets: dict[str, int] = dict(snap.offsets)
         self.max_times: dict[int, int] = dict(snap.max_times)
@@ -335,7 +367,7 @@ class PipelineEngine:
         self, batch: Batch
     ) -> tuple[list[Guard], dict[str, BucketDelta], int | None, IngestReport]:
         rep = IngestReport()
-        docs, ok, reasons = _decode(batch.values)
+        docs, ok, reasons = _decode(batch.values, self._with_inputs)
         times = np.array(
             [d.get("time", 0) if good else 0 for d, good in zip(docs, ok, strict=True)],
             dtype=np.int64,

@@ -346,7 +346,7 @@ def history_baseline(
     needed = {(v.model, v.kind) for v in variables(assay.iopath)}
 
     def on_batch(batch: Batch) -> None:
-        docs, ok, _ = _decode(batch.values)
+        docs, ok, _ = _decode(batch.values, any(kind == "inputs" for _, kind in needed))
         docs = [d for d, good in zip(docs, ok, strict=True) if good and t1 <= d["time"] < t2]
         if docs:
             tensors = build_tensors(docs, needed)

@@ -69,6 +69,22 @@ def test_decode_separates_malformed_events():
     assert tensors[("m", "inputs")][0].tolist() == [[1.0, 2.0], [1.0, 2.0]]
 
 
+def test_decode_rejects_times_that_are_not_int64_milliseconds_and_skips_unused_inputs():
+    bad = [
+        b'{"time": 1.0, "outputs": {}}',
+        b'{"time": 99999999999999999999, "outputs": {}}',
+        b'{"time": 5, "outputs": []}',
+        b"[1]",
+    ]
+    good = b'{"time": -5, "outputs": {"m": [[1]]}, "inputs": [1, 2]}'
+    docs, ok, reasons = _decode([*bad, good], with_inputs=False)
+    assert ok.tolist() == [False] * 4 + [True]
+    assert set(reasons[:4]) == {"malformed-result"}
+    assert docs[4] == {"time": -5, "outputs": {"m": [[1]]}}  # inputs not built
+    docs, ok, _ = _decode([good, b'{"time": 5, "outputs": {}}'], with_inputs=True)
+    assert docs[0]["inputs"] == [1, 2] and ok.tolist() == [True, False]
+
+
 def test_batch_select_keeps_alignment():
     b = Batch.of("t", [(0, 5, b"a"), (1, 7, b"b"), (0, 6, b"c")])
     s = b.select(np.array([True, False, True]))
