@@ -1,8 +1,10 @@
 """Drift detectors: PSI, KS, distances, MMD, sequential and outlier detectors, thresholds.
 
 Window detectors compare a window with a :class:`Baseline` and return a frozen
-:class:`DriftResult`; sequential detectors consume a stream of values; outlier scorers rate
-single rows. All are pure numpy/scipy (river for its adapters), seeded and picklable.
+:class:`DriftResult`; :class:`WindowScan` tests the merged recent windows at each closed
+window, for shifts too small for one window; sequential detectors consume a stream of values;
+outlier scorers rate single rows. All are pure numpy/scipy (river for its adapters), seeded and
+picklable.
 
 >>> import numpy as np
 >>> from driftline.detectors import Baseline
@@ -28,6 +30,7 @@ from driftline.detectors._histogram import Histogram
 from driftline.detectors._mmd import KernelMMD, mmd
 from driftline.detectors._outliers import HalfSpaceTrees, Mahalanobis, OutlierResult
 from driftline.detectors._result import DriftResult, Status
+from driftline.detectors._scan import SCAN_TESTS, ScanResult, WindowScan
 from driftline.detectors._sequential import (
     ADWIN,
     CUSUM,
@@ -53,6 +56,7 @@ __all__ = [
     "METRICS",
     "PSI_FLOOR",
     "P_VALUE_METRICS",
+    "SCAN_TESTS",
     "Baseline",
     "DriftResult",
     "HalfSpaceTrees",
@@ -61,9 +65,11 @@ __all__ = [
     "Mahalanobis",
     "OutlierResult",
     "PageHinkley",
+    "ScanResult",
     "SequentialDetector",
     "SequentialResult",
     "Status",
+    "WindowScan",
     "chi2",
     "hellinger",
     "jensenshannon",

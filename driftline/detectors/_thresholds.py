@@ -5,7 +5,7 @@ Threshold dicts (one of):
 - ``{"warning": w, "alert": a}`` (either key may be left out): on the score, for every metric.
   Status is ``alert`` if score >= a, else ``warning`` if score >= w, else ``ok``.
 - ``{"alpha": a}`` plus optionally ``"warning_alpha": b`` (b > a): on the p-value, for the
-  metrics that have one (ks, chi2, mmd). ``alert`` if p <= a, ``warning`` if p <= b.
+  metrics that have one (ks, chi2, mmd, mean). ``alert`` if p <= a, ``warning`` if p <= b.
 - ``{"auto": alpha}``: a false-alarm rate per window. For p-value metrics this is ``alpha``;
   for PSI the critical value comes from its chi-square approximation at the actual window and
   baseline sizes (plus the exact effect of the 0.005 floor on empty baseline bins); for the
@@ -43,8 +43,9 @@ METRICS: tuple[str, ...] = (
     "hellinger",
     "chi2",
     "mmd",
+    "mean",
 )
-P_VALUE_METRICS: tuple[str, ...] = ("ks", "chi2", "mmd")
+P_VALUE_METRICS: tuple[str, ...] = ("ks", "chi2", "mmd", "mean")
 DEFAULT_THRESHOLDS: dict[str, float] = {"auto": 0.001}
 
 _SCORE_KEYS = {"warning", "alert"}

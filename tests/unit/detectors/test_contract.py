@@ -22,11 +22,13 @@ from driftline.detectors import (
     CUSUM,
     KSWIN,
     METRICS,
+    SCAN_TESTS,
     Baseline,
     HalfSpaceTrees,
     KernelMMD,
     Mahalanobis,
     PageHinkley,
+    WindowScan,
 )
 
 pytestmark = pytest.mark.unit
@@ -81,6 +83,28 @@ def _window_case(metric: str) -> Case:
     )
 
 
+def _scan_feed(det: WindowScan, values: np.ndarray, window: int = 500) -> Alarms:
+    return [
+        i // window
+        for i in range(0, values.size - window + 1, window)
+        if det.update(values[i : i + window]).drift
+    ]
+
+
+def _scan_case(test: str) -> Case:
+    base = Baseline.from_values(np.random.default_rng(101).normal(size=5000), seed=1)
+    return Case(
+        name=f"window-scan-{test}",
+        make=lambda: WindowScan(base, test=test, alpha=0.01),
+        feed=_scan_feed,
+        clone=lambda d: d.clone(),
+        stationary=lambda rng: rng.normal(size=500 * 120),
+        changed=lambda rng: rng.normal(1.0, 1.0, size=500 * 2),
+        max_false_alarms=3,
+        chunk=500 * 5,
+    )
+
+
 def _seq_case(name: str, make: Callable[[], Any], max_false: int) -> Case:
     return Case(
         name=name,
@@ -127,9 +151,11 @@ def _outlier_case(name: str, make: Callable[[], Any], rate: float) -> Case:
 
 
 _OUTLIER_BASE = np.random.default_rng(9).normal(size=(2000, 2))
+_SCAN_BASE = Baseline.from_values(np.arange(100.0))
 
 CASES = [
     *[_window_case(m) for m in METRICS],
+    *[_scan_case(t) for t in SCAN_TESTS],
     _seq_case("cusum", lambda: CUSUM(), 8),
     _seq_case("adwin", lambda: ADWIN(), 3),
     _seq_case("pagehinkley", lambda: PageHinkley(threshold=100.0), 3),
@@ -227,6 +253,14 @@ def test_catches_clear_step_change(case: Case) -> None:
         (lambda: Mahalanobis(np.zeros((2, 3))), "baseline"),
         (lambda: Mahalanobis(np.zeros((20, 2)), alpha=1.0), "alpha"),
         (lambda: HalfSpaceTrees(np.zeros((300, 2)), height=0), "height"),
+        (lambda: WindowScan(np.zeros(10)), "baseline"),  # type: ignore[arg-type]
+        (lambda: WindowScan(_SCAN_BASE, test="psi"), "test"),
+        (lambda: WindowScan(_SCAN_BASE, alpha=0.0), "alpha"),
+        (lambda: WindowScan(_SCAN_BASE, alpha=True), "alpha"),
+        (lambda: WindowScan(_SCAN_BASE, scales=()), "scales"),
+        (lambda: WindowScan(_SCAN_BASE, scales=(1, 4, 2)), "scales"),
+        (lambda: WindowScan(_SCAN_BASE, scales=(0, 1)), "scales"),
+        (lambda: WindowScan(_SCAN_BASE, scales=(1, 2.0)), "scales"),  # type: ignore[arg-type]
     ],
 )
 def test_constructor_errors_name_the_parameter(factory: Callable[[], Any], param: str) -> None:
