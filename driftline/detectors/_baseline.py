@@ -9,7 +9,8 @@ counts on the fine grid, and binned KS and Wasserstein use it.
 The ``mean`` metric (a two-sample z-test on the mean) also works on the fine grid: each fine
 bin stands for its **centroid**, the mean of the baseline's kept sample values in it (the bin's
 midpoint when the sample has none there; the outermost edge for an outlier bin, so values
-beyond the baseline's range count as its minimum or maximum and NaN as the minimum). With
+beyond the baseline's range count as its minimum or maximum, and NaN, counted in the leftmost
+bin, as that bin's value). With
 ``g`` the centroid map, the baseline mean and standard deviation of ``g`` come from the
 baseline's fine counts (``m`` values), and a window of ``n`` values with mean ``T`` of ``g``
 scores ``d = |T - mean| / std`` (the shift in baseline standard deviations) with
