@@ -104,6 +104,8 @@ class AssayResult:
     baseline_densities: list[float]
     window_densities: list[float]
     spec: str
+    #: With an assay ``scan``: ``{test, alpha, p_value, scale, p_values}`` of the merged windows.
+    scan: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:

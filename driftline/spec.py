@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftline.detectors import METRICS, validate_thresholds
+from driftline.detectors import METRICS, SCAN_TESTS, validate_thresholds
 from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecError
 from driftline.expressions import (
     AlertCondition,
@@ -56,6 +56,9 @@ CANONICAL_FORMAT = 1
 SEVERITIES = ("warning", "critical")
 BIN_MODES = ("quantile", "equal", "provided")
 OUTLIER_MODES = ("explicit", "open")
+#: Defaults of an assay's ``scan: true`` (see :class:`driftline.detectors.WindowScan`).
+SCAN_ALPHA = 0.003
+SCAN_SCALES = (1, 2, 4, 8)
 _PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 _CHECK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
 
@@ -99,6 +102,8 @@ class AssaySpec:
     metric: str
     bins: dict[str, Any]
     thresholds: dict[str, Any]
+    #: ``{"test", "alpha", "scales"}``: also test the merged last windows (see README, assays).
+    scan: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ class PipelineSpec:
                     "metric": a.metric,
                     "bins": dict(a.bins),
                     "thresholds": dict(a.thresholds),
+                    # only when set: specs without a scan keep their versions
+                    **({"scan": dict(a.scan)} if a.scan is not None else {}),
                 }
                 for a in self.assays.values()
             },
@@ -314,6 +321,7 @@ def spec_from_canonical(
                     "metric": a["metric"],
                     "bins": a["bins"],
                     "thresholds": a["thresholds"],
+                    **({"scan": a["scan"]} if "scan" in a else {}),
                 }
                 for k, a in data["assays"].items()
             },
@@ -610,7 +618,7 @@ class _Compiler:
         _only_keys(
             value,
             where,
-            {"iopath", "baseline", "window", "metric", "bins", "thresholds"},
+            {"iopath", "baseline", "window", "metric", "bins", "thresholds", "scan"},
             {"iopath", "baseline", "window"},
         )
         iopath = self.row_expr(f"{where}.iopath", value["iopath"])
@@ -637,6 +645,7 @@ class _Compiler:
         baseline = self.baseline(f"{where}.baseline", value["baseline"])
         if "values" in baseline:
             self.check_baseline_bins(where, baseline["values"], bins)
+        scan = self.scan(f"{where}.scan", value.get("scan"))
         return AssaySpec(
             name,
             iopath,
@@ -646,7 +655,49 @@ class _Compiler:
             metric,
             bins,
             {k: float(v) for k, v in thresholds.items()},
+            scan,
         )
+
+    def scan(self, where: str, value: Any) -> dict[str, Any] | None:
+        """``scan: true`` or ``{test, alpha, scales}``; None (or false) for no scan."""
+        if value is None or value is False:
+            return None
+        out: dict[str, Any] = {
+            "test": "mean",
+            "alpha": SCAN_ALPHA,
+            "scales": list(SCAN_SCALES),
+        }
+        if value is True:
+            return out
+        _mapping(value, where)
+        _only_keys(value, where, {"test", "alpha", "scales"}, set())
+        test = value.get("test", out["test"])
+        if test not in SCAN_TESTS:
+            raise SpecError(f"{where}.test", f"{test!r} is not one of {list(SCAN_TESTS)}")
+        alpha = value.get("alpha", out["alpha"])
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, int | float)
+            or not (math.isfinite(alpha) and 0 < alpha < 1)
+        ):
+            raise SpecError(f"{where}.alpha", f"{alpha!r}: expected a rate between 0 and 1")
+        scales = value.get("scales", out["scales"])
+
+        def whole(k: Any) -> bool:
+            return isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 64
+
+        if (
+            not isinstance(scales, list)
+            or not scales
+            or not all(whole(k) for k in scales)
+            or any(b <= a for a, b in itertools.pairwise(scales))
+        ):
+            raise SpecError(
+                f"{where}.scales",
+                f"{scales!r}: expected strictly increasing numbers of windows from 1 to 64, "
+                "e.g. [1, 2, 4, 8]",
+            )
+        return {"test": test, "alpha": float(alpha), "scales": [int(k) for k in scales]}
 
     def bins(self, where: str, value: Any) -> dict[str, Any]:
         if value is None:
@@ -979,8 +1030,13 @@ class PipelineBuilder:
         metric: str = "psi",
         bins: Mapping[str, Any] | None = None,
         thresholds: Mapping[str, float] | None = None,
+        scan: bool | Mapping[str, Any] | None = None,
     ) -> PipelineBuilder:
-        """Add a drift assay; ``baseline`` is a mapping as in YAML, or the values themselves."""
+        """Add a drift assay; ``baseline`` is a mapping as in YAML, or the values themselves.
+
+        ``scan=True`` (or ``{"test", "alpha", "scales"}``) also tests the merged last 1, 2, 4
+        and 8 windows at each window, which catches small persistent shifts sooner.
+        """
         self._unique("assays", self._assays, name)
         if not isinstance(baseline, Mapping):
             baseline = {"values": [float(v) for v in np.asarray(list(baseline), dtype=float)]}
@@ -994,6 +1050,8 @@ class PipelineBuilder:
             assay["bins"] = dict(bins)
         if thresholds is not None:
             assay["thresholds"] = dict(thresholds)
+        if scan is not None and scan is not False:
+            assay["scan"] = scan if isinstance(scan, bool) else dict(scan)
         self._assays[name] = assay
         return self
 

@@ -41,6 +41,7 @@ __all__ = [
     "DetectorBaseline",
     "IngestReport",
     "PipelineEngine",
+    "ScanPlan",
     "StateLost",
     "build_tensors",
 ]
@@ -68,6 +69,8 @@ class AssayBaseline(Protocol):
 
     def compare_counts(self, fine_counts: np.ndarray) -> Any: ...
 
+    def p_value(self, fine_counts: np.ndarray, test: str) -> float: ...
+
 
 @dataclass(frozen=True)
 class DetectorBaseline:
@@ -88,6 +91,12 @@ class DetectorBaseline:
         hist = self.baseline.histogram_from_counts(fine_counts)
         thr = None if self.thresholds is None else dict(self.thresholds)
         return self.baseline.compare(hist, metric=self.metric, thresholds=thr)
+
+    def p_value(self, fine_counts: np.ndarray, test: str) -> float:
+        """p-value of ``test`` (a p-value metric) for these fine counts against the baseline."""
+        hist = self.baseline.histogram_from_counts(fine_counts)
+        p = self.baseline.compare(hist, metric=test, thresholds={"alpha": 0.5}).p_value
+        return 1.0 if p is None else float(p)
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,29 @@ class AssayPlan:
     interval_ms: int
     metric: str
     notify: tuple[str, ...] = ()
+    scan: ScanPlan | None = None
+
+    @property
+    def span_ms(self) -> int:
+        """How far back a window end reaches: the width, times the largest scan scale."""
+        return self.width_ms * (max(self.scan.scales) if self.scan else 1)
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """An assay's scan: at each window, the merged last ``s`` windows for ``s`` in ``scales``.
+
+    Unlike :class:`driftline.detectors.WindowScan`, which forgets its windows after an alarm,
+    the monitor's scan is a pure function of the last ``max(scales)`` windows, so replay
+    computes the same results from the topic alone. Each window still alarms with probability
+    at most ``alpha`` without drift (the union bound does not need the forgetting); while drift
+    lasts, the merged windows keep it in view, so an assay resolves up to ``max(scales)``
+    windows after the drift ends.
+    """
+
+    test: str = "mean"
+    alpha: float = 0.003
+    scales: tuple[int, ...] = (1, 2, 4, 8)
 
 
 def _digest(*parts: Any) -> str:
@@ -307,7 +339,7 @@ class PipelineEngine:
         # Resolves ``m.outputs["name"]`` in conditions and iopaths (from the canonical spec).
         self.tensor_names = dict(tensor_names or {})
         self.longest_ms = max(
-            [a.width_ms for a in self.alerts] + [a.width_ms for a in self.assays] + [1000]
+            [a.width_ms for a in self.alerts] + [a.span_ms for a in self.assays] + [1000]
         )
         # Buckets are deleted by the cleanup once no open window needs them; the TTL only
         # reclaims pipelines that stopped for good, so it must outlast any monitor outage.
@@ -620,6 +652,26 @@ class PipelineEngine:
             spec=self.spec_version,
         )
 
+    @staticmethod
+    def _scan(y: AssayPlan, merged: Mapping[int, np.ndarray]) -> dict[str, Any]:
+        """The scan of one window: Bonferroni over the merged windows' p-values."""
+        assert y.scan is not None
+        p_values: dict[str, float] = {}
+        for s in y.scan.scales:
+            counts = np.rint(merged[s]).astype(np.int64)
+            if counts.sum() > 0:
+                p_values[str(s)] = y.baseline.p_value(counts, y.scan.test)
+        best = min(p_values, key=lambda k: (p_values[k], int(k)))
+        cut = y.scan.alpha / len(y.scan.scales)
+        return {
+            "test": y.scan.test,
+            "alpha": y.scan.alpha,
+            "p_value": min(1.0, p_values[best] * len(y.scan.scales)),
+            "scale": int(best),
+            "p_values": p_values,
+            "status": "alert" if p_values[best] <= cut else "ok",
+        }
+
     def _assay_windows(
         self, y: AssayPlan, ends: np.ndarray, st: AlertState
     ) -> tuple[list[AssayResult], AlertState, list[Notification]]:
@@ -627,20 +679,29 @@ class PipelineEngine:
         yf = _assay_field(y)
         fields = [f"h:{yf}:{j}" for j in range(nb)]
         starts, mat = self._bucket_matrix(
-            y.interval_ms, int(ends[0]) - y.width_ms, int(ends[-1]), fields
+            y.interval_ms, int(ends[0]) - y.span_ms, int(ends[-1]), fields
         )
-        sums = (
-            window_sums(starts, mat, ends, y.width_ms) if starts.size else np.zeros((ends.size, nb))
-        )
+
+        def sums_over(width: int) -> np.ndarray:
+            if not starts.size:
+                return np.zeros((ends.size, nb))
+            return window_sums(starts, mat, ends, width)
+
+        sums = sums_over(y.width_ms)
+        merged = {s: sums_over(s * y.width_ms) for s in y.scan.scales} if y.scan else {}
         results: list[AssayResult] = []
         notes: list[Notification] = []
-        for end, counts in zip(ends.tolist(), sums, strict=True):
+        for i, (end, counts) in enumerate(zip(ends.tolist(), sums, strict=True)):
             fine = np.rint(counts).astype(np.int64)
             total = int(fine.sum())
             if total == 0:
                 continue
             r = y.baseline.compare_counts(fine)
             score = float(r.score)
+            status = r.status
+            scan = self._scan(y, {s: m[i] for s, m in merged.items()}) if y.scan else None
+            if scan is not None and scan["status"] == "alert":
+                status = "alert"
             results.append(
                 AssayResult(
                     pipeline=self.name,
@@ -652,21 +713,22 @@ class PipelineEngine:
                     metric=r.metric,
                     score=score if math.isfinite(score) else float("nan"),
                     p_value=None if r.p_value is None else float(r.p_value),
-                    status=r.status,
+                    status=status,
                     thresholds={k: float(v) for k, v in r.thresholds.items()},
                     edges=[float(e) for e in r.edges],
                     baseline_densities=[float(x) for x in r.baseline_densities],
                     window_densities=[float(x) for x in r.window_densities],
                     spec=self.spec_version,
+                    scan=scan,
                 )
             )
             self._metric("assay_score", score, {"pipeline": self.name, "assay": y.name})
             self._metric(
                 "assay_status",
-                {"ok": 0.0, "warning": 1.0, "alert": 2.0}[r.status],
+                {"ok": 0.0, "warning": 1.0, "alert": 2.0}[status],
                 {"pipeline": self.name, "assay": y.name},
             )
-            st, transitions = run(st, [r.status != "ok"], [end], [score])
+            st, transitions = run(st, [status != "ok"], [end], [score])
             for t in transitions:
                 notes.append(
                     Notification(
@@ -675,10 +737,11 @@ class PipelineEngine:
                         pipeline=self.name,
                         state=t.state,
                         value=score,
-                        condition=f"{r.metric}({to_text(y.iopath)}) status {r.status}",
+                        condition=f"{r.metric}({to_text(y.iopath)}) status {status}"
+                        + (" (scan)" if status != r.status else ""),
                         window={"start": end - y.width_ms, "end": end},
                         at=end,
-                        severity="critical" if r.status == "alert" else "warning",
+                        severity="critical" if status == "alert" else "warning",
                         notify=list(y.notify),
                         spec=self.spec_version,
                         kind="assay",

@@ -58,6 +58,7 @@ from driftline.streams._engine import (
     ClosedWindows,
     DetectorBaseline,
     PipelineEngine,
+    ScanPlan,
     StateLost,
 )
 from driftline.streams.state import RedisState
@@ -117,6 +118,12 @@ def _baseline_for(assay: Any, values: np.ndarray) -> DetectorBaseline:
     return DetectorBaseline(base, str(assay.metric), thresholds)
 
 
+def _scan_plan(scan: Mapping[str, Any] | None) -> ScanPlan | None:
+    if not scan:
+        return None
+    return ScanPlan(str(scan["test"]), float(scan["alpha"]), tuple(int(k) for k in scan["scales"]))
+
+
 def plans_from_spec(
     spec: Any, baseline_values: Callable[[Any], np.ndarray]
 ) -> tuple[list[AlertPlan], list[AssayPlan]]:
@@ -145,6 +152,7 @@ def plans_from_spec(
             interval_ms=int(y.window_interval_ms),
             metric=str(y.metric),
             notify=tuple(getattr(y, "notify", ()) or ()),
+            scan=_scan_plan(getattr(y, "scan", None)),
         )
         for name, y in sorted(spec.assays.items())
     ]

@@ -18,6 +18,7 @@ from driftline.streams._engine import (
     Batch,
     DetectorBaseline,
     PipelineEngine,
+    ScanPlan,
     StateLost,
 )
 from driftline.streams.state import RedisState
@@ -146,6 +147,55 @@ def test_assay_scores_equal_the_detector_offline(redis_client, redis_prefix):
         assert r.score == pytest.approx(offline.score, rel=1e-12)
         assert r.status == offline.status
     assert any(n.kind == "assay" and n.state == "firing" for n in closed.notifications)
+
+
+def test_assay_scan_tests_the_merged_last_windows_like_the_detector_offline(
+    redis_client, redis_prefix
+):  # type: ignore[no-untyped-def]
+    """A persistent 0.15σ shift: the per-window PSI stays quiet, the scan of the mean sees it,
+    and every scan p-value equals the detector's on the merged windows' raw values."""
+    rng = np.random.default_rng(5)
+    base = Baseline.from_values(rng.normal(size=20_000))
+    scan = ScanPlan("mean", 0.003, (1, 2, 4))
+    plan = AssayPlan(
+        "drift",
+        parse("m.outputs[0][0]"),
+        DetectorBaseline(base, "psi", {"warning": 0.2, "alert": 0.5}),
+        1000,
+        1000,
+        "psi",
+        scan=scan,
+    )
+    eng = _engine(redis_client, redis_prefix, assays=[plan])
+    # 12 windows of 1 s with 400 events each; the last 6 shifted by 0.15σ
+    times = np.repeat(T0 + 1000 * np.arange(12), 400) + np.tile(np.arange(400), 12)
+    values = rng.normal(size=times.size) + np.where(times >= T0 + 6000, 0.15, 0.0)
+    events = [
+        _event(int(t), float(v), i) for i, (t, v) in enumerate(zip(times, values, strict=True))
+    ]
+    for k in range(0, len(events), 500):
+        eng.ingest(_batch(events[k : k + 500], first_offset=k))
+    closed = eng.close(floor=T0 + 12_000)
+    eng.commit(closed)
+    assert [r.window_end - T0 for r in closed.assays] == [1000 * k for k in range(1, 13)]
+    statuses = []
+    for r in closed.assays:
+        assert r.scan is not None
+        for s_text, p in r.scan["p_values"].items():
+            inside = (times >= r.window_end - int(s_text) * 1000) & (times < r.window_end)
+            offline = base.compare(values[inside], metric="mean", thresholds={"alpha": 0.5})
+            assert p == pytest.approx(offline.p_value, rel=1e-9, abs=1e-15)
+        best = min(r.scan["p_values"].values())
+        assert r.scan["p_value"] == pytest.approx(min(1.0, 3 * best))
+        per_window = base.compare(
+            values[(times >= r.window_start) & (times < r.window_end)],
+            thresholds={"warning": 0.2, "alert": 0.5},
+        )
+        want = "alert" if best <= 0.001 else per_window.status
+        assert r.status == want
+        statuses.append(r.status)
+    # the per-window PSI never alerts; the scan does, only after the shift began
+    assert "alert" not in statuses[:6] and "alert" in statuses[6:]
 
 
 @settings(

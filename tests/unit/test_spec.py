@@ -85,6 +85,29 @@ def test_any_change_changes_the_version() -> None:
     assert spec_from_dict(changed, EXAMPLE).version != base
 
 
+def test_assay_scan_defaults_and_canonical_form() -> None:
+    plain = spec_from_dict(_example(), EXAMPLE)
+    assert plain.assays["score_drift"].scan is None
+    assert b'"scan"' not in plain.canonical_json()  # specs without a scan keep their versions
+    data = _example()
+    data["assays"]["score_drift"]["scan"] = True
+    spec = spec_from_dict(data, EXAMPLE)
+    assert spec.assays["score_drift"].scan == {
+        "test": "mean",
+        "alpha": 0.003,
+        "scales": [1, 2, 4, 8],
+    }
+    assert spec.version != plain.version
+    rebuilt = spec_from_canonical(orjson.loads(spec.canonical_json()))
+    assert rebuilt.version == spec.version
+    data["assays"]["score_drift"]["scan"] = {"test": "ks", "scales": [1, 3]}
+    assert spec_from_dict(data, EXAMPLE).assays["score_drift"].scan == {
+        "test": "ks",
+        "alpha": 0.003,
+        "scales": [1, 3],
+    }
+
+
 def test_builder_and_yaml_compile_to_the_same_canonical_json() -> None:
     ccfraud = inspect_model(EXAMPLE / "models" / "ccfraud.onnx", "ccfraud")
     base = inspect_model(EXAMPLE / "models" / "fraud_base.onnx", "fraud_base")
@@ -261,6 +284,34 @@ CASES: list[tuple[str, str, Any, str, str]] = [
         {"width": "90s", "interval": "1m"},
         "assays.score_drift.window",
         "multiple",
+    ),
+    (
+        "scan test unknown",
+        "assays/score_drift/scan",
+        {"test": "psi"},
+        "assays.score_drift.scan.test",
+        "'psi'",
+    ),
+    (
+        "scan alpha of one",
+        "assays/score_drift/scan",
+        {"alpha": 1},
+        "assays.score_drift.scan.alpha",
+        "between 0 and 1",
+    ),
+    (
+        "scan scales not increasing",
+        "assays/score_drift/scan",
+        {"scales": [1, 4, 2]},
+        "assays.score_drift.scan.scales",
+        "strictly increasing",
+    ),
+    (
+        "scan unknown key",
+        "assays/score_drift/scan",
+        {"window": 2},
+        "assays.score_drift.scan.window",
+        "unknown field",
     ),
     (
         "warning above alert",
