@@ -158,7 +158,7 @@ def _child(args: argparse.Namespace) -> None:
         out.write_text(json.dumps(marks))
         os._exit(0)
 
-    if args.role == "bare":
+    if args.role in ("bare", "drain"):
         App = _faust_classes(ms.monitor_fetch_wait_ms)
         app = App(
             ms.monitor_group,
@@ -173,39 +173,24 @@ def _child(args: argparse.Namespace) -> None:
             stream_buffer_maxsize=ms.monitor_batch_size * 2,
         )
         topic = app.topic(settings.kafka.topic("fraud", "results"), value_serializer="raw")
+        if args.role == "bare":
 
-        @app.agent(topic)
-        async def count(stream: Any) -> None:
-            async for events in stream.take_events(ms.monitor_batch_size, within=0.2):
-                record(len(events))
+            @app.agent(topic)
+            async def count(stream: Any) -> None:
+                async for events in stream.take_events(ms.monitor_batch_size, within=0.2):
+                    record(len(events))
+                    if seen >= n:
+                        finish()
+
+        else:
+
+            async def sink(batch: Any) -> None:
+                record(sum(len(rows) for rows in batch.rows.values()))
                 if seen >= n:
                     finish()
 
-        faust.Worker(app, loglevel="warning").execute_from_commandline()
-        return
-
-    if args.role == "drain":
-        App = _faust_classes(ms.monitor_fetch_wait_ms)
-        app = App(
-            ms.monitor_group,
-            broker=f"kafka://{settings.kafka.bootstrap_servers}",
-            value_serializer="raw",
-            web_enabled=False,
-            datadir=str(ms.monitor_datadir),
-            topic_allow_declare=False,
-            topic_disable_leader=True,
-            consumer_auto_offset_reset="earliest",
-            broker_max_poll_records=ms.monitor_batch_size,
-        )
-        topic = app.topic(settings.kafka.topic("fraud", "results"), value_serializer="raw")
-        app.topics.add(topic)
-
-        async def sink(batch: Any) -> None:
-            record(sum(len(rows) for rows in batch.rows.values()))
-            if seen >= n:
-                finish()
-
-        app.consumer.batch_sink = sink
+            app.topics.add(topic)
+            app.consumer.batch_sink = sink
         faust.Worker(app, loglevel="warning").execute_from_commandline()
         return
 
