@@ -36,6 +36,7 @@ Idle pipelines
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 import time
@@ -799,6 +800,14 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
             pending.clear()
             committed_at[0] = time.monotonic()
             await app.consumer.commit_processed(offsets)
+
+    @app.task
+    async def settle_heap() -> None:
+        # What is alive once the app runs (modules, faust, the engines) lives as long as the
+        # process. Unfrozen, every full collection walks it again, and the per-event objects of
+        # each batch trigger many: in bench/monitor.py this alone took (b) from 84k to 135k
+        # events/s.
+        gc.freeze()
 
     @app.timer(interval=0.25)
     async def housekeeping() -> None:
