@@ -23,6 +23,7 @@ after the batch's results are acknowledged: lower latency, but a crash can dupli
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import queue
 import re
@@ -327,6 +328,9 @@ class Worker:
         self._subscribe(self._consumer)
         timeout = self.settings.worker_batch_timeout_ms / 1000
         last_msg = time.monotonic()
+        # What exists now (modules, models, clients) lives as long as the process; frozen, it
+        # is no longer walked by every full collection the per-request objects trigger.
+        gc.freeze()
         try:
             while not self._stop.is_set():
                 msgs = self._consumer.consume(self.settings.worker_batch_size, max(timeout, 0.001))
