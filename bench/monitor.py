@@ -261,15 +261,10 @@ def _produce(conf: dict[str, Any], topic: str, n: int, t0: int, seed: int) -> No
     p.flush(120)
 
 
-def _run_child(
-    role: str,
-    prefix: str,
-    key_prefix: str,
-    n: int,
-    m: int,
-    timeout: float,
-    redis_url: str | None = None,
-) -> dict[str, Any]:
+def _spawn_child(
+    role: str, prefix: str, key_prefix: str, n: int, m: int, redis_url: str | None = None
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Start this script in ``role``; returns the process, its result file and its log."""
     out = Path(tempfile.mkstemp(prefix=f"dl-bench-{role}-", suffix=".json")[1])
     log = out.with_suffix(".log")
     _TEMP.extend([out, log, out.with_suffix(".faust")])
@@ -296,6 +291,19 @@ def _run_child(
             stderr=subprocess.STDOUT,
             cwd=tempfile.gettempdir(),
         )
+    return proc, out, log
+
+
+def _run_child(
+    role: str,
+    prefix: str,
+    key_prefix: str,
+    n: int,
+    m: int,
+    timeout: float,
+    redis_url: str | None = None,
+) -> dict[str, Any]:
+    proc, out, log = _spawn_child(role, prefix, key_prefix, n, m, redis_url)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -401,31 +409,7 @@ def _latency(prefix: str, key_prefix: str, bursts: int) -> list[float]:
     settings = _settings(prefix, key_prefix)
     conf = settings.kafka.client_config()
     topic = settings.kafka.topic("fraud", "results")
-    out = Path(tempfile.mkstemp(prefix="dl-bench-latency-", suffix=".json")[1])
-    log = out.with_suffix(".log")
-    _TEMP.extend([out, log, out.with_suffix(".faust")])
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--role",
-                "latency",
-                "--prefix",
-                prefix,
-                "--key-prefix",
-                key_prefix,
-                "--n",
-                str(10**12),
-                "--m",
-                str(10**12),
-                "--out",
-                str(out),
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=tempfile.gettempdir(),
-        )
+    proc, _out, _log = _spawn_child("latency", prefix, key_prefix, 10**12, 10**12)
     stop = threading.Event()
     sent: dict[int, float] = {}  # bucket start (event time) -> produce time of its crossing event
     p = Producer({**conf, "linger.ms": 0})

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftline.detectors import METRICS, SCAN_TESTS, validate_thresholds
+from driftline.detectors import METRICS, validate_scan, validate_thresholds
 from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecError
 from driftline.expressions import (
     AlertCondition,
@@ -671,33 +671,13 @@ class _Compiler:
             return out
         _mapping(value, where)
         _only_keys(value, where, {"test", "alpha", "scales"}, set())
-        test = value.get("test", out["test"])
-        if test not in SCAN_TESTS:
-            raise SpecError(f"{where}.test", f"{test!r} is not one of {list(SCAN_TESTS)}")
-        alpha = value.get("alpha", out["alpha"])
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, int | float)
-            or not (math.isfinite(alpha) and 0 < alpha < 1)
-        ):
-            raise SpecError(f"{where}.alpha", f"{alpha!r}: expected a rate between 0 and 1")
-        scales = value.get("scales", out["scales"])
-
-        def whole(k: Any) -> bool:
-            return isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 64
-
-        if (
-            not isinstance(scales, list)
-            or not scales
-            or not all(whole(k) for k in scales)
-            or any(b <= a for a, b in itertools.pairwise(scales))
-        ):
-            raise SpecError(
-                f"{where}.scales",
-                f"{scales!r}: expected strictly increasing numbers of windows from 1 to 64, "
-                "e.g. [1, 2, 4, 8]",
-            )
-        return {"test": test, "alpha": float(alpha), "scales": [int(k) for k in scales]}
+        params = {**out, **value}
+        try:
+            test, alpha, scales = validate_scan(params["test"], params["alpha"], params["scales"])
+        except ValueError as exc:
+            param, _, why = str(exc).partition(": ")
+            raise SpecError(f"{where}.{param}", why) from None
+        return {"test": test, "alpha": alpha, "scales": list(scales)}
 
     def bins(self, where: str, value: Any) -> dict[str, Any]:
         if value is None:

@@ -30,7 +30,7 @@ from driftline.detectors._histogram import Histogram
 from driftline.detectors._mmd import KernelMMD, mmd
 from driftline.detectors._outliers import HalfSpaceTrees, Mahalanobis, OutlierResult
 from driftline.detectors._result import DriftResult, Status
-from driftline.detectors._scan import SCAN_TESTS, ScanResult, WindowScan
+from driftline.detectors._scan import SCAN_TESTS, ScanResult, WindowScan, validate_scan
 from driftline.detectors._sequential import (
     ADWIN,
     CUSUM,
@@ -79,6 +79,7 @@ __all__ = [
     "psi",
     "psi_critical_value",
     "sumdiff",
+    "validate_scan",
     "validate_thresholds",
     "wasserstein",
 ]

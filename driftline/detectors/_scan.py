@@ -67,7 +67,7 @@ from driftline.detectors._baseline import Baseline
 from driftline.detectors._histogram import Histogram
 from driftline.detectors._result import Status
 
-__all__ = ["SCAN_TESTS", "ScanResult", "WindowScan"]
+__all__ = ["SCAN_TESTS", "ScanResult", "WindowScan", "validate_scan"]
 
 #: Tests a :class:`WindowScan` can run on merged windows (each has a p-value).
 SCAN_TESTS: tuple[str, ...] = ("mean", "chi2", "ks")
@@ -118,6 +118,25 @@ def _check_scales(scales: Sequence[int]) -> tuple[int, ...]:
     if any(b <= a for a, b in itertools.pairwise(out)):
         raise ValueError(f"scales: must be strictly increasing, got {list(out)}")
     return tuple(out)
+
+
+def validate_scan(
+    test: str, alpha: float, scales: Sequence[int]
+) -> tuple[str, float, tuple[int, ...]]:
+    """Check a scan's parameters; ``ValueError`` names the one that is wrong.
+
+    >>> validate_scan("mean", 0.003, [1, 2, 4, 8])
+    ('mean', 0.003, (1, 2, 4, 8))
+    """
+    if test not in SCAN_TESTS:
+        raise ValueError(f"test: {test!r} is not one of {', '.join(SCAN_TESTS)}")
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, int | float)
+        or not (math.isfinite(alpha) and 0.0 < alpha < 1.0)
+    ):
+        raise ValueError(f"alpha: a rate between 0 and 1 (exclusive), got {alpha!r}")
+    return test, float(alpha), _check_scales(scales)
 
 
 class WindowScan:
@@ -171,18 +190,8 @@ class WindowScan:
                 "baseline: expected a driftline.detectors.Baseline (Baseline.from_values), "
                 f"got {type(baseline).__name__}"
             )
-        if test not in SCAN_TESTS:
-            raise ValueError(f"test: {test!r} is not one of {', '.join(SCAN_TESTS)}")
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, int | float)
-            or not (math.isfinite(alpha) and 0.0 < alpha < 1.0)
-        ):
-            raise ValueError(f"alpha: a rate between 0 and 1 (exclusive), got {alpha!r}")
         self.baseline = baseline
-        self.test = test
-        self.alpha = float(alpha)
-        self.scales = _check_scales(scales)
+        self.test, self.alpha, self.scales = validate_scan(test, alpha, scales)
         self._cut = self.alpha / len(self.scales)
         self.reset()
 

@@ -688,7 +688,8 @@ class PipelineEngine:
             return window_sums(starts, mat, ends, width)
 
         sums = sums_over(y.width_ms)
-        merged = {s: sums_over(s * y.width_ms) for s in y.scan.scales} if y.scan else {}
+        scales = y.scan.scales if y.scan else ()
+        merged = {s: sums if s == 1 else sums_over(s * y.width_ms) for s in scales}
         results: list[AssayResult] = []
         notes: list[Notification] = []
         for i, (end, counts) in enumerate(zip(ends.tolist(), sums, strict=True)):
