@@ -253,11 +253,15 @@ def _produce(conf: dict[str, Any], topic: str, n: int, t0: int, seed: int) -> No
     p = Producer({**conf, "linger.ms": 50, "batch.num.messages": 10000})
     for i in range(n):
         t = t0 + i * 1000 // EVENT_RATE
-        p.produce(topic, _event(i, t, float(values[i])), partition=i % PARTITIONS)
-        if i % 50_000 == 0:
-            p.poll(0)
-            while len(p) > 200_000:
+        event = _event(i, t, float(values[i]))
+        while True:
+            try:
+                p.produce(topic, event, partition=i % PARTITIONS)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
                 p.poll(0.05)
+        if i % 10_000 == 0:
+            p.poll(0)
     p.flush(120)
 
 

@@ -8,11 +8,12 @@ replay uses at the end of its range.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
 import numpy as np
@@ -112,7 +113,7 @@ class AlertPlan:
     def width_ms(self) -> int:
         return self.condition.width_ms
 
-    @property
+    @functools.cached_property
     def counter(self) -> str:
         """Counter name in bucket hashes: changes when what is counted changes."""
         c = self.condition
@@ -162,11 +163,18 @@ def _digest(*parts: Any) -> str:
 
 
 def _assay_field(y: AssayPlan) -> str:
-    """Counter prefix of an assay: changes with its expression, interval or fine bin edges."""
+    """Counter prefix of an assay's fine histogram: changes with what is counted.
+
+    It depends on the expression, the interval and the fine bin edges, not on the assay's name
+    or metric, so assays of one feature on one baseline (PSI and KS, say) share their counts:
+    the batch is binned and written to Redis once for all of them.
+    """
     edges = getattr(getattr(y.baseline, "baseline", None), "fine_edges", None)
-    edges_list = None if edges is None else np.asarray(edges, dtype=np.float64).tolist()
+    if edges is None:  # a baseline that bins its own way: its counts are its own
+        return f"h:{y.name}@{_digest(to_json(y.iopath), y.interval_ms, y.baseline.num_fine_bins)}"
+    edges_list = np.asarray(edges, dtype=np.float64).tolist()
     digest = _digest(to_json(y.iopath), y.interval_ms, y.baseline.num_fine_bins, edges_list)
-    return f"{y.name}@{digest}"
+    return f"h:{digest}"
 
 
 @dataclass
@@ -221,75 +229,127 @@ class ClosedWindows:
         return bool(self.marks or self.floor is not None)
 
 
+# Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
+_Time = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+
+
 class _Result(msgspec.Struct):
-    time: int
+    """A result event as the monitor reads it: the input vector is skipped, not built."""
+
+    time: _Time
     outputs: dict[str, Any]
 
 
 class _ResultWithInputs(msgspec.Struct):
-    time: int
+    time: _Time
     outputs: dict[str, Any]
     inputs: Any
 
 
-_DECODE: dict[bool, Callable[[bytes], _Result | _ResultWithInputs]] = {
-    False: msgspec.json.Decoder(_Result).decode,
-    True: msgspec.json.Decoder(_ResultWithInputs).decode,
+Doc = _Result | _ResultWithInputs
+
+_DECODERS: dict[bool, msgspec.json.Decoder[Any]] = {
+    False: msgspec.json.Decoder(_Result),
+    True: msgspec.json.Decoder(_ResultWithInputs),
 }
-_INT64 = 1 << 63
 
 
 def _decode(
     values: list[bytes], with_inputs: bool = True
-) -> tuple[list[dict[str, Any]], np.ndarray, list[str]]:
-    """Decode result events to ``{"time", "outputs"[, "inputs"]}``; bad ones are marked.
+) -> tuple[list[Doc | None], np.ndarray, list[str]]:
+    """Decode result events (``.time``, ``.outputs``[, ``.inputs``]); bad ones are ``None``.
 
     Only the fields the monitor reads are materialized: with ``with_inputs=False`` the input
-    vector (most of an event's bytes) is skipped, not built. ``time`` must be an integer
+    vector (most of an event's bytes) is skipped, not built. ``time`` must be an int64 integer
     (not a bool or float) and ``outputs`` an object, as the events contract says.
     """
-    decode = _DECODE[with_inputs]
-    docs: list[dict[str, Any]] = []
-    ok = np.ones(len(values), dtype=bool)
-    reasons = [""] * len(values)
+    decoder = _DECODERS[with_inputs]
+    n = len(values)
+    # Fast path: the batch as one newline-delimited document, decoded in one call. It applies
+    # only when no value holds a newline (so each line is exactly one value) and every line
+    # is a valid event; otherwise each value is decoded alone to find the bad ones.
+    joined = b"\n".join(values)
+    if n and joined.count(b"\n") == n - 1:
+        try:
+            docs: list[Doc | None] = list(decoder.decode_lines(joined))
+        except msgspec.DecodeError:
+            pass
+        else:
+            if len(docs) == n:
+                return docs, np.ones(n, dtype=bool), [""] * n
+    docs = []
+    ok = np.ones(n, dtype=bool)
+    reasons = [""] * n
     for i, v in enumerate(values):
         try:
-            r = decode(v)
-            if not -_INT64 <= r.time < _INT64:  # event times are int64 milliseconds
-                raise msgspec.ValidationError
+            docs.append(decoder.decode(v))
         except msgspec.DecodeError:  # also a ValidationError: wrong types, missing fields
             ok[i] = False
             reasons[i] = "malformed-result"
-            docs.append({})
-            continue
-        if isinstance(r, _ResultWithInputs):
-            docs.append({"time": r.time, "outputs": r.outputs, "inputs": r.inputs})
-        else:
-            docs.append({"time": r.time, "outputs": r.outputs})
+            docs.append(None)
     return docs, ok, reasons
 
 
 def build_tensors(
-    docs: Sequence[Mapping[str, Any]], needed: Iterable[tuple[str, str]]
+    docs: Sequence[Doc], needed: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], list[np.ndarray]]:
     """Evaluator input for decoded result events: ``{(model, kind): [2-D array per tensor]}``.
 
     Every model sees the row's input vector as its ``inputs[0]``. Raises ``ValueError``,
-    ``KeyError``, ``TypeError`` or ``IndexError`` when rows do not share one shape.
+    ``KeyError``, ``TypeError``, ``IndexError`` or ``AttributeError`` when rows do not share
+    one shape.
     """
     out: dict[tuple[str, str], list[np.ndarray]] = {}
     n = len(docs)
     for model, kind in needed:
         if kind == "inputs":
-            arr = np.array([d["inputs"] for d in docs], dtype=np.float64).reshape(n, -1)
-            out[(model, kind)] = [arr]
+            rows = [d.inputs for d in docs]  # type: ignore[union-attr]
+            out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
         else:
-            k = len(docs[0]["outputs"][model])
+            tensors = [d.outputs[model] for d in docs]
             out[(model, kind)] = [
-                np.array([d["outputs"][model][i] for d in docs], dtype=np.float64).reshape(n, -1)
-                for i in range(k)
+                np.array([t[i] for t in tensors], dtype=np.float64).reshape(n, -1)
+                for i in range(len(tensors[0]))
             ]
     return out
+
+
+class _FinalBuckets:
+    """Counters of buckets that no event can reach any more, read from Redis once.
+
+    A bucket is final once the watermark has passed its end: every event accepted later is at
+    or after the watermark. A sliding window reads all of its buckets at each close (300 for
+    five minutes of one-second buckets), so without this every close re-read them all.
+    """
+
+    def __init__(self, columns: int) -> None:
+        self.lo = self.hi = 0  # buckets with start in [lo, hi) are held (absent ones are empty)
+        self.starts = np.zeros(0, dtype=np.int64)
+        self.rows = np.zeros((0, columns), dtype=np.float64)
+        self.empty = True
+
+    def read(
+        self,
+        fetch: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+        lo: int,
+        hi: int,
+        final: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Buckets with start in ``[lo, hi)``; those starting before ``final`` are final."""
+        if self.empty or not self.lo <= lo <= self.hi:
+            self.lo = self.hi = lo
+            self.starts, self.rows = self.starts[:0], self.rows[:0]
+        keep = self.starts >= lo
+        starts, rows = self.starts[keep], self.rows[keep]
+        if self.hi < hi:
+            new_starts, new_rows = fetch(self.hi, hi)
+            starts = np.concatenate([starts, new_starts])
+            rows = np.concatenate([rows, new_rows])
+            self.hi = max(self.hi, min(hi, final))
+        held = starts < self.hi
+        self.lo, self.starts, self.rows, self.empty = lo, starts[held], rows[held], False
+        inside = starts < hi
+        return starts[inside], rows[inside]
 
 
 class PipelineEngine:
@@ -351,6 +411,14 @@ class PipelineEngine:
             for v in variables(e):
                 self._needed.add((v.model, v.kind))
         self._with_inputs = any(kind == "inputs" for _, kind in self._needed)
+        # Fine-histogram counters per assay, and one assay per distinct histogram to fold.
+        self._hist_prefix = {y.name: _assay_field(y) for y in self.assays}
+        self._hist_fields = {
+            f: [f"{f}:{j}" for j in range(y.baseline.num_fine_bins)]
+            for y in self.assays
+            for f in [self._hist_prefix[y.name]]
+        }
+        self._hist_folds = list({self._hist_prefix[y.name]: y for y in self.assays}.items())
         snap = state.snapshot()
         self.offsets: dict[str, int] = dict(snap.offsets)
         self.max_times: dict[int, int] = dict(snap.max_times)
@@ -358,6 +426,7 @@ class PipelineEngine:
         self.first = snap.first
         self._emitted: dict[str, int] = {}
         self._states: dict[str, dict[str, Any] | None] = {}
+        self._final: dict[tuple[int, str], _FinalBuckets] = {}
 
     # ------------------------------------------------------------------ ingest
 
@@ -376,6 +445,7 @@ class PipelineEngine:
             guards, deltas, min_time, rep = self._fold(work)
             result = self.state.apply(guards, deltas, min_time, self.ttl_s, cutoff=self._cutoff())
             if result.status == LOST:
+                self.forget_buckets()
                 raise StateLost(sorted({g.partition for g in guards}))
             self.offsets.update(result.offsets)
             self.max_times.update(result.max_times)
@@ -400,9 +470,8 @@ class PipelineEngine:
     ) -> tuple[list[Guard], dict[str, BucketDelta], int | None, IngestReport]:
         rep = IngestReport()
         docs, ok, reasons = _decode(batch.values, self._with_inputs)
-        times = np.array(
-            [d.get("time", 0) if good else 0 for d, good in zip(docs, ok, strict=True)],
-            dtype=np.int64,
+        times = np.fromiter(
+            (0 if d is None else d.time for d in docs), dtype=np.int64, count=len(docs)
         )
         late = np.zeros(len(batch), dtype=bool)
         guards: list[Guard] = []
@@ -423,16 +492,20 @@ class PipelineEngine:
         deltas: dict[str, BucketDelta] = {}
         idx = np.flatnonzero(accept)
         if idx.size:
-            acc_docs = [docs[i] for i in idx]
+            acc_docs: list[Doc] = [
+                d
+                for d in (docs if idx.size == len(docs) else [docs[i] for i in idx])
+                if d is not None
+            ]
             try:
                 tensors = self._tensors(acc_docs)
-            except (ValueError, KeyError, TypeError, IndexError):
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
                 bad = self._bad_rows(acc_docs)
                 for j in np.flatnonzero(bad):
                     ok[idx[j]] = False
                     reasons[idx[j]] = "bad-tensor-shape"
                 idx = idx[~bad]
-                acc_docs = [docs[i] for i in idx]
+                acc_docs = [d for d in (docs[i] for i in idx) if d is not None]
                 tensors = self._tensors(acc_docs) if idx.size else {}
             if idx.size:
                 deltas = self._deltas(times[idx], tensors, idx.size)
@@ -448,10 +521,10 @@ class PipelineEngine:
         min_time = int(times[idx].min()) if idx.size else None
         return guards, deltas, min_time, rep
 
-    def _tensors(self, docs: list[dict[str, Any]]) -> dict[tuple[str, str], list[np.ndarray]]:
+    def _tensors(self, docs: list[Doc]) -> dict[tuple[str, str], list[np.ndarray]]:
         return build_tensors(docs, self._needed)
 
-    def _bad_rows(self, docs: list[dict[str, Any]]) -> np.ndarray:
+    def _bad_rows(self, docs: list[Doc]) -> np.ndarray:
         """Rows whose tensor shapes differ from the most common shape (or are missing)."""
         sigs: list[Any] = []
         for d in docs:
@@ -459,13 +532,11 @@ class PipelineEngine:
                 sig = []
                 for model, kind in sorted(self._needed):
                     if kind == "inputs":
-                        row = np.asarray(d["inputs"], dtype=np.float64)
+                        row = np.asarray(getattr(d, "inputs", None), dtype=np.float64)
                         sig.append(row.shape)
                     else:
                         sig.append(
-                            tuple(
-                                np.asarray(t, dtype=np.float64).shape for t in d["outputs"][model]
-                            )
+                            tuple(np.asarray(t, dtype=np.float64).shape for t in d.outputs[model])
                         )
                 sigs.append(tuple(sig))
             except (ValueError, KeyError, TypeError):
@@ -504,8 +575,8 @@ class PipelineEngine:
                 else:
                     d.floats[f"s:{a.counter}"] = t
                     d.ints[f"k:{a.counter}"] = k
-        for y in self.assays:
-            yf = _assay_field(y)
+        for prefix, y in self._hist_folds:
+            names = self._hist_fields[prefix]
             values = np.asarray(evaluate(y.iopath, tensors, self.tensor_names), dtype=np.float64)
             if values.shape != (n,):
                 values = np.broadcast_to(values, (n,))
@@ -513,9 +584,10 @@ class PipelineEngine:
             b = bucket_start(times, y.interval_ms)
             starts, counts = fold_counts(b, fine, y.baseline.num_fine_bins)
             for s, row in zip(starts.tolist(), counts, strict=True):
-                d = bucket(y.interval_ms, s)
-                for j in np.flatnonzero(row).tolist():
-                    d.ints[f"h:{yf}:{j}"] = int(row[j])
+                nz = np.flatnonzero(row)
+                bucket(y.interval_ms, s).ints.update(
+                    zip([names[j] for j in nz.tolist()], row[nz].tolist(), strict=True)
+                )
         return deltas
 
     def _cutoff(self) -> int | None:
@@ -547,12 +619,14 @@ class PipelineEngine:
         )
         wm = self.watermark(floor)
         out.watermark = wm
+        if wm is None:  # a partition has seen nothing yet: no window can close
+            return out
         for a in self.alerts:
             ends = window_ends(emitted.get(a.name), self.first, wm, a.interval_ms)
             if ends.size == 0:
                 continue
             ends = ends[:MAX_WINDOWS_PER_CLOSE]
-            values = self._alert_values(a, ends)
+            values = self._alert_values(a, ends, wm)
             holds = np.array([a.condition.holds(float(v)) for v in values], dtype=bool)
             st = AlertState.from_dict(states.get(a.name))
             st, transitions = run(st, holds, ends, values, a.for_ms, a.repeat_ms)
@@ -565,7 +639,7 @@ class PipelineEngine:
                 continue
             ends = ends[:MAX_WINDOWS_PER_CLOSE]
             st = AlertState.from_dict(states.get(y.name))
-            results, st, notes = self._assay_windows(y, ends, st)
+            results, st, notes = self._assay_windows(y, ends, st, wm)
             out.assays.extend(results)
             out.notifications.extend(notes)
             out.marks.append((y.name, int(ends[-1]), st.to_dict()))
@@ -593,6 +667,7 @@ class PipelineEngine:
         """After a rebuild: re-record what this engine remembers having emitted, and never
         emit windows ending at or before ``at_least`` (they may lack events the rebuild could
         not replay)."""
+        self.forget_buckets()
         marks: list[tuple[str, int, dict[str, Any] | None]] = []
         for name, interval in self.aggregate_names():
             end = self._emitted.get(name)
@@ -606,29 +681,32 @@ class PipelineEngine:
             self.state.mark(marks)
 
     def _bucket_matrix(
-        self, interval: int, lo: int, hi: int, fields: Sequence[str]
+        self, interval: int, lo: int, hi: int, fields: Sequence[str], watermark: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.state.read_buckets(interval, lo, hi)
-        starts = np.array([s for s, _ in rows], dtype=np.int64)
-        mat = np.zeros((len(rows), len(fields)), dtype=np.float64)
-        col = {f: j for j, f in enumerate(fields)}
-        for i, (_, h) in enumerate(rows):
-            for f, v in h.items():
-                j = col.get(f)
-                if j is not None:
-                    mat[i, j] = float(v)
-        return starts, mat
+        cache = self._final.get((interval, fields[0]))
+        if cache is None:
+            cache = self._final[(interval, fields[0])] = _FinalBuckets(len(fields))
+        final = watermark - watermark % interval
+        return cache.read(
+            lambda a, b: self.state.read_matrix(interval, a, b, fields), lo, hi, final
+        )
 
-    def _alert_values(self, a: AlertPlan, ends: np.ndarray) -> np.ndarray:
+    def forget_buckets(self) -> None:
+        """Drop the buckets held in memory (Redis lost or rebuilt them)."""
+        self._final = {}
+
+    def _alert_values(self, a: AlertPlan, ends: np.ndarray, watermark: int) -> np.ndarray:
         cond = a.condition
         lo, hi = int(ends[0]) - cond.width_ms, int(ends[-1])
         if cond.aggregate in ("count", "rate"):
-            starts, mat = self._bucket_matrix(cond.interval_ms, lo, hi, [f"c:{a.counter}"])
+            starts, mat = self._bucket_matrix(
+                cond.interval_ms, lo, hi, [f"c:{a.counter}"], watermark
+            )
             total = window_sums(starts, mat[:, 0], ends, cond.width_ms)
             n = np.zeros_like(total)
         else:
             starts, mat = self._bucket_matrix(
-                cond.interval_ms, lo, hi, [f"s:{a.counter}", f"k:{a.counter}"]
+                cond.interval_ms, lo, hi, [f"s:{a.counter}", f"k:{a.counter}"], watermark
             )
             sums = window_sums(starts, mat, ends, cond.width_ms)
             total, n = sums[:, 0], sums[:, 1]
@@ -673,13 +751,12 @@ class PipelineEngine:
         }
 
     def _assay_windows(
-        self, y: AssayPlan, ends: np.ndarray, st: AlertState
+        self, y: AssayPlan, ends: np.ndarray, st: AlertState, watermark: int
     ) -> tuple[list[AssayResult], AlertState, list[Notification]]:
         nb = y.baseline.num_fine_bins
-        yf = _assay_field(y)
-        fields = [f"h:{yf}:{j}" for j in range(nb)]
+        fields = self._hist_fields[self._hist_prefix[y.name]]
         starts, mat = self._bucket_matrix(
-            y.interval_ms, int(ends[0]) - y.span_ms, int(ends[-1]), fields
+            y.interval_ms, int(ends[0]) - y.span_ms, int(ends[-1]), fields, watermark
         )
 
         def sums_over(width: int) -> np.ndarray:

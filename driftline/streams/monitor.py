@@ -356,9 +356,9 @@ def history_baseline(
 
     def on_batch(batch: Batch) -> None:
         docs, ok, _ = _decode(batch.values, any(kind == "inputs" for _, kind in needed))
-        docs = [d for d, good in zip(docs, ok, strict=True) if good and t1 <= d["time"] < t2]
-        if docs:
-            tensors = build_tensors(docs, needed)
+        rows = [d for d, good in zip(docs, ok, strict=True) if d and good and t1 <= d.time < t2]
+        if rows:
+            tensors = build_tensors(rows, needed)
             chunks.append(np.asarray(evaluate(assay.iopath, tensors), dtype=np.float64))
 
     read_range(settings, topic, start, stop, on_batch)

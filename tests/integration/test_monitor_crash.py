@@ -143,7 +143,7 @@ def _check(world: dict[str, Any], t0: int, base: Baseline, redis_client: redis.R
         fine = np.bincount(base.fine_index(want["values"][inside]), minlength=base.num_fine_bins)
         got = np.zeros(base.num_fine_bins, dtype=int)
         for f, v in fields.items():
-            assert f.startswith("h:drift@"), f
+            assert f.startswith("h:"), f
             got[int(f.split(":")[2])] = int(v)
         assert got.tolist() == fine.tolist(), start
 

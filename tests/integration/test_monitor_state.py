@@ -48,3 +48,20 @@ def test_cleanup_deletes_old_buckets_and_marks_only_move_forward(redis_client, r
     ends, states = st.emitted()
     assert ends == {"a": 3000} and states == {"a": {"state": "firing"}}
     assert st.snapshot().floor == 7
+
+
+def test_read_matrix_returns_chosen_counters_of_one_interval_in_start_order(
+    redis_client, redis_prefix
+):
+    st = RedisState(redis_client, redis_prefix, "p")
+    for i, start in enumerate([3000, 1000, 2000]):
+        st.apply([Guard("t", 0, i, i, start)], _delta(st, start, i + 1), None, 600)
+    other = {st.bucket_key(5000, 0): BucketDelta(0, {"c:a": 9})}  # another interval
+    st.apply([Guard("t", 0, 3, 3, 3000)], other, None, 600)
+    starts, mat = st.read_matrix(1000, 1000, 3000, ["s:a", "c:missing", "c:a"])
+    assert starts.tolist() == [1000, 2000]
+    assert mat.tolist() == [[1.0, 0.0, 2.0], [1.5, 0.0, 3.0]]
+    starts, mat = st.read_matrix(1000, 10_000, 20_000, ["c:a"])
+    assert starts.size == 0 and mat.shape == (0, 1)
+    with pytest.raises(ValueError, match="fields"):
+        st.read_matrix(1000, 0, 1, [])

@@ -80,9 +80,23 @@ def test_decode_rejects_times_that_are_not_int64_milliseconds_and_skips_unused_i
     docs, ok, reasons = _decode([*bad, good], with_inputs=False)
     assert ok.tolist() == [False] * 4 + [True]
     assert set(reasons[:4]) == {"malformed-result"}
-    assert docs[4] == {"time": -5, "outputs": {"m": [[1]]}}  # inputs not built
+    assert docs[4] is not None and (docs[4].time, docs[4].outputs) == (-5, {"m": [[1]]})
+    assert not hasattr(docs[4], "inputs")  # inputs not built
     docs, ok, _ = _decode([good, b'{"time": 5, "outputs": {}}'], with_inputs=True)
-    assert docs[0]["inputs"] == [1, 2] and ok.tolist() == [True, False]
+    assert docs[0].inputs == [1, 2] and ok.tolist() == [True, False]  # type: ignore[union-attr]
+
+
+def test_decode_batch_fast_path_agrees_with_one_by_one_and_newlines_do_not_fool_it():
+    good = [orjson.dumps({"time": t, "outputs": {"m": [[t / 10]]}}) for t in range(5)]
+    docs, ok, _ = _decode(good, with_inputs=False)
+    assert ok.all() and [d.time for d in docs] == list(range(5))  # type: ignore[union-attr]
+    # a value spanning lines, and one line holding two values: decoded one by one, each alone
+    pretty = b'{"time": 7,\n "outputs": {}}'
+    two = good[0] + b"\n" + good[1]
+    docs, ok, reasons = _decode([good[2], pretty, two, b"", good[3]], with_inputs=False)
+    assert ok.tolist() == [True, True, False, False, True]
+    assert docs[1] is not None and docs[1].time == 7
+    assert reasons[2] == reasons[3] == "malformed-result"
 
 
 def test_batch_select_keeps_alignment():
