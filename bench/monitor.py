@@ -376,6 +376,7 @@ def _engine_only(settings: Any, key_prefix: str, k: int) -> float:
     from driftline.streams.monitor import Monitor
 
     monitor = Monitor(settings, MonitorSettings())
+    batch = monitor.msettings.monitor_batch_size
     monitor.watch(_engine(monitor, f"{key_prefix}-eng", "fraud", 5000, ALERT))
     topic = settings.kafka.topic("fraud", "results")
     c = Consumer(
@@ -393,7 +394,7 @@ def _engine_only(settings: Any, key_prefix: str, k: int) -> float:
     gc.freeze()  # as the monitor does once started
     try:
         while done < k:
-            msgs = [m for m in c.consume(5000, 1.0) if not m.error()]
+            msgs = [m for m in c.consume(batch, 1.0) if not m.error()]
             if not msgs:
                 continue
             if start is None:

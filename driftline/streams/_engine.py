@@ -177,6 +177,14 @@ def _assay_field(y: AssayPlan) -> str:
     return f"h:{digest}"
 
 
+def _ascending_per_partition(partitions: np.ndarray, offsets: np.ndarray) -> bool:
+    for p in np.unique(partitions):
+        o = offsets[partitions == p]
+        if not np.all(o[1:] > o[:-1]):
+            return False
+    return True
+
+
 @dataclass
 class Batch:
     """Raw records of one results topic in consumption order (offsets ascending per partition)."""
@@ -188,13 +196,25 @@ class Batch:
 
     @classmethod
     def of(cls, topic: str, records: Iterable[tuple[int, int, bytes]]) -> Batch:
-        rows = list(records)
-        return cls(
-            topic,
-            np.array([r[0] for r in rows], dtype=np.int64),
-            np.array([r[1] for r in rows], dtype=np.int64),
-            [r[2] for r in rows],
-        )
+        """A batch of ``(partition, offset, value)`` records, offsets made ascending per
+        partition (a stable sort, only when they are not already)."""
+        rows = records if isinstance(records, list) else list(records)
+        n = len(rows)
+        partitions = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        offsets = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
+        values = [r[2] for r in rows]
+        if n > 1 and not _ascending_per_partition(partitions, offsets):
+            order = np.lexsort((offsets, partitions))
+            partitions, offsets = partitions[order], offsets[order]
+            values = [values[i] for i in order.tolist()]
+        return cls(topic, partitions, offsets, values)
+
+    def first_offsets(self) -> dict[int, int]:
+        """The smallest offset of each partition in the batch."""
+        out: dict[int, int] = {}
+        for p in np.unique(self.partitions).tolist():
+            out[p] = int(self.offsets[self.partitions == p].min())
+        return out
 
     def __len__(self) -> int:
         return len(self.values)

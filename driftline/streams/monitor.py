@@ -475,9 +475,8 @@ class Monitor:
         if name is None or not records:
             return None
         w = self.pipelines[name]
-        rows = sorted(records, key=lambda r: (r[0], r[1]))
-        batch = Batch.of(topic, rows)
-        firsts = self._first_offsets(rows)
+        batch = Batch.of(topic, records)
+        firsts = batch.first_offsets()
         # No state for a partition we already consumed from: Redis was emptied while we were
         # away (or the pipeline is new and the topic starts later); rebuild its open windows.
         missing = {
@@ -491,7 +490,7 @@ class Monitor:
             self.rebuild(w, firsts, reset=True)
             rep = w.engine.ingest(batch)
         w.last_event_wall = time.monotonic()
-        EVENTS.labels(name).inc(len(rows))
+        EVENTS.labels(name).inc(len(batch))
         BATCHES.labels(name).inc()
         if rep.late:
             LATE.labels(name).inc(len(rep.late))
@@ -512,14 +511,6 @@ class Monitor:
             )
         self.producer.poll(0)
         return self.close(name)
-
-    @staticmethod
-    def _first_offsets(rows: Sequence[tuple[int, int, bytes]]) -> dict[int, int]:
-        first: dict[int, int] = {}
-        for p, off, _ in rows:
-            if p not in first or off < first[p]:
-                first[p] = off
-        return first
 
     def close(self, name: str, floor: int | None = None) -> ClosedWindows:
         w = self.pipelines[name]

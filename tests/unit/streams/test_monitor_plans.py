@@ -104,3 +104,15 @@ def test_batch_select_keeps_alignment():
     s = b.select(np.array([True, False, True]))
     assert s.partitions.tolist() == [0, 0] and s.offsets.tolist() == [5, 6]
     assert s.values == [b"a", b"c"]
+
+
+def test_batch_of_sorts_offsets_per_partition_only_when_needed():
+    interleaved = [(0, 5, b"a"), (1, 7, b"b"), (0, 6, b"c")]
+    b = Batch.of("t", interleaved)  # already ascending per partition: kept as given
+    assert b.values == [b"a", b"b", b"c"] and b.first_offsets() == {0: 5, 1: 7}
+    b = Batch.of("t", [(0, 6, b"c"), (1, 7, b"b"), (0, 5, b"a")])
+    assert list(zip(b.partitions.tolist(), b.offsets.tolist(), b.values, strict=True)) == [
+        (0, 5, b"a"),
+        (0, 6, b"c"),
+        (1, 7, b"b"),
+    ]
