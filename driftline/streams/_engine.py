@@ -4,6 +4,12 @@ This is the code both ``driftline monitor`` (fed by faust) and ``driftline repla
 plain consumer) run. It never reads the wall clock: time only enters through
 :meth:`PipelineEngine.close` (``floor``), which the live monitor uses for idle pipelines and
 replay uses at the end of its range.
+
+Per batch the work is one decode call for all events, vectorized folds, one script call that
+applies the counters, and, when windows close, one script call per counter range read. Buckets
+the watermark has passed cannot change any more, so each is read from Redis once and kept
+while open windows still cover it (a five-minute sliding window of one-second buckets would
+otherwise re-read 300 buckets at every close).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ live in one Redis Cluster slot and one Lua script can update them together:
 * ``meta``  hash ``floor`` (idle watermark floor), ``first`` (oldest accepted event time)
 * ``idx``   sorted set of bucket keys scored by bucket start (for reading and cleanup)
 * ``b:<interval>:<start>`` hash of counters: ``c:<alert>@<digest>``, ``s:...``, ``k:...``,
-  ``h:<assay>@<digest>:<fine bin>`` (the digest changes with what is counted, so a redeployed
-  spec never mixes its counts with the previous version's)
+  ``h:<digest>:<fine bin>`` (the digest changes with what is counted, so a redeployed
+  spec never mixes its counts with the previous version's; an assay's histogram digest covers
+  its expression, interval and fine bin edges, so assays of one feature share their counts)
 * ``emitted`` hash ``<aggregate>`` → last emitted window end, ``s:<alert>`` → alert state
 * ``baseline:<assay>:<spec version>`` cached baseline computed from history
 
