@@ -149,6 +149,52 @@ def test_assay_scores_equal_the_detector_offline(redis_client, redis_prefix):
     assert any(n.kind == "assay" and n.state == "firing" for n in closed.notifications)
 
 
+def test_assays_of_one_feature_share_counts_and_match_the_detector_at_every_close(
+    redis_client, redis_prefix
+):
+    rng = np.random.default_rng(5)
+    base = Baseline.from_values(rng.normal(size=2000))
+    out, inp = parse("m.outputs[0][0]"), parse("m.inputs[0][1]")
+    plans = [
+        AssayPlan("p", out, DetectorBaseline(base, "psi", {"alert": 0.25}), 4000, 1000, "psi"),
+        AssayPlan("k", out, DetectorBaseline(base, "ks", {"alpha": 0.01}), 4000, 1000, "ks"),
+        AssayPlan("other", inp, DetectorBaseline(base, "psi", None), 4000, 1000, "psi"),
+    ]
+    eng = _engine(redis_client, redis_prefix, assays=plans)
+    values = np.concatenate([rng.normal(size=400), rng.normal(1.0, 1, size=400)])
+    times = T0 + np.sort(rng.integers(0, 16_000, size=800))
+    events = [
+        _event(int(t), float(v), i) for i, (t, v) in enumerate(zip(times, values, strict=True))
+    ]
+    results: list[Any] = []
+    for k in range(0, 800, 61):  # windows close after every batch: final buckets are reused
+        eng.ingest(_batch(events[k : k + 61], first_offset=k))
+        closed = eng.close()
+        eng.commit(closed)
+        results += closed.assays
+    closed = eng.close(floor=T0 + 16_000)
+    eng.commit(closed)
+    results += closed.assays
+    by = {name: [r for r in results if r.assay == name] for name in ("p", "k", "other")}
+    assert [r.window_end - T0 for r in by["p"]] == list(range(1000, 16_001, 1000))
+    for name, metric, thresholds in (("p", "psi", {"alert": 0.25}), ("k", "ks", {"alpha": 0.01})):
+        for r in by[name]:
+            inside = (times >= r.window_start) & (times < r.window_end)
+            # the monitor holds fine histograms, so KS is the binned one
+            offline = base.compare(
+                base.histogram(values[inside]), metric=metric, thresholds=thresholds
+            )
+            assert r.count == int(inside.sum())
+            assert r.score == pytest.approx(offline.score, rel=1e-12), (name, r.window_end)
+            assert r.status == offline.status
+    # "other" bins the input column (all 1.0), not the output: its own counts
+    assert all(r.window_densities != by["p"][i].window_densities for i, r in enumerate(by["other"]))
+    fields = set()
+    for _, h in eng.state.read_buckets(1000, 0, 2**62):
+        fields |= {f.rsplit(":", 1)[0] for f in h if f.startswith("h:")}
+    assert len(fields) == 2  # one histogram for "p" and "k", one for "other"
+
+
 def test_assay_scan_tests_the_merged_last_windows_like_the_detector_offline(
     redis_client, redis_prefix
 ):  # type: ignore[no-untyped-def]
