@@ -320,6 +320,23 @@ def _run_child(
     return dict(json.loads(text))
 
 
+def _reader(settings: Any, group: str) -> Consumer:
+    """A read_committed consumer assigned to the whole results topic from its start."""
+    c = Consumer(
+        settings.kafka.client_config(
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
+    topic = settings.kafka.topic("fraud", "results")
+    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    return c
+
+
 def _per_event(settings: Any, key_prefix: str, k: int) -> float:
     import redis
 
@@ -328,18 +345,7 @@ def _per_event(settings: Any, key_prefix: str, k: int) -> float:
     base = Baseline.from_values(_baseline())
     edges = base.fine_edges
     client = redis.Redis.from_url(settings.redis.redis_url.get_secret_value())
-    topic = settings.kafka.topic("fraud", "results")
-    c = Consumer(
-        settings.kafka.client_config(
-            **{
-                "group.id": f"{key_prefix}-perevent",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-            }
-        )
-    )
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    c = _reader(settings, f"{key_prefix}-perevent")
     done = 0
     start = None
     gc.freeze()  # as the monitor does once started: full collections skip the setup's objects
@@ -379,17 +385,7 @@ def _engine_only(settings: Any, key_prefix: str, k: int) -> float:
     batch = monitor.msettings.monitor_batch_size
     monitor.watch(_engine(monitor, f"{key_prefix}-eng", "fraud", 5000, ALERT))
     topic = settings.kafka.topic("fraud", "results")
-    c = Consumer(
-        settings.kafka.client_config(
-            **{
-                "group.id": f"{key_prefix}-engine",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-            }
-        )
-    )
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    c = _reader(settings, f"{key_prefix}-engine")
     done, start = 0, None
     gc.freeze()  # as the monitor does once started
     try:

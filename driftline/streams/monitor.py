@@ -249,21 +249,10 @@ def offsets_for_time(
         consumer.close()
 
 
-def start_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-    """Log start offset per partition."""
-    conf = settings.kafka.client_config(
-        **{"group.id": "driftline-offsets", "enable.auto.commit": False}
-    )
-    consumer = Consumer(conf)
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[0] for p in partitions
-        }
-    finally:
-        consumer.close()
-
-
-def end_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+def _watermark_offsets(
+    settings: Settings, topic: str, partitions: Iterable[int], *, low: bool
+) -> dict[int, int]:
+    # The high watermark a read_committed client sees is the last stable offset.
     conf = settings.kafka.client_config(
         **{
             "group.id": "driftline-offsets",
@@ -273,11 +262,23 @@ def end_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> di
     )
     consumer = Consumer(conf)
     try:
+        side = 0 if low else 1
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[side]
+            for p in partitions
         }
     finally:
         consumer.close()
+
+
+def start_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """Log start offset per partition."""
+    return _watermark_offsets(settings, topic, partitions, low=True)
+
+
+def end_offsets(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """Last stable offset per partition (the end a ``read_committed`` reader reaches)."""
+    return _watermark_offsets(settings, topic, partitions, low=False)
 
 
 def topic_partitions(settings: Settings, topic: str) -> int:
