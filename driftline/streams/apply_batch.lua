@@ -11,9 +11,10 @@
 -- Numbers that may exceed a double's exact range travel as strings.
 --
 -- Returns {status, offsets (flat), maxtimes (flat), floor|false, first|false}
--- status 1 applied; 0 refused because an offset in the batch was already applied (the
--- caller drops those events and retries); -1 state lost (the caller had applied offsets
--- that Redis no longer holds: rebuild).
+-- status 1 applied; 0 refused because an offset in the batch was already applied or the
+-- caller's last applied offset (expected_prev, -1 for none) is behind Redis's (the caller
+-- drops applied events, refreshes its view and retries); -1 state lost (the caller had
+-- applied offsets that Redis no longer holds: rebuild).
 local doc = cjson.decode(ARGV[1])
 
 local function result(status)
@@ -23,11 +24,19 @@ end
 
 for _, g in ipairs(doc.g) do
   local cur = redis.call('HGET', KEYS[1], g[1])
+  local prev = tonumber(g[6])
   if cur then
-    if tonumber(cur) >= tonumber(g[2]) then
+    cur = tonumber(cur)
+    if cur < prev then
+      -- Redis holds less than the caller applied: it restarted from an older snapshot
+      return result(-1)
+    elseif cur >= tonumber(g[2]) or cur > prev then
+      -- Already applied, or applied further than the caller knows (another monitor had
+      -- the partition): the caller takes the offsets, max times and floor returned here,
+      -- judges lateness again with them and retries.
       return result(0)
     end
-  elseif tonumber(g[6]) >= 0 then
+  elseif prev >= 0 then
     return result(-1)
   end
 end

@@ -488,7 +488,17 @@ class Monitor:
         try:
             rep = w.engine.ingest(batch)
         except StateLost:
-            self.rebuild(w, firsts, reset=True)
+            # Redis lost what this engine applied: emptied, or restarted from an older
+            # snapshot. Replay this batch's partitions up to the batch, and every other
+            # partition up to the last offset the engine knew applied, so that none keeps a
+            # hole (the offset guard skips what Redis still holds).
+            stop = {
+                int(f.rsplit(":", 1)[1]): off + 1
+                for f, off in w.engine.offsets.items()
+                if f.rsplit(":", 1)[0] == topic
+            }
+            stop.update(firsts)
+            self.rebuild(w, stop, reset=True)
             rep = w.engine.ingest(batch)
         w.last_event_wall = time.monotonic()
         EVENTS.labels(name).inc(len(batch))

@@ -44,7 +44,13 @@ def _script(name: str) -> str:
 
 @dataclass(frozen=True)
 class Guard:
-    """Offsets of one (topic, partition) in a batch, with its largest event time."""
+    """Offsets of one (topic, partition) in a batch, with its largest event time.
+
+    ``expected_prev`` is the last offset the caller knows to be applied (-1: none). The script
+    refuses the batch when Redis has applied further (the caller's view of offsets, max times
+    and floor is stale: it retries with the ones returned) and reports the state lost when
+    Redis holds less.
+    """
 
     topic: str
     partition: int

@@ -90,6 +90,25 @@ def test_late_events_are_separated_and_dead_letters_kept(redis_client, redis_pre
     assert sorted(off for _, off, _, _ in rep.dead) == [3, 4]
 
 
+def test_a_monitor_taking_over_a_partition_judges_lateness_by_what_the_other_applied(
+    redis_client, redis_prefix
+):
+    before = _engine(redis_client, redis_prefix, lateness=1000)  # its view: nothing applied
+    other = _engine(redis_client, redis_prefix, lateness=1000)
+    other.ingest(_batch([_event(T0 + 9_000, 0.95), _event(T0 + 20_000, 0.1)]))
+    # the partition moves to the first engine; its next events continue the offsets
+    rep = before.ingest(
+        _batch([_event(T0 + 10_000, 0.95), _event(T0 + 20_500, 0.95)], first_offset=2)
+    )
+    assert [off for _, off, _ in rep.late] == [2]  # 10,000 is before 20,000 - 1,000
+    held = {
+        s - T0: int(f.get(f"c:{before.alerts[0].counter}", 0))
+        for s, f in before.state.read_buckets(1000, 0, 2**62)
+    }
+    assert held == {9_000: 1, 20_000: 1}
+    assert before.offsets == {"res:0": 3} and before.max_times == {0: T0 + 20_500}
+
+
 def test_watermark_waits_for_every_partition(redis_client, redis_prefix):
     eng = _engine(redis_client, redis_prefix, partitions=2)
     eng.ingest(_batch([_event(T0 + 5000, 0.95), _event(T0 + 5100, 0.95)], partition=0))

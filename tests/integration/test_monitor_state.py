@@ -27,6 +27,23 @@ def test_batch_applies_once_and_redelivery_changes_nothing(redis_client, redis_p
     assert start == 5000 and fields["c:a"] == "4" and float(fields["s:a"]) == 2.0
 
 
+def test_a_stale_view_is_refused_and_a_rolled_back_redis_is_lost(redis_client, redis_prefix):
+    st = RedisState(redis_client, redis_prefix, "p")
+    assert st.apply([Guard("t", 0, 0, 9, 9_000)], _delta(st, 0, 1), 0, 600).status == APPLIED
+    # another monitor applied offsets 10..19; this caller still believes 9 was the last
+    assert st.apply([Guard("t", 0, 10, 19, 19_000, 9)], _delta(st, 0, 1), 0, 600).status == (
+        APPLIED
+    )
+    stale = st.apply([Guard("t", 0, 20, 29, 20_000, 9)], _delta(st, 0, 1), 0, 600)
+    assert stale.status == REFUSED and stale.offsets == {"t:0": 19}
+    assert stale.max_times == {0: 19_000}  # what the caller judges lateness with on retry
+    ok = st.apply([Guard("t", 0, 20, 29, 20_000, 19)], _delta(st, 0, 1), 0, 600)
+    assert ok.status == APPLIED
+    # Redis restarted from a snapshot older than what the caller applied
+    redis_client.hset(st.key("off"), "t:0", 24)
+    assert st.apply([Guard("t", 0, 30, 39, 30_000, 29)], _delta(st, 0, 1), 0, 600).status == LOST
+
+
 def test_lost_state_is_detected(redis_client, redis_prefix):
     st = RedisState(redis_client, redis_prefix, "p")
     st.apply([Guard("t", 1, 0, 4, 100)], _delta(st, 0, 1), 100, 600)
@@ -39,8 +56,8 @@ def test_lost_state_is_detected(redis_client, redis_prefix):
 def test_cleanup_deletes_old_buckets_and_marks_only_move_forward(redis_client, redis_prefix):
     st = RedisState(redis_client, redis_prefix, "p")
     for i in range(5):
-        st.apply([Guard("t", 0, i, i, i * 1000)], _delta(st, i * 1000, 1), None, 600)
-    st.apply([Guard("t", 0, 5, 5, 5000)], _delta(st, 5000, 1), None, 600, cutoff=3000)
+        st.apply([Guard("t", 0, i, i, i * 1000, i - 1)], _delta(st, i * 1000, 1), None, 600)
+    st.apply([Guard("t", 0, 5, 5, 5000, 4)], _delta(st, 5000, 1), None, 600, cutoff=3000)
     assert [s for s, _ in st.read_buckets(1000, 0, 10_000)] == [3000, 4000, 5000]
     assert redis_client.exists(st.bucket_key(1000, 1000)) == 0
     assert st.mark([("a", 3000, {"state": "firing"})]) == ["a"]
@@ -55,9 +72,9 @@ def test_read_matrix_returns_chosen_counters_of_one_interval_in_start_order(
 ):
     st = RedisState(redis_client, redis_prefix, "p")
     for i, start in enumerate([3000, 1000, 2000]):
-        st.apply([Guard("t", 0, i, i, start)], _delta(st, start, i + 1), None, 600)
+        st.apply([Guard("t", 0, i, i, start, i - 1)], _delta(st, start, i + 1), None, 600)
     other = {st.bucket_key(5000, 0): BucketDelta(0, {"c:a": 9})}  # another interval
-    st.apply([Guard("t", 0, 3, 3, 3000)], other, None, 600)
+    st.apply([Guard("t", 0, 3, 3, 3000, 2)], other, None, 600)
     starts, mat = st.read_matrix(1000, 1000, 3000, ["s:a", "c:missing", "c:a"])
     assert starts.tolist() == [1000, 2000]
     assert mat.tolist() == [[1.0, 0.0, 2.0], [1.5, 0.0, 3.0]]
