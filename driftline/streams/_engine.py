@@ -632,9 +632,14 @@ class PipelineEngine:
     def close(self, floor: int | None = None) -> ClosedWindows:
         """Evaluate every window whose end the watermark has reached and that is not emitted.
 
-        ``floor`` raises the watermark (idle pipelines, end of a replay range).
+        ``floor`` raises the watermark (idle pipelines, end of a replay range). Raises
+        :class:`StateLost` when Redis holds less than this engine applied.
         """
         snap = self.state.snapshot()
+        behind = [f for f, off in self.offsets.items() if snap.offsets.get(f, -1) < off]
+        if behind:  # Redis lost what this engine applied: closing on it would emit wrong windows
+            self.forget_buckets()
+            raise StateLost(sorted({int(f.rsplit(":", 1)[1]) for f in behind}))
         self.max_times.update(snap.max_times)
         self.floor = snap.floor
         self.first = snap.first if snap.first is not None else self.first

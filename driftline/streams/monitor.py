@@ -488,17 +488,7 @@ class Monitor:
         try:
             rep = w.engine.ingest(batch)
         except StateLost:
-            # Redis lost what this engine applied: emptied, or restarted from an older
-            # snapshot. Replay this batch's partitions up to the batch, and every other
-            # partition up to the last offset the engine knew applied, so that none keeps a
-            # hole (the offset guard skips what Redis still holds).
-            stop = {
-                int(f.rsplit(":", 1)[1]): off + 1
-                for f, off in w.engine.offsets.items()
-                if f.rsplit(":", 1)[0] == topic
-            }
-            stop.update(firsts)
-            self.rebuild(w, stop, reset=True)
+            self.rebuild_lost(w, firsts)
             rep = w.engine.ingest(batch)
         w.last_event_wall = time.monotonic()
         EVENTS.labels(name).inc(len(batch))
@@ -523,9 +513,28 @@ class Monitor:
         self.producer.poll(0)
         return self.close(name)
 
+    def rebuild_lost(self, w: _Watched, firsts: Mapping[int, int] | None = None) -> int:
+        """Redis lost what the engine applied: emptied, or restarted from an older snapshot.
+
+        Replays the partitions of a batch in hand (``firsts``: its first offset per partition)
+        up to that batch, and every other partition up to the last offset the engine knew
+        applied, so that none keeps a hole (the offset guard skips what Redis still holds).
+        """
+        stop = {
+            int(f.rsplit(":", 1)[1]): off + 1
+            for f, off in w.engine.offsets.items()
+            if f.rsplit(":", 1)[0] == w.results
+        }
+        stop.update(firsts or {})
+        return self.rebuild(w, stop, reset=True)
+
     def close(self, name: str, floor: int | None = None) -> ClosedWindows:
         w = self.pipelines[name]
-        closed = w.engine.close(floor)
+        try:
+            closed = w.engine.close(floor)
+        except StateLost:
+            self.rebuild_lost(w)
+            closed = w.engine.close(floor)
         if closed.assays or closed.notifications:
             self.emit(closed.assays, closed.notifications)
         w.engine.commit(closed)

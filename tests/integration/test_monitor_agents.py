@@ -249,3 +249,60 @@ def test_idle_pipeline_closes_windows_on_the_wall_clock(world, redis_client):  #
         assert len(rep_late.late) == 1
     finally:
         monitor.close_all()
+
+
+def test_an_idle_close_on_a_rolled_back_redis_rebuilds_first(world, redis_client):  # type: ignore[no-untyped-def]
+    from driftline.config import MonitorSettings, RedisSettings, Settings
+    from driftline.expressions import alert_condition, parse
+    from driftline.streams._engine import AlertPlan, PipelineEngine
+    from driftline.streams.monitor import Monitor, end_offsets, read_range
+    from driftline.streams.state import RedisState
+
+    settings = Settings(kafka=world["k"], redis=RedisSettings(key_prefix=world["redis_prefix"]))
+    monitor = Monitor(settings, MonitorSettings(monitor_idle_close_ms=500))
+    topic = world["results"]
+    try:
+        cond = alert_condition(parse("count(m.outputs[0][0] > 0.9, '2s', '1s') >= 1"))
+        state = RedisState(monitor.client, world["redis_prefix"], "fraud")
+        engine = PipelineEngine("fraud", "v", ["m"], [AlertPlan("hi", cond)], [], state, 3, 1000)
+        monitor.watch(engine)
+        t0 = int(time.time() * 1000) - 30_000
+        rows = [(i % 3, result(t0 + i * 100, 0.95 if i % 9 == 0 else 0.1, i)) for i in range(240)]
+        start = {p: 0 for p in range(3)}
+
+        def feed(stop: dict[int, int]) -> None:
+            read_range(
+                settings,
+                topic,
+                start,
+                stop,
+                lambda b: monitor.handle(
+                    topic,
+                    [
+                        (int(p), int(o), v)
+                        for p, o, v in zip(b.partitions, b.offsets, b.values, strict=True)
+                    ],
+                ),
+            )
+            start.update(stop)
+
+        produce(world["conf"], topic, rows[:120], txid=f"{world['prefix']}-a")
+        feed(end_offsets(settings, topic, range(3)))
+        snapshot = {k: redis_client.dump(k) for k in redis_client.scan_iter(f"{state.key()}*")}
+        produce(world["conf"], topic, rows[120:], txid=f"{world['prefix']}-b")
+        feed(end_offsets(settings, topic, range(3)))
+        applied = state.snapshot().offsets
+        held = state.read_buckets(1000, 0, 2**62)
+        for k in redis_client.scan_iter(f"{state.key()}*"):  # Redis back from the snapshot
+            redis_client.delete(k)
+        for k, v in snapshot.items():
+            redis_client.restore(k, 0, v)
+        assert state.snapshot().offsets != applied
+        monitor.close("fraud", floor=t0 + 24_000)  # what an idle tick does
+        assert state.snapshot().offsets == applied  # replayed from Kafka before closing
+        # every bucket the windows still need is as it was (older ones were cleaned up)
+        now, before = dict(state.read_buckets(1000, 0, 2**62)), dict(held)
+        assert now and {s for s in before if s >= min(now)} == set(now)
+        assert all(before[s] == fields for s, fields in now.items())
+    finally:
+        monitor.close_all()

@@ -135,6 +135,18 @@ def test_lost_state_raises(redis_client, redis_prefix):
         eng.ingest(_batch([_event(T0 + 1, 0.1)], first_offset=1))
 
 
+def test_closing_on_a_redis_behind_the_engine_raises_instead_of_emitting(
+    redis_client, redis_prefix
+):
+    eng = _engine(redis_client, redis_prefix)
+    eng.ingest(_batch([_event(T0 + i * 100, 0.1, i) for i in range(30)]))
+    eng.commit(eng.close())
+    redis_client.hset(eng.state.key("off"), "res:0", 12)  # back from an older snapshot
+    with pytest.raises(StateLost) as lost:
+        eng.close(floor=T0 + 10_000)
+    assert lost.value.partitions == [0]
+
+
 def test_assay_scores_equal_the_detector_offline(redis_client, redis_prefix):
     rng = np.random.default_rng(3)
     base = Baseline.from_values(rng.normal(size=2000))
