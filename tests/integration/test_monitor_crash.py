@@ -217,42 +217,6 @@ def test_sigkilled_monitors_leave_exact_windows_and_every_transition(world, redi
     _check(world, t0, base, redis_client)
 
 
-def test_emptied_redis_is_rebuilt_from_kafka(world, redis_client):  # type: ignore[no-untyped-def]
-    """The shared test Redis cannot be FLUSHALLed; deleting every key of our prefix is the same
-    event for the monitor (all offsets, buckets and marks gone)."""
-    t0 = (int(time.time()) // 10 - 100) * 10_000
-    rows, baseline = _data(t0, 2)
-    base = Baseline.from_values(baseline)
-    config = _config(world, baseline)
-    k = world["k"]
-    topic = k.topic("fraud", "results")
-    log = world["tmp"] / "monitor.log"
-    proc = start_monitor(config, world["tmp"], log)
-    try:
-        produce(k.client_config(), topic, rows[: N // 2], txid=f"{world['prefix']}-p")
-        # wait until the first half is applied, then lose everything
-        state = RedisState(redis_client, world["redis_prefix"], "fraud")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            offs = state.snapshot().offsets
-            if sum(offs.values()) + len(offs) >= N // 2:
-                break
-            time.sleep(0.5)
-        # atomically, like FLUSHALL: no batch can land between the deletions
-        deleted = redis_client.eval(_FLUSH, 0, f"{world['redis_prefix']}:*")
-        assert deleted > 0
-        produce(k.client_config(), topic, rows[N // 2 :], txid=f"{world['prefix']}-p")
-        flush = [(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)]
-        produce(k.client_config(), topic, flush, txid=f"{world['prefix']}-p")
-        wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
-        time.sleep(3)
-    finally:
-        stop(proc)
-    text = log.read_text(errors="replace")
-    assert "rebuilding" in text, text
-    _check(world, t0, base, redis_client)
-
-
 _SNAPSHOT = """
 local keys = redis.call('KEYS', ARGV[1])
 local out = {}
@@ -280,12 +244,14 @@ def _applied(state: RedisState) -> int:
     return sum(offs.values()) + len(offs)
 
 
-def test_redis_back_from_an_older_snapshot_is_repaired_from_kafka(world, redis_client):  # type: ignore[no-untyped-def]
-    """Redis restarted from a snapshot (or an AOF fsynced once a second) comes back behind the
-    monitor: offsets, buckets and marks all older than what was applied. Taken and restored
-    atomically, like the real thing."""
+@pytest.mark.parametrize("how", ["emptied", "back from an older snapshot"])
+def test_lost_redis_state_is_rebuilt_from_kafka(world, redis_client, how):  # type: ignore[no-untyped-def]
+    """Redis loses what the monitor applied, mid-stream: emptied (the shared test Redis cannot
+    be FLUSHALLed; deleting every key of our prefix is the same event for the monitor), or
+    restarted from a snapshot (or an AOF fsynced once a second) with offsets, buckets and
+    marks older than what was applied. Both are done atomically, like the real thing."""
     t0 = (int(time.time()) // 10 - 100) * 10_000
-    rows, baseline = _data(t0, 4)
+    rows, baseline = _data(t0, 2 if how == "emptied" else 4)
     base = Baseline.from_values(baseline)
     config = _config(world, baseline)
     k = world["k"]
@@ -294,24 +260,30 @@ def test_redis_back_from_an_older_snapshot_is_repaired_from_kafka(world, redis_c
     state = RedisState(redis_client, world["redis_prefix"], "fraud")
     pattern = f"{world['redis_prefix']}:*"
 
+    def send(part: list[tuple[int, bytes]]) -> None:
+        produce(k.client_config(), topic, part, txid=f"{world['prefix']}-p")
+
     def until_applied(n: int) -> None:
         deadline = time.monotonic() + 90
         while _applied(state) < n and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _applied(state) >= n
 
+    third = N // 3
     proc = start_monitor(config, world["tmp"], log)
     try:
-        produce(k.client_config(), topic, rows[: N // 3], txid=f"{world['prefix']}-p")
-        until_applied(N // 3)
+        send(rows[:third])
+        until_applied(third)
         snapshot = redis_client.eval(_SNAPSHOT, 0, pattern)
-        produce(k.client_config(), topic, rows[N // 3 : 2 * N // 3], txid=f"{world['prefix']}-p")
-        until_applied(2 * N // 3)
-        assert redis_client.eval(_RESTORE, 0, pattern, *snapshot) > 0
-        assert _applied(state) < 2 * N // 3
-        produce(k.client_config(), topic, rows[2 * N // 3 :], txid=f"{world['prefix']}-p")
-        flush = [(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)]
-        produce(k.client_config(), topic, flush, txid=f"{world['prefix']}-p")
+        send(rows[third : 2 * third])
+        until_applied(2 * third)
+        if how == "emptied":
+            assert redis_client.eval(_FLUSH, 0, pattern) > 0
+        else:
+            assert redis_client.eval(_RESTORE, 0, pattern, *snapshot) > 0
+        assert _applied(state) < 2 * third
+        send(rows[2 * third :])
+        send([(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)])
         wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
         time.sleep(3)
     finally:
