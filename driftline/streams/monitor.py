@@ -625,7 +625,8 @@ class Monitor:
         low = start_offsets(self.settings, w.results, stop.keys())
         complete = all(start[p] <= low[p] for p in stop)
         log.warning(
-            "pipeline %s: no Redis state before offsets %s; rebuilding from offsets %s",
+            "pipeline %s: Redis lacks state this monitor needs before offsets %s (emptied, "
+            "restarted from an older snapshot, or never written); rebuilding from offsets %s",
             engine.name,
             dict(stop),
             start,
