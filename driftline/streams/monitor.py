@@ -32,6 +32,12 @@ Idle pipelines
     wall-clock time, its watermark is raised to ``now - lateness`` so windows close and alerts
     resolve. This is the one wall-clock rule; replay closes every window ending at or before
     the end of its range instead.
+
+Losing Redis
+    Redis holds nothing the results topics cannot give back. When it comes back empty or from
+    an older snapshot, the offset guard finds it behind what the engine applied (on the next
+    batch, or before the next close), and :meth:`Monitor.rebuild_lost` replays every partition
+    from ``now - lookback`` up to what the engine had applied before going on.
 """
 
 from __future__ import annotations
