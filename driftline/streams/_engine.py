@@ -28,7 +28,7 @@ import orjson
 from driftline.alerts.lifecycle import AlertState, Transition, run
 from driftline.events import AssayResult, Notification
 from driftline.expressions import AlertCondition, evaluate, to_json, to_text, variables
-from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState
+from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState, split_field
 from driftline.streams.windows import (
     bucket_start,
     classify_late,
@@ -439,12 +439,10 @@ class PipelineEngine:
         self._with_inputs = any(kind == "inputs" for _, kind in self._needed)
         # Fine-histogram counters per assay, and one assay per distinct histogram to fold.
         self._hist_prefix = {y.name: _assay_field(y) for y in self.assays}
-        self._hist_fields = {
-            f: [f"{f}:{j}" for j in range(y.baseline.num_fine_bins)]
-            for y in self.assays
-            for f in [self._hist_prefix[y.name]]
-        }
         self._hist_folds = list({self._hist_prefix[y.name]: y for y in self.assays}.items())
+        self._hist_fields = {
+            f: [f"{f}:{j}" for j in range(y.baseline.num_fine_bins)] for f, y in self._hist_folds
+        }
         snap = state.snapshot()
         self.offsets: dict[str, int] = dict(snap.offsets)
         self.max_times: dict[int, int] = dict(snap.max_times)
@@ -639,7 +637,7 @@ class PipelineEngine:
         behind = [f for f, off in self.offsets.items() if snap.offsets.get(f, -1) < off]
         if behind:  # Redis lost what this engine applied: closing on it would emit wrong windows
             self.forget_buckets()
-            raise StateLost(sorted({int(f.rsplit(":", 1)[1]) for f in behind}))
+            raise StateLost(sorted({split_field(f)[1] for f in behind}))
         self.max_times.update(snap.max_times)
         self.floor = snap.floor
         self.first = snap.first if snap.first is not None else self.first

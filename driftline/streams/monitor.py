@@ -68,7 +68,7 @@ from driftline.streams._engine import (
     ScanPlan,
     StateLost,
 )
-from driftline.streams.state import RedisState
+from driftline.streams.state import RedisState, split_field
 
 __all__ = [
     "Monitor",
@@ -223,8 +223,7 @@ def read_range(
                 rows.append((p, off, m.value() or b""))
                 if off + 1 >= todo[p][1]:
                     remaining.discard(p)
-            if rows:
-                rows.sort(key=lambda r: (r[0], r[1]))
+            if rows:  # Batch.of puts each partition's offsets in order
                 on_batch(Batch.of(topic, rows))
                 total += len(rows)
     finally:
@@ -526,11 +525,11 @@ class Monitor:
         up to that batch, and every other partition up to the last offset the engine knew
         applied, so that none keeps a hole (the offset guard skips what Redis still holds).
         """
-        stop = {
-            int(f.rsplit(":", 1)[1]): off + 1
-            for f, off in w.engine.offsets.items()
-            if f.rsplit(":", 1)[0] == w.results
-        }
+        stop: dict[int, int] = {}
+        for f, off in w.engine.offsets.items():
+            topic, partition = split_field(f)
+            if topic == w.results:
+                stop[partition] = off + 1
         stop.update(firsts or {})
         return self.rebuild(w, stop, reset=True)
 

@@ -31,7 +31,16 @@ import orjson
 import redis
 from numpy.typing import NDArray
 
-__all__ = ["APPLIED", "LOST", "REFUSED", "ApplyResult", "BucketDelta", "Guard", "RedisState"]
+__all__ = [
+    "APPLIED",
+    "LOST",
+    "REFUSED",
+    "ApplyResult",
+    "BucketDelta",
+    "Guard",
+    "RedisState",
+    "split_field",
+]
 
 APPLIED = 1
 REFUSED = 0
@@ -62,6 +71,16 @@ class Guard:
     @property
     def field(self) -> str:
         return f"{self.topic}:{self.partition}"
+
+
+def split_field(field: str) -> tuple[str, int]:
+    """``(topic, partition)`` of an offset-guard field (topic names hold no colon).
+
+    >>> split_field("dl.fraud.results:2")
+    ('dl.fraud.results', 2)
+    """
+    topic, _, partition = field.rpartition(":")
+    return topic, int(partition)
 
 
 @dataclass
