@@ -266,48 +266,94 @@ class Baseline:
 
     @property
     def bins(self) -> str:
+        """Binning mode of the coarse grid (``quantile``, ``equal``, ``provided``, ...).
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0], bins="equal").bins
+        'equal'
+        """
         return self._bins
 
     @property
     def outliers(self) -> str:
+        """Outlier mode of both grids: ``explicit`` or ``open``.
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0], outliers="open").outliers
+        'open'
+        """
         return self._outliers
 
     @property
     def edges(self) -> NDArray[np.float64]:
-        """Boundaries ``e_0..e_k`` of the coarse interior bins."""
+        """Boundaries ``e_0..e_k`` of the coarse interior bins.
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2).edges.tolist()
+        [1.0, 2.5, 4.0]
+        """
         return self._edges
 
     @property
     def num_bins(self) -> int:
-        """Coarse bins, outlier bins included."""
+        """Coarse bins, outlier bins included.
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2).num_bins
+        4
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2, outliers="open").num_bins
+        2
+        """
         return int(self._coarse_counts.size)
 
     @property
     def fine_edges(self) -> NDArray[np.float64]:
+        """Boundaries of the fine interior bins (every coarse edge among them).
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2, fine_bins=4).fine_edges.tolist()
+        [1.0, 1.75, 2.5, 3.25, 4.0]
+        """
         return self._fine.edges
 
     @property
     def num_fine_bins(self) -> int:
-        """Fine bins, outlier bins included (the length of a fine count vector)."""
+        """Fine bins, outlier bins included (the length of a fine count vector).
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2, fine_bins=4).num_fine_bins
+        6
+        """
         return int(self._fine.counts.size)
 
     @property
     def count(self) -> int:
-        """Number of baseline values."""
+        """Number of baseline values.
+
+        >>> Baseline.from_values([1.0, 2.0, np.nan]).count
+        3
+        """
         return self._fine.total
 
     @property
     def counts(self) -> NDArray[np.int64]:
-        """Baseline counts on the coarse bins."""
+        """Baseline counts on the coarse bins.
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2).counts.tolist()
+        [0, 2, 2, 0]
+        """
         return self._coarse_counts
 
     @property
     def densities(self) -> NDArray[np.float64]:
-        """Baseline proportions on the coarse bins."""
+        """Baseline proportions on the coarse bins.
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2).densities.tolist()
+        [0.0, 0.5, 0.5, 0.0]
+        """
         return self._densities
 
     @property
     def fine_histogram(self) -> Histogram:
+        """The baseline's own counts on the fine grid.
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0, 4.0], num_bins=2, fine_bins=4).fine_histogram
+        Histogram(total=4, bins=6, outliers='explicit')
+        """
         return self._fine
 
     @property
@@ -322,11 +368,22 @@ class Baseline:
 
     @property
     def sample(self) -> NDArray[np.float64]:
-        """Sorted kept baseline values (NaN excluded)."""
+        """Sorted kept baseline values (NaN excluded).
+
+        >>> Baseline.from_values([3.0, np.nan, 1.0, 2.0]).sample.tolist()
+        [1.0, 2.0, 3.0]
+        >>> Baseline.from_values(np.arange(100.0), sample_size=5, seed=1).sample.size
+        5
+        """
         return self._sample
 
     @property
     def seed(self) -> int:
+        """Seed for subsampling, MMD permutations and threshold calibration.
+
+        >>> Baseline.from_values([1.0, 2.0, 3.0], seed=5).seed
+        5
+        """
         return self._seed
 
     # -- binning -------------------------------------------------------------------------------

@@ -70,36 +70,71 @@ class Histogram:
     def from_values(
         cls, values: ArrayLike, edges: ArrayLike, outliers: str = "explicit"
     ) -> Histogram:
-        """Histogram of ``values`` on ``edges`` (vectorized)."""
+        """Histogram of ``values`` on ``edges`` (vectorized).
+
+        >>> Histogram.from_values([0.5, 1.5, 1.7, -3.0, np.nan], [0.0, 1.0, 2.0]).counts.tolist()
+        [2, 1, 2, 0]
+        >>> Histogram.from_values([0.5, 1.5, 1.7], [0.0, 1.0, 2.0], "open").counts.tolist()
+        [1, 2]
+        """
         e = np.asarray(edges, dtype=np.float64)
         idx = bin_index(values, e, outliers)
         return cls(e, np.bincount(idx, minlength=num_bins_for(e, outliers)), outliers)
 
     @classmethod
     def empty(cls, edges: ArrayLike, outliers: str = "explicit") -> Histogram:
-        """A histogram with all counts zero."""
+        """A histogram with all counts zero.
+
+        >>> Histogram.empty([0.0, 1.0, 2.0])
+        Histogram(total=0, bins=4, outliers='explicit')
+        """
         e = np.asarray(edges, dtype=np.float64)
         return cls(e, np.zeros(num_bins_for(e, outliers), dtype=np.int64), outliers)
 
     @property
     def edges(self) -> NDArray[np.float64]:
+        """Bin boundaries (read-only).
+
+        >>> Histogram.empty([0, 1, 2]).edges.tolist()
+        [0.0, 1.0, 2.0]
+        """
         return self._edges
 
     @property
     def counts(self) -> NDArray[np.int64]:
+        """Count per bin, outlier bins included (read-only int64).
+
+        >>> Histogram.from_values([0.5, 0.7, 9.0], [0.0, 1.0]).counts.tolist()
+        [0, 2, 1]
+        """
         return self._counts
 
     @property
     def outliers(self) -> str:
+        """Outlier mode: ``explicit`` or ``open``.
+
+        >>> Histogram.empty([0.0, 1.0], outliers="open").outliers
+        'open'
+        """
         return self._outliers
 
     @property
     def total(self) -> int:
-        """Number of values counted."""
+        """Number of values counted.
+
+        >>> Histogram.from_values([0.5, 0.7, 9.0], [0.0, 1.0]).total
+        3
+        """
         return int(self._counts.sum())
 
     def densities(self) -> NDArray[np.float64]:
-        """Proportion of the values in each bin (all zeros for an empty histogram)."""
+        """Proportion of the values in each bin (all zeros for an empty histogram).
+
+        >>> Histogram.from_values([0.5, 0.7, 1.5, 9.0], [0.0, 1.0, 2.0]).densities().tolist()
+        [0.0, 0.5, 0.25, 0.25]
+        >>> Histogram.empty([0.0, 1.0]).densities().tolist()
+        [0.0, 0.0, 0.0]
+        """
         total = self.total
         if total == 0:
             return np.zeros(self._counts.size)
@@ -117,12 +152,28 @@ class Histogram:
             )
 
     def add(self, other: Histogram) -> Histogram:
-        """Bin-wise sum of two histograms on the same edges."""
+        """Bin-wise sum of two histograms on the same edges.
+
+        >>> e = [0.0, 1.0, 2.0]
+        >>> a, b = Histogram.from_values([0.5, 1.5], e), Histogram.from_values([1.2], e)
+        >>> a.add(b).counts.tolist()
+        [0, 1, 2, 0]
+        """
         self._check_compatible(other)
         return Histogram._trusted(self._edges, self._counts + other._counts, self._outliers)
 
     def subtract(self, other: Histogram) -> Histogram:
-        """Bin-wise difference; raises ``ValueError`` if a count would become negative."""
+        """Bin-wise difference; raises ``ValueError`` if a count would become negative.
+
+        >>> e = [0.0, 1.0, 2.0]
+        >>> a, b = Histogram.from_values([0.5, 1.5, 1.2], e), Histogram.from_values([1.2], e)
+        >>> a.subtract(b).counts.tolist()
+        [0, 1, 1, 0]
+        >>> b.subtract(a)
+        Traceback (most recent call last):
+        ...
+        ValueError: other: subtracting would make bin 1 negative (0 - 1); ...
+        """
         self._check_compatible(other)
         diff = self._counts - other._counts
         if np.any(diff < 0):
@@ -179,7 +230,11 @@ class Histogram:
         self.__init__(state["edges"], state["counts"], state["outliers"])  # type: ignore[misc]
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-friendly dict; ``Histogram.from_json`` inverts it."""
+        """JSON-friendly dict; ``Histogram.from_json`` inverts it.
+
+        >>> Histogram.from_values([0.5], [0.0, 1.0]).to_json()
+        {'edges': [0.0, 1.0], 'counts': [0, 1, 0], 'outliers': 'explicit'}
+        """
         return {
             "edges": self._edges.tolist(),
             "counts": self._counts.tolist(),
@@ -188,5 +243,10 @@ class Histogram:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Histogram:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`.
+
+        >>> h = Histogram.from_values([0.5, 1.5, 7.0], [0.0, 1.0, 2.0])
+        >>> Histogram.from_json(h.to_json()) == h
+        True
+        """
         return cls(data["edges"], data["counts"], data.get("outliers", "explicit"))

@@ -207,6 +207,13 @@ class KernelMMD:
         self.thresholds = thr
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (``reference`` as a 2-D array, ``thresholds`` a copy).
+
+        >>> det = KernelMMD([0.0, 1.0, 2.0], thresholds={"alpha": 0.05})
+        >>> p = det.get_params()
+        >>> p["reference"].shape, p["thresholds"], p["n_permutations"], p["seed"]
+        ((3, 1), {'alpha': 0.05}, None, 0)
+        """
         return {
             "reference": self.reference,
             "bandwidth": self.bandwidth,
@@ -217,11 +224,25 @@ class KernelMMD:
         }
 
     def clone(self) -> KernelMMD:
-        """A new detector with the same parameters."""
+        """A new detector with the same parameters.
+
+        >>> det = KernelMMD([0.0, 1.0, 2.0], seed=7, thresholds={"alpha": 0.05})
+        >>> det.clone().get_params()["seed"], det.clone().thresholds
+        (7, {'alpha': 0.05})
+        """
         return KernelMMD(**self.get_params())
 
     def score(self, window: ArrayLike) -> DriftResult:
-        """Test ``window`` against the reference; the same window always gives the same result."""
+        """Test ``window`` against the reference; the same window always gives the same result.
+
+        >>> rng = np.random.default_rng(3)
+        >>> det = KernelMMD(rng.normal(size=(50, 2)), seed=7, thresholds={"alpha": 0.05})
+        >>> det.score(rng.normal(size=(40, 2))).p_value
+        0.53
+        >>> r = det.score(rng.normal(2.0, 1.0, size=(40, 2)))
+        >>> r.status, r.p_value
+        ('alert', 0.005)
+        """
         return mmd(
             self.reference,
             window,

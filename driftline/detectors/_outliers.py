@@ -19,7 +19,11 @@ __all__ = ["HalfSpaceTrees", "Mahalanobis", "OutlierResult"]
 
 @dataclass(frozen=True)
 class OutlierResult:
-    """Scores (higher = more unusual), the threshold applied and which rows exceed it."""
+    """Scores (higher = more unusual), the threshold applied and which rows exceed it.
+
+    >>> OutlierResult((0.2, 3.5), 1.0, (False, True)).flags
+    (False, True)
+    """
 
     scores: tuple[float, ...]
     threshold: float
@@ -27,7 +31,11 @@ class OutlierResult:
 
     @property
     def count(self) -> int:
-        """Rows flagged."""
+        """Rows flagged.
+
+        >>> OutlierResult((0.2, 3.5, 4.0), 1.0, (False, True, True)).count
+        2
+        """
         return sum(self.flags)
 
 
@@ -76,13 +84,32 @@ class Mahalanobis:
         self.threshold = float(stats.chi2.isf(alpha, base.shape[1]))
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (``baseline`` is the NaN-free baseline actually used).
+
+        >>> det = Mahalanobis([[0.0, 1.0], [1.0, 0.0], [np.nan, 2.0], [2.0, 2.0]], alpha=0.01)
+        >>> p = det.get_params()
+        >>> p["baseline"].shape, p["alpha"], p["ridge"]
+        ((3, 2), 0.01, 1e-09)
+        """
         return {"baseline": self.baseline, "alpha": self.alpha, "ridge": self.ridge}
 
     def clone(self) -> Mahalanobis:
+        """A new detector with the same parameters (refitted from the same baseline).
+
+        >>> det = Mahalanobis(np.random.default_rng(0).normal(size=(200, 2)))
+        >>> det.clone().score([[5.0, 5.0]]).scores == det.score([[5.0, 5.0]]).scores
+        True
+        """
         return Mahalanobis(**self.get_params())
 
     def score(self, rows: ArrayLike) -> OutlierResult:
-        """Score rows (vectorized)."""
+        """Score rows (vectorized).
+
+        >>> det = Mahalanobis(np.random.default_rng(0).normal(size=(200, 2)))
+        >>> r = det.score([[0.0, 0.0], [5.0, 5.0], [np.nan, 0.0]])
+        >>> [round(s, 2) for s in r.scores], round(r.threshold, 2), r.flags
+        ([0.01, 48.65, nan], 13.82, (False, True, False))
+        """
         x = _rows(rows, "rows")
         if x.shape[1] != self.mean.size:
             raise ValueError(f"rows: {x.shape[1]} features, the baseline has {self.mean.size}")
@@ -147,6 +174,13 @@ class HalfSpaceTrees:
         self.threshold = float(np.quantile(own, 1.0 - alpha, method="higher"))
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (``baseline`` is the NaN-free baseline actually used).
+
+        >>> rng = np.random.default_rng(0)
+        >>> det = HalfSpaceTrees(rng.uniform(size=(50, 2)), n_trees=3, height=4, window_size=50)
+        >>> {k: v for k, v in det.get_params().items() if k != "baseline"}
+        {'n_trees': 3, 'height': 4, 'window_size': 50, 'alpha': 0.01, 'seed': 0}
+        """
         return {
             "baseline": self.baseline,
             "n_trees": self.n_trees,
@@ -157,6 +191,13 @@ class HalfSpaceTrees:
         }
 
     def clone(self) -> HalfSpaceTrees:
+        """A new detector with the same parameters, refitted (seeded) on the same baseline.
+
+        >>> rng = np.random.default_rng(0)
+        >>> det = HalfSpaceTrees(rng.uniform(size=(50, 2)), n_trees=3, height=4, window_size=50)
+        >>> det.clone().threshold == det.threshold
+        True
+        """
         return HalfSpaceTrees(**self.get_params())
 
     def _raw_scores(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -164,7 +205,15 @@ class HalfSpaceTrees:
         return np.array([model.score_one(dict(enumerate(r))) for r in x.tolist()])
 
     def score(self, rows: ArrayLike) -> OutlierResult:
-        """Score rows (one river call per row); a row outside the feature limits scores high."""
+        """Score rows (one river call per row); a row outside the feature limits scores high.
+
+        >>> rng = np.random.default_rng(0)
+        >>> det = HalfSpaceTrees(rng.uniform(size=(50, 2)), n_trees=3, height=4, window_size=50,
+        ...                      seed=1)
+        >>> r = det.score([[0.5, 0.5], [3.0, 0.5]])
+        >>> [round(s, 3) for s in r.scores], round(r.threshold, 3), r.flags
+        ([0.751, 1.0], 0.896, (False, True))
+        """
         x = _rows(rows, "rows")
         if x.shape[1] != self.baseline.shape[1]:
             raise ValueError(

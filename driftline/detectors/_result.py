@@ -40,7 +40,12 @@ class DriftResult:
     details: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (NaN and infinities become ``None``)."""
+        """JSON-friendly dict (NaN and infinities become ``None``).
+
+        >>> r = DriftResult("ks", float("nan"), None, "ok", {}, [], [], [], 0, 10)
+        >>> r.to_dict()["score"] is None, r.to_dict()["baseline_count"]
+        (True, 10)
+        """
         d = asdict(self)
         for key in ("score", "p_value"):
             value = d[key]

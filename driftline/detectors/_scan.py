@@ -103,7 +103,11 @@ class ScanResult:
 
     @property
     def drift(self) -> bool:
-        """Whether this window raised an alarm."""
+        """Whether this window raised an alarm.
+
+        >>> ScanResult("alert", 0.0004, 0.3, 2, {1: 0.01, 2: 0.0001}, 1000, 2, 0.003).drift
+        True
+        """
         return self.status == "alert"
 
 
@@ -196,6 +200,12 @@ class WindowScan:
         self.reset()
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (``scales`` as validated, a tuple).
+
+        >>> scan = WindowScan(Baseline.from_values(np.arange(100.0)), "chi2", scales=[1, 3])
+        >>> {k: v for k, v in scan.get_params().items() if k != "baseline"}
+        {'test': 'chi2', 'alpha': 0.003, 'scales': (1, 3)}
+        """
         return {
             "baseline": self.baseline,
             "test": self.test,
@@ -204,24 +214,56 @@ class WindowScan:
         }
 
     def clone(self) -> WindowScan:
-        """A new scan with the same parameters and no windows held."""
+        """A new scan with the same parameters and no windows held.
+
+        >>> scan = WindowScan(Baseline.from_values(np.arange(100.0)), scales=(1, 2))
+        >>> _ = scan.update(np.arange(0.0, 100.0, 5))
+        >>> scan.held, scan.clone().held, scan.clone().scales
+        (1, 0, (1, 2))
+        """
         return WindowScan(**self.get_params())
 
     def reset(self) -> None:
-        """Forget the stream: no windows held, none seen."""
+        """Forget the stream: no windows held, none seen.
+
+        >>> scan = WindowScan(Baseline.from_values(np.arange(100.0)))
+        >>> _ = scan.update(np.arange(0.0, 100.0, 5))
+        >>> scan.reset()
+        >>> scan.held, scan.n_windows
+        (0, 0)
+        """
         self._counts: list[NDArray[np.int64]] = []
         self._sums: list[float] = []
         self.n_windows = 0
 
     @property
     def held(self) -> int:
-        """Windows held for merging (since the start, the last alarm or :meth:`reset`)."""
+        """Windows held for merging (since the start, the last alarm or :meth:`reset`).
+
+        >>> scan = WindowScan(Baseline.from_values(np.arange(100.0)), scales=(1, 2))
+        >>> for _ in range(3):
+        ...     _ = scan.update(np.arange(0.0, 100.0, 5))
+        >>> scan.held
+        2
+        >>> scan.update(np.arange(50.0)).status, scan.held
+        ('alert', 0)
+        """
         return len(self._counts)
 
     def update(self, window: ArrayLike | Histogram) -> ScanResult:
         """Add one closed window and test the merged recent windows (see the class docstring).
 
         An empty window raises ``ValueError`` (nothing to test; skip it).
+
+        >>> rng = np.random.default_rng(0)
+        >>> scan = WindowScan(Baseline.from_values(rng.normal(size=2000)), scales=(1, 2))
+        >>> r = scan.update(rng.normal(size=200))
+        >>> r.status, r.p_values
+        ('ok', {1: 0.889...})
+        >>> _ = scan.update(rng.normal(size=200))
+        >>> r = scan.update(rng.normal(1.0, 1.0, size=200))
+        >>> r.status, r.scale, r.windows, scan.held
+        ('alert', 1, 2, 0)
         """
         _, counts = self.baseline._window_counts(window)
         counts = np.asarray(counts, dtype=np.int64)

@@ -26,7 +26,11 @@ __all__ = ["ADWIN", "CUSUM", "KSWIN", "PageHinkley", "SequentialDetector", "Sequ
 
 @dataclass(frozen=True)
 class SequentialResult:
-    """What one ``update`` saw: change positions (0-based, within the batch) and counters."""
+    """What one ``update`` saw: change positions (0-based, within the batch) and counters.
+
+    >>> CUSUM(h=4.0).update([0.0, 3.0, 3.0])
+    SequentialResult(drift_indices=(2,), n_seen=3, statistic=0.0)
+    """
 
     drift_indices: tuple[int, ...]
     n_seen: int
@@ -34,7 +38,11 @@ class SequentialResult:
 
     @property
     def drift(self) -> bool:
-        """Whether a change was signalled in this batch."""
+        """Whether a change was signalled in this batch.
+
+        >>> SequentialResult((), 10, 1.5).drift, SequentialResult((4,), 10, 0.0).drift
+        (False, True)
+        """
         return bool(self.drift_indices)
 
 
@@ -54,19 +62,49 @@ def _rate(name: str, value: float) -> None:
 
 
 class SequentialDetector:
-    """Base of the sequential detectors (see the module docstring for the contract)."""
+    """Base of the sequential detectors (see the module docstring for the contract).
+
+    >>> det: SequentialDetector = CUSUM(h=4.0)
+    >>> det.update([0.0, 3.0, 3.0, 3.0, 3.0, 3.0]).drift_indices
+    (2, 4)
+    """
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments of this detector, as a dict.
+
+        >>> CUSUM(h=4.0).get_params()
+        {'mean': 0.0, 'std': 1.0, 'k': 0.5, 'h': 4.0}
+        """
         raise NotImplementedError
 
     def clone(self) -> SequentialDetector:
-        """A new detector with the same parameters and no state."""
+        """A new detector with the same parameters and no state.
+
+        >>> det = CUSUM(h=4.0)
+        >>> _ = det.update([3.0, 3.0])
+        >>> det.clone(), det.clone().n_seen
+        (CUSUM(mean=0.0, std=1.0, k=0.5, h=4.0), 0)
+        """
         return type(self)(**self.get_params())
 
     def reset(self) -> None:
+        """Forget the stream (keep the parameters).
+
+        >>> det = CUSUM()
+        >>> det.update([1.0, 2.0]).n_seen
+        2
+        >>> det.reset()
+        >>> det.n_seen
+        0
+        """
         raise NotImplementedError
 
     def update(self, values: ArrayLike) -> SequentialResult:
+        """Consume a batch of values; return where (within the batch) changes were signalled.
+
+        >>> PageHinkley(threshold=5.0).update(np.r_[np.zeros(40), np.full(10, 3.0)]).drift_indices
+        (41,)
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -118,7 +156,11 @@ class CUSUM(SequentialDetector):
 
     @classmethod
     def from_baseline(cls, values: ArrayLike, k: float = 0.5, h: float = 8.0) -> CUSUM:
-        """CUSUM centred on a baseline's mean and scaled by its standard deviation."""
+        """CUSUM centred on a baseline's mean and scaled by its standard deviation.
+
+        >>> CUSUM.from_baseline([1.0, 2.0, 3.0, 4.0, 5.0])
+        CUSUM(mean=3.0, std=1.5811388300841898, k=0.5, h=8.0)
+        """
         v, _ = _finite(values)
         if v.size < 2:
             raise ValueError("values: need at least two baseline values")
@@ -126,21 +168,46 @@ class CUSUM(SequentialDetector):
         return cls(mean=float(v.mean()), std=std if std > 0 else 1.0, k=k, h=h)
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments: ``mean``, ``std``, ``k`` and ``h``.
+
+        >>> CUSUM(mean=2.0, std=0.5).get_params()
+        {'mean': 2.0, 'std': 0.5, 'k': 0.5, 'h': 8.0}
+        """
         return {"mean": self.mean, "std": self.std, "k": self.k, "h": self.h}
 
     def reset(self) -> None:
+        """Set both sums and the count of values seen back to zero.
+
+        >>> det = CUSUM()
+        >>> _ = det.update([3.0, 3.0])
+        >>> det.upper, det.n_seen
+        (5.0, 2)
+        >>> det.reset()
+        >>> det.upper, det.n_seen
+        (0.0, 0)
+        """
         self.upper = 0.0
         self.lower = 0.0
         self.n_seen = 0
 
     def expected_run_length(self) -> float:
-        """In-control average run length of the two-sided scheme (Siegmund's approximation)."""
+        """In-control average run length of the two-sided scheme (Siegmund's approximation).
+
+        >>> round(CUSUM().expected_run_length()), round(CUSUM(h=4.0).expected_run_length())
+        (9556, 169)
+        """
         k = self.k
         b = self.h + 1.166
         one_sided = b * b if k == 0 else (math.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k)
         return one_sided / 2
 
     def update(self, values: ArrayLike) -> SequentialResult:
+        """Run the batch through both sums (vectorized); ``statistic`` is the larger sum after it.
+
+        >>> det = CUSUM(h=4.0)
+        >>> det.update([0.0, 3.0, 3.0, np.nan, 3.0])
+        SequentialResult(drift_indices=(2,), n_seen=4, statistic=2.5)
+        """
         v, positions = _finite(values)
         z = (v - self.mean) / self.std
         alarms: list[int] = []
@@ -214,6 +281,11 @@ class ADWIN(_RiverAdapter):
         self.reset()
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, passed on to river's ``ADWIN``.
+
+        >>> ADWIN(delta=0.01).get_params()
+        {'delta': 0.01, 'clock': 32, 'max_buckets': 5, 'min_window_length': 5, 'grace_period': 10}
+        """
         return {
             "delta": self.delta,
             "clock": self.clock,
@@ -259,6 +331,11 @@ class PageHinkley(_RiverAdapter):
         self.reset()
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, passed on to river's ``PageHinkley``.
+
+        >>> PageHinkley(threshold=20.0, mode="up").get_params()
+        {'min_instances': 30, 'delta': 0.005, 'threshold': 20.0, 'alpha': 0.9999, 'mode': 'up'}
+        """
         return {
             "min_instances": self.min_instances,
             "delta": self.delta,
@@ -305,6 +382,11 @@ class KSWIN(_RiverAdapter):
         self.reset()
 
     def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, passed on to river's ``KSWIN``.
+
+        >>> KSWIN(alpha=1e-5, seed=1).get_params()
+        {'alpha': 1e-05, 'window_size': 100, 'stat_size': 30, 'seed': 1}
+        """
         return {
             "alpha": self.alpha,
             "window_size": self.window_size,
