@@ -118,6 +118,25 @@ class RedisSettings(_Base):
 
     redis_url: SecretStr = Field(default=SecretStr("redis://127.0.0.1:6379/0"))
     key_prefix: str = Field(default="dl")
+    redis_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a Redis call may wait for its reply before it is tried again.",
+    )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis.from_url`` (options in the URL win).
+
+        A reply that never comes (a partition, a paused server) must end in an error the
+        caller retries, not in a call that waits forever.
+
+        >>> RedisSettings(redis_timeout_s=10).client_kwargs()
+        {'socket_timeout': 10.0, 'socket_connect_timeout': 5.0}
+        """
+        return {
+            "socket_timeout": self.redis_timeout_s,
+            "socket_connect_timeout": min(5.0, self.redis_timeout_s),
+        }
 
 
 class Settings(_Base):

@@ -194,7 +194,9 @@ class Bridge:
 
         s = self.settings
         ensure_topics(self.kafka, [self.topic, self.deadletter_topic])
-        self._redis = aioredis.Redis.from_url(self.redis_settings.redis_url.get_secret_value())
+        self._redis = aioredis.Redis.from_url(
+            self.redis_settings.redis_url.get_secret_value(), **self.redis_settings.client_kwargs()
+        )
         try:
             await self._redis.ping()
         except Exception as exc:

@@ -454,8 +454,14 @@ class PipelineEngine:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest(self, batch: Batch) -> IngestReport:
+    def ingest(
+        self, batch: Batch, before_apply: Callable[[IngestReport], None] | None = None
+    ) -> IngestReport:
         """Fold one batch into Redis (one script call; retried once if offsets moved).
+
+        ``before_apply`` gets the report (late and malformed events) before the script runs:
+        once Redis holds the batch's offsets a redelivery skips it, so anything published
+        about those events must be out before then (at least once).
 
         Raises :class:`StateLost` when Redis lost offsets this engine had applied.
         """
@@ -467,6 +473,8 @@ class PipelineEngine:
             if len(work) == 0:
                 return report
             guards, deltas, min_time, rep = self._fold(work)
+            if before_apply is not None and (rep.late or rep.dead):
+                before_apply(rep)
             result = self.state.apply(guards, deltas, min_time, self.ttl_s, cutoff=self._cutoff())
             if result.status == LOST:
                 self.forget_buckets()

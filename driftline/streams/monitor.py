@@ -38,12 +38,24 @@ Losing Redis
     an older snapshot, the offset guard finds it behind what the engine applied (on the next
     batch, or before the next close), and :meth:`Monitor.rebuild_lost` replays every partition
     from ``now - lookback`` up to what the engine had applied before going on.
+
+Redis or Kafka out of reach
+    A batch that finds Redis or Kafka unreachable is tried again (backoff up to 5 s) until it
+    goes through; nothing after it is applied or committed meanwhile, and the gauge
+    ``driftline_monitor_stalled`` is 1. Late and malformed events are published, and their
+    delivery awaited, before the batch is applied to Redis: a crash in between publishes
+    them again rather than never. Any other error on a batch ends the process with status
+    70 (faust would restart the agent with the next batch and lose this one); a restarted
+    monitor reads the batch again from the last committed offsets.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -53,7 +65,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from driftline.config import MonitorSettings, Settings
@@ -64,6 +76,7 @@ from driftline.streams._engine import (
     Batch,
     ClosedWindows,
     DetectorBaseline,
+    IngestReport,
     PipelineEngine,
     ScanPlan,
     StateLost,
@@ -98,6 +111,31 @@ WATERMARK_LAG = Gauge(
     ["pipeline"],
 )
 REBUILDS = Counter("driftline_monitor_rebuilds", "Open windows rebuilt from Kafka", ["pipeline"])
+RETRIES = Counter(
+    "driftline_monitor_retries",
+    "Batches tried again because Redis or Kafka was unreachable",
+    ["cause"],
+)
+STALLED = Gauge("driftline_monitor_stalled", "1 while a batch waits for Redis or Kafka")
+
+#: Exit status of a monitor that met an unexpected error on a batch (EX_SOFTWARE).
+EXIT_BATCH_FAILED = 70
+
+
+def transient(exc: BaseException) -> str | None:
+    """``"redis"`` or ``"kafka"`` when trying again later can help, else ``None``.
+
+    >>> transient(redis.ConnectionError("refused")), transient(ValueError("bug"))
+    ('redis', None)
+    """
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return "redis"
+    if isinstance(exc, KafkaException):
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.fatal():
+            return None
+        return "kafka"
+    return None
 
 
 def _metric(name: str, value: float, labels: dict[str, str]) -> None:
@@ -420,7 +458,9 @@ class Monitor:
     ):
         self.settings = settings
         self.msettings = msettings or MonitorSettings()
-        self.client = client or redis.Redis.from_url(settings.redis.redis_url.get_secret_value())
+        self.client = client or redis.Redis.from_url(
+            settings.redis.redis_url.get_secret_value(), **settings.redis.client_kwargs()
+        )
         self.producer = producer or Producer(
             settings.kafka.client_config(**{"enable.idempotence": True, "linger.ms": 5})
         )
@@ -429,6 +469,9 @@ class Monitor:
         self.by_topic: dict[str, str] = {}
         self.assays_topic = settings.kafka.topic("assays")
         self.notifications_topic = settings.kafka.topic("notifications")
+        # Specs that could not be started because Redis or Kafka was unreachable:
+        # name -> (spec, failed attempts, monotonic time of the next attempt)
+        self.waiting: dict[str, tuple[Mapping[str, Any], int, float]] = {}
 
     # -- pipelines
 
@@ -437,6 +480,7 @@ class Monitor:
         old = self.pipelines.pop(name, None)
         if old is not None:
             self.by_topic.pop(old.results, None)
+        attempts = self.waiting.pop(name, (None, 0, 0.0))[1]
         if canonical is None:
             log.info("pipeline %s undeployed", name)
             return
@@ -444,10 +488,30 @@ class Monitor:
             engine, _spec = build_engine(
                 self.settings, canonical, self.client, base_dir=self.base_dir
             )
-        except Exception:
-            log.exception("pipeline %s: cannot monitor this spec", name)
+        except Exception as exc:
+            cause = transient(exc)
+            if cause is None:
+                log.exception("pipeline %s: cannot monitor this spec", name)
+                return
+            # Redis starting after the monitor (compose, a failover) must not drop the spec.
+            self.waiting[name] = (
+                canonical,
+                attempts + 1,
+                time.monotonic() + min(5.0, 0.25 * 2**attempts),
+            )
+            if attempts % 20 == 0:
+                log.warning("pipeline %s: %s unreachable (%s); trying again", name, cause, exc)
             return
+        if attempts:
+            log.warning("pipeline %s: started after %d failed attempts", name, attempts)
         self.watch(engine)
+
+    def retry_waiting(self) -> None:
+        """Try again to start the pipelines that met Redis or Kafka unreachable."""
+        now = time.monotonic()
+        for name, (canonical, _attempts, due) in list(self.waiting.items()):
+            if due <= now:
+                self.apply_spec(name, canonical)
 
     def watch(self, engine: PipelineEngine) -> None:
         """Monitor the results topic of ``engine``'s pipeline with that engine."""
@@ -490,22 +554,43 @@ class Monitor:
         }
         if missing:
             self.rebuild(w, missing, reset=False)
+
+        def set_aside(rep: IngestReport) -> None:
+            self._set_aside(w, topic, rep)
+
         try:
-            rep = w.engine.ingest(batch)
+            rep = w.engine.ingest(batch, set_aside)
         except StateLost:
             self.rebuild_lost(w, firsts)
-            rep = w.engine.ingest(batch)
+            rep = w.engine.ingest(batch, set_aside)
         w.last_event_wall = time.monotonic()
         EVENTS.labels(name).inc(len(batch))
         BATCHES.labels(name).inc()
         if rep.late:
             LATE.labels(name).inc(len(rep.late))
-            for p, off, value in rep.late:
-                self.producer.produce(
-                    w.late, value, headers={"driftline-source": f"{topic}/{p}/{off}"}
-                )
-        for p, off, value, reason in rep.dead:
+        for _p, _off, _value, reason in rep.dead:
             DEAD.labels(name, reason).inc()
+        return self.close(name)
+
+    def _set_aside(self, w: _Watched, topic: str, rep: IngestReport) -> None:
+        """Publish late events to ``<p>.late`` and malformed ones to ``<p>.deadletter``.
+
+        Waits for delivery: the engine applies the batch to Redis only afterwards.
+        """
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for p, off, value in rep.late:
+            self.producer.produce(
+                w.late,
+                value,
+                headers={"driftline-source": f"{topic}/{p}/{off}"},
+                on_delivery=on_delivery,
+            )
+        for p, off, value, reason in rep.dead:
             self.producer.produce(
                 w.deadletter,
                 value,
@@ -514,9 +599,11 @@ class Monitor:
                     "driftline-detail": "result event could not be read by the monitor",
                     "driftline-source": f"{topic}/{p}/{off}",
                 },
+                on_delivery=on_delivery,
             )
-        self.producer.poll(0)
-        return self.close(name)
+        left = self.producer.flush(30)
+        if left or errors:
+            raise KafkaException(f"could not set events aside: {errors or left}")
 
     def rebuild_lost(self, w: _Watched, firsts: Mapping[int, int] | None = None) -> int:
         """Redis lost what the engine applied: emptied, or restarted from an older snapshot.
@@ -656,8 +743,6 @@ class Monitor:
 
 
 def _faust_classes(fetch_wait_ms: int) -> Any:
-    import asyncio
-
     import faust
     from faust.transport.drivers import aiokafka as fa
 
@@ -788,6 +873,39 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
 
     # The results topics are read by the consumer's batch drain (see ``_faust_classes``): the
     # agent receives one event per fetch, never one per record.
+    async def until_done(work: Callable[[], object]) -> None:
+        """Run ``work`` until it succeeds, waiting out Redis or Kafka being unreachable.
+
+        The batch in hand is neither skipped nor committed meanwhile; the consumer keeps its
+        group membership (this awaits), and the offset guard makes a half-done attempt safe
+        to repeat.
+        """
+        delay, failures = 0.1, 0
+        while True:
+            try:
+                work()
+            except Exception as exc:
+                cause = transient(exc)
+                if cause is None:
+                    raise
+                failures += 1
+                RETRIES.labels(cause).inc()
+                STALLED.set(1)
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "%s unreachable (%s); retrying the batch (attempt %d)",
+                        cause,
+                        exc,
+                        failures + 1,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                continue
+            if failures:
+                log.warning("going on after %d failed attempts", failures)
+                STALLED.set(0)
+            return
+
     fetches = app.channel(maxsize=4)
     pending: dict[Any, int] = {}
     committed_at = [time.monotonic()]
@@ -805,8 +923,26 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
                 if topic == control_topic:
                     continue
                 for i in range(0, len(rows), ms.monitor_batch_size):
-                    monitor.handle(topic, rows[i : i + ms.monitor_batch_size])
-            pending.update(batch.next_offsets)
+                    chunk = rows[i : i + ms.monitor_batch_size]
+                    try:
+                        await until_done(functools.partial(monitor.handle, topic, chunk))
+                    except Exception:
+                        # faust would restart the agent with the next batch and this one
+                        # would be lost; a new process re-reads it (nothing past it is
+                        # committed) and the offset guard keeps what was applied.
+                        log.critical(
+                            "unexpected error on a batch of %s; exiting so that a restart "
+                            "reads it again",
+                            topic,
+                            exc_info=True,
+                        )
+                        logging.shutdown()
+                        os._exit(EXIT_BATCH_FAILED)
+            # A topic no engine watches (its spec waits for Redis, or was just replaced)
+            # keeps its committed offsets, so its records are read again once it is watched.
+            pending.update(
+                {tp: o for tp, o in batch.next_offsets.items() if tp.topic in monitor.by_topic}
+            )
             await commit_pending()
 
     async def commit_pending() -> None:
@@ -838,8 +974,14 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
         else:
             for name, canonical in f.poll(0):
                 monitor.apply_spec(name, canonical)
+        monitor.retry_waiting()
         sync_topics()
-        monitor.tick()
+        try:
+            monitor.tick()
+        except Exception as exc:  # the next tick tries again
+            if transient(exc) is None:
+                raise
+            log.warning("idle close deferred: %s", exc)
         await commit_pending()
 
     return app

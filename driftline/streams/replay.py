@@ -124,7 +124,9 @@ def replay(
     if end <= start:
         raise ValueError(f"--to ({end}) must be after --from ({start})")
     own = client is None
-    client = client or redis.Redis.from_url(settings.redis.redis_url.get_secret_value())
+    client = client or redis.Redis.from_url(
+        settings.redis.redis_url.get_secret_value(), **settings.redis.client_kwargs()
+    )
     scratch = f"{settings.redis.key_prefix}-replay-{uuid.uuid4().hex[:12]}"
     engine: PipelineEngine | None = None
     try:

@@ -106,8 +106,10 @@ def wait_for(
     return got
 
 
-def start_monitor(config_path: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
+def start_monitor(
+    config_path: Path, cwd: Path, log: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **(env_extra or {})}
     with open(log, "ab") as fh:
         return subprocess.Popen(
             [sys.executable, str(RUNNER), str(config_path)],

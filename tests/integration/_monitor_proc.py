@@ -1,8 +1,9 @@
 """Run the faust monitor in a process of its own, on pipelines given as JSON (no control plane).
 
 ``python _monitor_proc.py CONFIG.json`` where the config holds ``topic_prefix``, ``key_prefix``,
-``group`` and ``pipelines``: ``[{name, partitions, lateness_ms, alerts: [{name, when, for_ms,
-repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds}]}]``.
+``group``, ``pipelines``: ``[{name, partitions, lateness_ms, alerts: [{name, when, for_ms,
+repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds}]}]``,
+and optionally ``fail_first_batch`` (raise on the first batch, as a bug would).
 """
 
 from __future__ import annotations
@@ -90,10 +91,15 @@ def main(path: str) -> None:
         monitor.watch(engine_from(conf, pipe, monitor))
     handle, seen = monitor.handle, set()
 
+    fail = [bool(conf.get("fail_first_batch"))]
+
     def traced(topic: str, records: Any) -> Any:
         for p in {r[0] for r in records} - seen:
             seen.add(p)
             print(f"handling partition {p}", flush=True)
+        if fail[0]:  # stands for a bug met on one batch
+            fail[0] = False
+            raise RuntimeError("injected failure")
         return handle(topic, records)
 
     monitor.handle = traced  # type: ignore[method-assign]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from driftline.config import KafkaSettings
 from driftline.detectors import Baseline
 from driftline.events import notification_id
 from driftline.streams.control import ensure_topics
+from driftline.streams.monitor import EXIT_BATCH_FAILED
 from driftline.streams.state import RedisState
 
 from ._monitor_helpers import produce, read_all, result, start_monitor, stop, wait_for
@@ -323,4 +325,125 @@ def test_two_monitors_in_one_group_share_the_work_exactly(world, redis_client): 
             stop(p)
     for log in ("m1.log", "m2.log"):  # both took part
         assert "handling partition" in (tmp / log).read_text(errors="replace"), log
+    _check(world, t0, base, redis_client)
+
+
+class _PrivateRedis:
+    """A Redis server of this test's own (every write fsynced), so it can go away and return."""
+
+    def __init__(self, root: Path) -> None:
+        import shutil
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = root / "redis"
+        self.dir.mkdir()
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is not installed"
+        self.exe = exe
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline, "private redis did not start"
+                time.sleep(0.1)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+def test_redis_away_for_a_while_stalls_the_monitor_without_losing_anything(world):  # type: ignore[no-untyped-def]
+    """Redis restarts (a failover, an upgrade) while results keep arriving: the monitor
+    waits for it and goes on, and the windows end exact."""
+    server = _PrivateRedis(world["tmp"])
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    t0 = (int(time.time()) // 10 - 100) * 10_000
+    rows, baseline = _data(t0, 6)
+    base = Baseline.from_values(baseline)
+    config = _config(world, baseline)
+    k = world["k"]
+    topic = k.topic("fraud", "results")
+    log = world["tmp"] / "monitor.log"
+    state = RedisState(client, world["redis_prefix"], "fraud")
+
+    def send(part: list[tuple[int, bytes]]) -> None:
+        produce(k.client_config(), topic, part, txid=f"{world['prefix']}-p")
+
+    third = N // 3
+    env = {"DRIFTLINE_REDIS_URL": server.url}
+    proc = start_monitor(config, world["tmp"], log, env)
+    try:
+        send(rows[:third])
+        deadline = time.monotonic() + 90
+        while _applied(state) < third and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _applied(state) >= third
+        server.stop()
+        send(rows[third : 2 * third])
+        time.sleep(8)  # the monitor meets the missing Redis with a batch in hand
+        assert proc.poll() is None, log.read_text(errors="replace")
+        server.start()
+        send(rows[2 * third :])
+        send([(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)])
+        wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
+        time.sleep(3)
+        assert proc.poll() is None, log.read_text(errors="replace")
+    finally:
+        stop(proc)
+        try:
+            _check(world, t0, base, client)
+        finally:
+            client.close()
+            server.stop()
+
+
+def test_an_unexpected_error_on_a_batch_ends_the_process_instead_of_dropping_the_batch(
+    world, redis_client
+):  # type: ignore[no-untyped-def]
+    """faust restarts a crashed agent with the next batch; the monitor exits instead, so a
+    restart reads the failed batch again and no event goes uncounted."""
+    t0 = (int(time.time()) // 10 - 100) * 10_000
+    rows, baseline = _data(t0, 7)
+    base = Baseline.from_values(baseline)
+    config = _config(world, baseline)
+    failing = world["tmp"] / "failing.json"
+    failing.write_bytes(
+        orjson.dumps({**orjson.loads(config.read_bytes()), "fail_first_batch": True})
+    )
+    k = world["k"]
+    topic = k.topic("fraud", "results")
+    log = world["tmp"] / "monitor.log"
+    produce(k.client_config(), topic, rows[: N // 2], txid=f"{world['prefix']}-p")
+    proc = start_monitor(failing, world["tmp"], log)
+    try:
+        assert proc.wait(60) == EXIT_BATCH_FAILED, log.read_text(errors="replace")
+        assert "injected failure" in log.read_text(errors="replace")
+        proc = start_monitor(config, world["tmp"], log)
+        produce(k.client_config(), topic, rows[N // 2 :], txid=f"{world['prefix']}-p")
+        flush = [(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)]
+        produce(k.client_config(), topic, flush, txid=f"{world['prefix']}-p")
+        wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
+        time.sleep(3)
+    finally:
+        stop(proc)
     _check(world, t0, base, redis_client)

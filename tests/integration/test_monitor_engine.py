@@ -90,6 +90,28 @@ def test_late_events_are_separated_and_dead_letters_kept(redis_client, redis_pre
     assert sorted(off for _, off, _, _ in rep.dead) == [3, 4]
 
 
+def test_events_set_aside_are_handed_over_before_the_batch_is_applied(redis_client, redis_prefix):
+    """Once Redis holds a batch's offsets a redelivery skips it, so a late or malformed event
+    must be published first: when that fails, nothing of the batch is applied."""
+    eng = _engine(redis_client, redis_prefix, lateness=2000)
+    events = [_event(T0 + 10_000, 0.95), _event(T0 + 7_000, 0.95), b"not json"]
+    batch = _batch(events)
+
+    def refuse(rep: Any) -> None:
+        raise ConnectionError("the dead-letter topic is unreachable")
+
+    with pytest.raises(ConnectionError):
+        eng.ingest(batch, refuse)
+    assert eng.state.snapshot().offsets == {}
+    handed: list[Any] = []
+    rep = eng.ingest(batch, handed.append)
+    assert rep.accepted == 1
+    assert [(len(r.late), len(r.dead)) for r in handed] == [(1, 1)]
+    assert eng.state.snapshot().offsets == {"res:0": 2}
+    # a batch with nothing to set aside calls nobody
+    assert eng.ingest(_batch([_event(T0 + 11_000, 0.1)], first_offset=3), refuse).accepted == 1
+
+
 def test_a_monitor_taking_over_a_partition_judges_lateness_by_what_the_other_applied(
     redis_client, redis_prefix
 ):

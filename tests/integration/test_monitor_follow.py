@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,10 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
-from driftline.config import KafkaSettings
+from driftline.config import KafkaSettings, RedisSettings, Settings
 from driftline.spec import load_spec
 from driftline.streams.control import ControlPlane, ensure_topics
+from driftline.streams.monitor import Monitor
 
 from ._monitor_helpers import produce, stop, wait_for
 
@@ -92,3 +95,43 @@ def test_pipeline_deployed_after_start_is_monitored(topic_prefix, redis_prefix, 
     text = log.read_text(errors="replace")
     got = [(n["state"], n["at"] - t0) for n in notes if n["kind"] == "alert"]
     assert got == [("firing", 4_000), ("resolved", 6_000)], text
+
+
+def test_a_spec_met_with_redis_down_starts_once_redis_answers(  # type: ignore[no-untyped-def]
+    topic_prefix, redis_prefix, redis_client, tmp_path
+):
+    """Redis may start after the monitor (compose, a failover): the spec waits, not dropped."""
+    k = KafkaSettings(topic_prefix=topic_prefix)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(SPEC)
+    spec = load_spec(path)
+    cp = ControlPlane(k)
+    cp.deploy(spec)
+    cp.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    down = redis.Redis(port=port, socket_connect_timeout=1)
+    settings = Settings(kafka=k, redis=RedisSettings(key_prefix=redis_prefix))
+    monitor = Monitor(settings, client=down)
+    try:
+        monitor.apply_spec("late", spec.to_canonical())
+        assert "late" not in monitor.pipelines and "late" in monitor.waiting
+        monitor.retry_waiting()  # still down
+        assert "late" in monitor.waiting
+        monitor.client = redis_client  # Redis answers now
+        deadline = time.monotonic() + 10
+        while "late" in monitor.waiting and time.monotonic() < deadline:
+            time.sleep(0.1)
+            monitor.retry_waiting()
+        assert "late" in monitor.pipelines and not monitor.waiting
+        assert monitor.topics == [k.topic("late", "results")]
+        # a newer spec (or an undeploy) replaces the waiting one
+        monitor.client = down
+        monitor.apply_spec("late", spec.to_canonical())
+        assert "late" in monitor.waiting
+        monitor.apply_spec("late", None)
+        assert not monitor.waiting and not monitor.pipelines
+    finally:
+        monitor.close_all()
+        down.close()
