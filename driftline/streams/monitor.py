@@ -962,6 +962,8 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
         # events/s.
         gc.freeze()
 
+    deferred = [False]
+
     @app.timer(interval=0.25)
     async def housekeeping() -> None:
         f = follower_ref["f"]
@@ -978,10 +980,13 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
         sync_topics()
         try:
             monitor.tick()
+            deferred[0] = False
         except Exception as exc:  # the next tick tries again
             if transient(exc) is None:
                 raise
-            log.warning("idle close deferred: %s", exc)
+            if not deferred[0]:
+                log.warning("idle close deferred until Redis and Kafka answer: %s", exc)
+            deferred[0] = True
         await commit_pending()
 
     return app
