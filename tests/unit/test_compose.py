@@ -76,6 +76,24 @@ def test_addresses_agree_with_the_kafka_and_redis_services(compose: dict[str, An
     assert redis_host is not None and redis_host.group(1) in compose["services"]
 
 
+def test_published_kafka_ports_advertise_an_address_the_host_reaches(
+    compose: dict[str, Any],
+) -> None:
+    kafka = compose["services"]["kafka"]
+    advertised = {
+        int(addr.rsplit(":", 1)[1]): addr.split("://", 1)[1].rsplit(":", 1)[0]
+        for addr in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    }
+    published = [int(str(p).split(":")[-1]) for p in kafka.get("ports", [])]
+    assert published, "the host cannot reach Kafka"
+    for port in published:
+        # A client follows the advertised address of the listener it reached.
+        assert advertised.get(port) == "localhost", (port, advertised)
+    comment = (ROOT / "docker-compose.yml").read_text().split("services:")[0]
+    for port in re.findall(r"localhost:(\d+)", comment):
+        assert int(port) in published, f"the header names localhost:{port}, not published"
+
+
 def test_kafka_image_matches_the_pinned_release(compose: dict[str, Any]) -> None:
     image = compose["services"]["kafka"]["image"]
     assert image == f"apache/kafka:{kafka_version()}"
