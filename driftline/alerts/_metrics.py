@@ -7,6 +7,7 @@ from prometheus_client import Counter, Histogram
 
 __all__ = [
     "DEADLETTERED",
+    "DEDUP_UNAVAILABLE",
     "DELIVERED",
     "DUPLICATES",
     "LATENCY",
@@ -45,6 +46,13 @@ DUPLICATES = Counter(
     "driftline_bridge_duplicates_suppressed",
     "Redelivered notification targets skipped because they were already delivered.",
     ["channel"],
+)
+DEDUP_UNAVAILABLE = Counter(
+    "driftline_bridge_dedup_unavailable",
+    "Notification targets whose de-duplication step failed because Redis was unavailable: "
+    "operation=check (delivered without knowing whether it was sent before) or "
+    "operation=mark (delivered, but a redelivery would send it again).",
+    ["channel", "operation"],
 )
 SKIPPED = Counter(
     "driftline_bridge_targets_skipped",

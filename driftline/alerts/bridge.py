@@ -6,7 +6,11 @@ Delivery promises (DESIGN §8):
   target was delivered, dead-lettered or found already delivered;
 - duplicates after a redelivery are suppressed by a Redis key per (notification id, target),
   written with ``SET NX EX`` right after a successful delivery (a crash between delivery and
-  that write is the only way a receiver sees a notification twice);
+  that write, or Redis being unavailable, are the only ways a receiver sees a notification
+  twice);
+- Redis being unavailable (at start-up or later) never holds delivery back: the check counts
+  nothing as sent, the mark is skipped, rate limits hold within the process only, and one
+  warning is logged per outage (``driftline_bridge_dedup_unavailable_total`` counts the steps);
 - failed attempts are retried with exponential backoff and full jitter, honouring HTTP 429
   ``Retry-After``; after ``bridge_max_attempts`` attempts, or at once for a permanent error
   (HTTP 4xx, SMTP 5xx, an unconfigured target), the notification goes to the dead-letter
@@ -27,11 +31,17 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    RedisError,
+    ResponseError,
+)
 
 from driftline.alerts import _metrics as m
 from driftline.alerts._offsets import OffsetTracker
@@ -61,6 +71,13 @@ _CONSUME_BATCH = 500
 _MAX_BUFFER = 5000
 _IDLE_SLEEP_S = 0.05
 _SHUTDOWN_GRACE_S = 15.0
+# What a Redis call raises when Redis cannot be reached or does not answer in time (the
+# client's socket timeouts); the bridge then goes on without it.
+_REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, OSError)
+_WITHOUT_REDIS = (
+    "de-duplication is unavailable until Redis answers; delivering anyway, so a redelivered "
+    "notification may be sent twice, and rate limits hold within this process only"
+)
 
 
 def _job_key(job: Job) -> tuple[str, str]:
@@ -159,6 +176,10 @@ class Bridge:
         self._consumer: Any = None
         self._producer: Any = None
         self._redis: Any = None
+        self._redis_down = False
+        # When each target may next be attempted, per this process: the rate limit used while
+        # Redis (which holds the shared one) is unavailable.
+        self._local_not_before: dict[Target, float] = {}
         self._limiter: RateLimiter | None = None
         self._senders: dict[str, Sender] = {}
 
@@ -199,6 +220,15 @@ class Bridge:
         )
         try:
             await self._redis.ping()
+        except (AuthenticationError, AuthorizationError, ResponseError) as exc:
+            # A wrong password or ACL is a setting to fix, not an outage to wait out.
+            raise ServiceError(f"Redis: {self.redactor.redact(str(exc))}") from None
+        except _REDIS_DOWN as exc:
+            # Not fatal: the client connects again on each later call.
+            self._redis_down = True
+            log.warning(
+                "Redis unavailable at start-up (%s): %s", self._redis_error(exc), _WITHOUT_REDIS
+            )
         except Exception as exc:
             raise ServiceError(f"Redis: {self.redactor.redact(str(exc))}") from None
         self._limiter = RateLimiter(
@@ -287,7 +317,8 @@ class Bridge:
             self._commit()
         self._consumer.close()
         self._producer.flush(10)
-        await self._redis.aclose()
+        with contextlib.suppress(*_REDIS_DOWN):
+            await self._redis.aclose()
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
@@ -403,7 +434,15 @@ class Bridge:
         pipe = self._redis.pipeline(transaction=False)
         for job in jobs:
             pipe.exists(self._dedup_key(job.notification.id, job.target))
-        flags = await pipe.execute()
+        try:
+            flags = await pipe.execute()
+        except _REDIS_DOWN as exc:
+            # At-least-once: what cannot be checked counts as not yet sent.
+            await self._redis_failed("de-duplication check", exc)
+            for job in jobs:
+                m.DEDUP_UNAVAILABLE.labels(job.target.kind, "check").inc()
+            return jobs
+        self._redis_answered()
         fresh = []
         for job, sent in zip(jobs, flags, strict=True):
             if sent:
@@ -422,6 +461,70 @@ class Bridge:
         if rec.remaining <= 0:
             del self._messages[ref]
 
+    # -- Redis outages ------------------------------------------------------------------
+
+    def _redis_error(self, exc: BaseException) -> str:
+        return self.redactor.redact(f"{type(exc).__name__}: {exc}")
+
+    async def _redis_failed(self, what: str, exc: BaseException) -> None:
+        """Note a failed Redis call; only the first of an outage is logged."""
+        if self._redis_down:
+            return
+        self._redis_down = True
+        log.warning("Redis unavailable (%s: %s): %s", what, self._redis_error(exc), _WITHOUT_REDIS)
+        # Idle pooled connections opened before the outage would each fail once after Redis
+        # is back; drop them now so that the first calls then go through.
+        with contextlib.suppress(Exception):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+
+    def _redis_answered(self) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            log.warning("Redis answers again: de-duplication resumed")
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, target: Target) -> AsyncIterator[None]:
+        """The limiter's slot for one attempt; with Redis unavailable, spacing in this process.
+
+        Only the limiter's own Redis calls are guarded: what the attempt raises passes as is.
+        """
+        assert self._limiter is not None
+        interval = self._limiter.interval_ms(target)
+        slot = self._limiter.slot(target)
+        shared = True
+        try:
+            await slot.__aenter__()
+        except _REDIS_DOWN as exc:
+            await self._redis_failed("rate limit", exc)
+            shared = False
+            wait = self._local_not_before.get(target, 0.0) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        else:
+            if interval is not None:
+                self._redis_answered()
+        raised: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            raised = exc
+            raise
+        finally:
+            if interval is not None:
+                self._local_not_before[target] = time.monotonic() + interval / 1000.0
+            if shared:
+                try:
+                    await slot.__aexit__(
+                        None if raised is None else type(raised),
+                        raised,
+                        None if raised is None else raised.__traceback__,
+                    )
+                except _REDIS_DOWN as exc:
+                    if exc is raised:
+                        raise
+                    # The attempt's own outcome (returned or raised) stands.
+                    await self._redis_failed("rate limit", exc)
+
     # -- delivery -----------------------------------------------------------------------
 
     def _start_delivery(self, delivery: Delivery) -> None:
@@ -434,7 +537,15 @@ class Bridge:
         event = self._inflight.get(_job_key(job))
         if event is not None:
             await event.wait()
-        if await self._redis.exists(self._dedup_key(job.notification.id, job.target)):
+        try:
+            sent = await self._redis.exists(self._dedup_key(job.notification.id, job.target))
+        except _REDIS_DOWN as exc:
+            await self._redis_failed("de-duplication check", exc)
+            m.DEDUP_UNAVAILABLE.labels(job.target.kind, "check").inc()
+            sent = False
+        else:
+            self._redis_answered()
+        if sent:
             m.DUPLICATES.labels(job.target.kind).inc()
             self._job_done(job.ref)
             return
@@ -464,7 +575,7 @@ class Bridge:
             for attempt in range(1, s.bridge_max_attempts + 1):
                 attempts = attempt
                 try:
-                    async with self._limiter.slot(target):
+                    async with self._slot(target):
                         await asyncio.wait_for(
                             sender.send(target, delivery.notifications), s.bridge_timeout_s
                         )
@@ -522,11 +633,18 @@ class Bridge:
                 nx=True,
                 ex=self.settings.bridge_dedup_ttl_s,
             )
+        # Delivered but not marked: a later redelivery would duplicate, nothing is lost.
         try:
             await pipe.execute()
+        except _REDIS_DOWN as exc:
+            await self._redis_failed("marking a delivery", exc)
+            m.DEDUP_UNAVAILABLE.labels(delivery.target.kind, "mark").inc(
+                len(delivery.notifications)
+            )
         except Exception as exc:
-            # Delivered but not marked: a later redelivery would duplicate, nothing is lost.
             log.warning("could not mark delivery in Redis: %s", self.redactor.redact(str(exc)))
+        else:
+            self._redis_answered()
 
     async def _deadletter_one(
         self, ref: int, target: str, channel: str, reason: str, detail: str, attempts: int

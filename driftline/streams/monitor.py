@@ -127,7 +127,10 @@ def transient(exc: BaseException) -> str | None:
 
     >>> transient(redis.ConnectionError("refused")), transient(ValueError("bug"))
     ('redis', None)
+    >>> transient(redis.AuthenticationError("invalid password"))
     """
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+        return None  # a setting to fix, not an outage to wait out
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return "redis"
     if isinstance(exc, KafkaException):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from driftline.streams.monitor import EXIT_BATCH_FAILED
 from driftline.streams.state import RedisState
 
 from ._monitor_helpers import produce, read_all, result, start_monitor, stop, wait_for
+from ._private_redis import PrivateRedis
 
 pytestmark = pytest.mark.integration
 
@@ -328,53 +328,10 @@ def test_two_monitors_in_one_group_share_the_work_exactly(world, redis_client): 
     _check(world, t0, base, redis_client)
 
 
-class _PrivateRedis:
-    """A Redis server of this test's own (every write fsynced), so it can go away and return."""
-
-    def __init__(self, root: Path) -> None:
-        import shutil
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.dir = root / "redis"
-        self.dir.mkdir()
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is not installed"
-        self.exe = exe
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        with open(self.dir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                assert time.monotonic() < deadline, "private redis did not start"
-                time.sleep(0.1)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
-
-
 def test_redis_away_for_a_while_stalls_the_monitor_without_losing_anything(world):  # type: ignore[no-untyped-def]
     """Redis restarts (a failover, an upgrade) while results keep arriving: the monitor
     waits for it and goes on, and the windows end exact."""
-    server = _PrivateRedis(world["tmp"])
+    server = PrivateRedis(world["tmp"], durable=True)
     server.start()
     client = redis.Redis.from_url(server.url)
     t0 = (int(time.time()) // 10 - 100) * 10_000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from driftline.streams.control import ControlPlane, ensure_topics
 from driftline.streams.monitor import Monitor
 
 from ._monitor_helpers import produce, stop, wait_for
+from ._private_redis import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -108,10 +108,7 @@ def test_a_spec_met_with_redis_down_starts_once_redis_answers(  # type: ignore[n
     cp = ControlPlane(k)
     cp.deploy(spec)
     cp.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once closed
-    down = redis.Redis(port=port, socket_connect_timeout=1)
+    down = redis.Redis(port=free_port(), socket_connect_timeout=1)  # nothing listens there
     settings = Settings(kafka=k, redis=RedisSettings(key_prefix=redis_prefix))
     monitor = Monitor(settings, client=down)
     try:
