@@ -69,6 +69,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from prometheus_client import Counter, Gauge
 
 from driftline.config import MonitorSettings, Settings
+from driftline.errors import ServiceError
 from driftline.events import AssayResult, Notification, encode
 from driftline.streams._engine import (
     AlertPlan,
@@ -86,6 +87,7 @@ from driftline.streams.state import RedisState, split_field
 __all__ = [
     "Monitor",
     "build_engine",
+    "check_redis",
     "create_app",
     "plans_from_spec",
     "read_range",
@@ -995,6 +997,25 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
     return app
 
 
+def check_redis(client: redis.Redis) -> None:
+    """At start: a wrong password or ACL stops the monitor; Redis down only delays pipelines.
+
+    Raises :class:`~driftline.errors.ServiceError` (``driftline monitor`` exits with 3).
+    """
+    try:
+        client.ping()
+    except (
+        redis.AuthenticationError,
+        redis.exceptions.AuthorizationError,
+        redis.ResponseError,
+    ) as exc:
+        raise ServiceError(
+            f"Redis refused the monitor: {str(exc).rstrip('.')}; check DRIFTLINE_REDIS_URL"
+        ) from None
+    except redis.RedisError as exc:
+        log.warning("Redis unreachable at start (%s); pipelines start once it answers", exc)
+
+
 def run_monitor(
     settings: Settings, msettings: MonitorSettings | None = None, metrics_port: int | None = None
 ) -> None:
@@ -1008,6 +1029,7 @@ def run_monitor(
     if port is not None:
         start_metrics_server(port)
     monitor = Monitor(settings, ms)
+    check_redis(monitor.client)
     app = create_app(monitor)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     try:

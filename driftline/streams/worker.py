@@ -14,7 +14,13 @@ Failure handling, per batch:
 * the offsets and commit of batch N run on a committer thread while batch N+1 is decoded and
   scored; N+1 is produced only once N committed, and if N failed, N+1 is dropped and both are
   rewound;
-* before partitions are revoked (a rebalance), the commit in flight is finished first.
+* before partitions are revoked (a rebalance), the commit in flight is finished first;
+* a commit stuck in sending the offsets is given up after ``_OFFSETS_STALL_S``: librdkafka's
+  ``send_offsets_to_transaction`` can ignore its timeout and wait forever when the group
+  coordinator's broker went away and came back (a broker restart; librdkafka issues #5456,
+  #5511). The commit had not started, so nothing of the batch is committed: the stuck producer
+  is left behind, a new one with the same ``transactional.id`` fences it (its transaction is
+  aborted), and both batches are rewound.
 
 ``guarantee="at-least-once"`` uses an idempotent, non-transactional producer and commits offsets
 after the batch's results are acknowledged: lower latency, but a crash can duplicate results.
@@ -23,6 +29,7 @@ after the batch's results are acknowledged: lower latency, but a crash can dupli
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import queue
@@ -32,7 +39,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Protocol
@@ -149,6 +156,9 @@ class WorkerStats:
 
 
 _TXN_TIMEOUT_S = 30.0
+#: How long sending a batch's offsets may take before the producer is deemed stuck in librdkafka
+#: (the call's own timeout is _TXN_TIMEOUT_S, but it is not always honoured).
+_OFFSETS_STALL_S = _TXN_TIMEOUT_S + 10.0
 _MAX_FUTURE_MS = 30 * 60 * 1000
 
 
@@ -161,6 +171,53 @@ class _Batch:
     groups: list[list[Message]]
     received_ns: int
     messages: int
+
+
+@dataclass
+class _CommitState:
+    """Where the committer is with one batch: a stuck call may be given up on only while the
+    transaction cannot have been committed, i.e. before ``commit_transaction`` starts."""
+
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    committing: bool = False
+    abandoned: bool = False
+
+
+class _Committer:
+    """Runs commits in order on one daemon thread.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, so a thread stuck
+    for good inside librdkafka would keep a stopped worker from ever exiting.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="driftline-commit", daemon=True)
+            self._thread.start()
+        future: Future[Any] = Future()
+        self._jobs.put((future, functools.partial(fn, *args)))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._jobs.put(None)
+        if wait and self._thread is not None:
+            self._thread.join()
 
 
 class _Lazy(Sequence[Any]):
@@ -214,8 +271,8 @@ class Worker:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._in_txn = False
-        self._pending: tuple[Future[KafkaException | None], _Batch] | None = None
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="driftline-commit")
+        self._pending: tuple[Future[KafkaException | None], _Batch, _CommitState] | None = None
+        self._committer = _Committer()
 
     # ------------------------------------------------------------------ clients
     def _consumer_config(self) -> dict[str, Any]:
@@ -430,8 +487,20 @@ class Worker:
         pending, self._pending = self._pending, None
         if pending is None:
             return True
-        future, batch = pending
-        exc = future.result()
+        future, batch, state = pending
+        try:
+            exc = future.result(max(0.0, state.started + _OFFSETS_STALL_S - time.monotonic()))
+        except TimeoutError:
+            with state.lock:
+                state.abandoned = not state.committing
+            if not state.abandoned:
+                # Committing: librdkafka's commit honours its timeout, and giving up now could
+                # serve again a batch whose transaction did commit.
+                exc = future.result()
+            else:
+                self._replace_stuck_producer()
+                self._rewind([*batch.groups, *(rewind_also or [])])
+                return False
         if exc is None:
             self._in_txn = False
             self._done(batch)
@@ -556,15 +625,21 @@ class Worker:
             return False
         # Offsets and commit go to the committer thread (librdkafka releases the GIL), so the
         # next batch is decoded and scored meanwhile; it is produced only after this commit.
-        future = self._committer.submit(self._commit_offsets, producer, batch.offsets, meta)
-        self._pending = (future, batch)
+        state = _CommitState()
+        future = self._committer.submit(self._commit_offsets, producer, batch.offsets, meta, state)
+        self._pending = (future, batch, state)
         return True
 
     def _commit_offsets(
-        self, producer: Producer, offsets: list[TopicPartition], meta: Any
+        self, producer: Producer, offsets: list[TopicPartition], meta: Any, state: _CommitState
     ) -> KafkaException | None:
         try:
             producer.send_offsets_to_transaction(offsets, meta, _TXN_TIMEOUT_S)
+            with state.lock:
+                if state.abandoned:
+                    # Given up on: another producer took over and fenced this one.
+                    return None
+                state.committing = True
             self._commit(producer)
         except KafkaException as exc:
             return exc
@@ -597,6 +672,22 @@ class Worker:
         self._in_txn = False
         self.stats.producer_restarts += 1
         # Fenced or unusable: a fresh producer with the same transactional.id takes over.
+        self._producer = self._new_producer()
+
+    def _replace_stuck_producer(self) -> None:
+        self.stats.aborts += 1
+        ABORTS.labels("stuck").inc()
+        log.warning(
+            "sending offsets to the transaction did not return within %.0fs (librdkafka lost "
+            "the group coordinator?); replacing the producer and serving the batch again",
+            _OFFSETS_STALL_S,
+        )
+        # The old producer and its committer thread stay blocked in librdkafka; the new
+        # producer's init_transactions fences the old one and aborts its transaction.
+        self._committer.shutdown(wait=False)
+        self._committer = _Committer()
+        self._in_txn = False
+        self.stats.producer_restarts += 1
         self._producer = self._new_producer()
 
     def _deliver_at_least_once(
