@@ -13,13 +13,11 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +26,11 @@ import onnx
 import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from onnx import TensorProto, helper
 
-from driftline.config import KafkaSettings, Settings
-from driftline.services import Services
+from driftline.config import KafkaSettings
+
+from ._private_kafka import PrivateKafka
 
 pytestmark = pytest.mark.integration
 
@@ -79,42 +77,11 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _free_port_pair() -> int:
-    """A port P such that P and P + 1 (the controller's) are both free now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
-def _kafka_up(services: Services) -> None:
-    # The broker is a detached child that outlives the Popen object kafka_up drops, whose
-    # finaliser warns "subprocess ... is still running": expected here, not a leak.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        services.kafka_up()
-
-
 @pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[tuple[Services, str]]:
+def private_broker(tmp_path: Path) -> Iterator[PrivateKafka]:
     """A KRaft broker of this test only; stopped at teardown whatever happened."""
-    port = _free_port_pair()
-    services = Services(Settings(services_dir=tmp_path / "svc", kafka_port=port))
-    try:
-        _kafka_up(services)
-        yield services, f"127.0.0.1:{port}"
-    finally:
-        services.kafka_down()
+    with PrivateKafka(tmp_path) as broker:
+        yield broker
 
 
 def _model(path: Path) -> Path:
@@ -133,29 +100,6 @@ def _model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
-
-
-def _create_topics(kafka: KafkaSettings, topics: dict[str, int]) -> None:
-    admin = AdminClient(kafka.client_config())
-    futures = admin.create_topics(
-        [NewTopic(t, n, 1) for t, n in topics.items()], operation_timeout=15
-    )
-    for fut in futures.values():
-        fut.result(30)
-    # Every partition led before anyone produces.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=10).topics
-        if all(
-            t in md
-            and md[t].error is None
-            and len(md[t].partitions) == n
-            and all(p.leader >= 0 for p in md[t].partitions.values())
-            for t, n in topics.items()
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"topics not ready: {topics}")
 
 
 def _feed(
@@ -240,14 +184,12 @@ def _tail(log: Path, chars: int = 4000) -> str:
 
 
 def test_worker_survives_broker_restart_with_exactly_one_result_per_row(
-    tmp_path: Path, unique: str, private_broker: tuple[Services, str]
+    tmp_path: Path, unique: str, private_broker: PrivateKafka
 ) -> None:
-    services, bootstrap = private_broker
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"test.{unique}")
+    kafka = private_broker.settings(topic_prefix=f"test.{unique}")
     requests = kafka.topic("outage", "requests")
     results = kafka.topic("outage", "results")
-    _create_topics(
-        kafka,
+    private_broker.create_topics(
         {requests: PARTITIONS, results: PARTITIONS, kafka.topic("outage", "deadletter"): 1},
     )
     script = tmp_path / "worker_main.py"
@@ -279,12 +221,12 @@ def test_worker_survives_broker_restart_with_exactly_one_result_per_row(
             watcher.close()
         assert proc.poll() is None, _tail(log)
 
-        services.kafka_down()
+        private_broker.stop()
         with log.open("a") as f:
             f.write("---- test: broker stopped\n")
         time.sleep(OUTAGE_S)
         assert proc.poll() is None, _tail(log)
-        _kafka_up(services)
+        private_broker.start()
         with log.open("a") as f:
             f.write("---- test: broker started again\n")
 
