@@ -61,7 +61,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import redis
@@ -120,7 +120,7 @@ RETRIES = Counter(
 )
 STALLED = Gauge("driftline_monitor_stalled", "1 while a batch waits for Redis or Kafka")
 
-#: Exit status of a monitor that met an unexpected error on a batch (EX_SOFTWARE).
+#: Exit status of a monitor that met an unexpected error (EX_SOFTWARE).
 EXIT_BATCH_FAILED = 70
 
 
@@ -935,14 +935,7 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
                         # faust would restart the agent with the next batch and this one
                         # would be lost; a new process re-reads it (nothing past it is
                         # committed) and the offset guard keeps what was applied.
-                        log.critical(
-                            "unexpected error on a batch of %s; exiting so that a restart "
-                            "reads it again",
-                            topic,
-                            exc_info=True,
-                        )
-                        logging.shutdown()
-                        os._exit(EXIT_BATCH_FAILED)
+                        _exit_on_bug(f"a batch of {topic}")
             # A topic no engine watches (its spec waits for Redis, or was just replaced)
             # keeps its committed offsets, so its records are read again once it is watched.
             pending.update(
@@ -969,8 +962,7 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
 
     deferred = [False]
 
-    @app.timer(interval=0.25)
-    async def housekeeping() -> None:
+    def follow_and_close() -> None:
         f = follower_ref["f"]
         if f is None:
             from driftline.streams.control import Follower
@@ -983,18 +975,35 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
                 monitor.apply_spec(name, canonical)
         monitor.retry_waiting()
         sync_topics()
+        monitor.tick()
+
+    @app.timer(interval=0.25)
+    async def housekeeping() -> None:
         try:
-            monitor.tick()
+            follow_and_close()
             deferred[0] = False
         except Exception as exc:  # the next tick tries again
             if transient(exc) is None:
-                raise
+                _exit_on_bug("housekeeping (following specs, idle close)")
             if not deferred[0]:
-                log.warning("idle close deferred until Redis and Kafka answer: %s", exc)
+                log.warning("housekeeping deferred until Redis and Kafka answer: %s", exc)
             deferred[0] = True
         await commit_pending()
 
     return app
+
+
+def _exit_on_bug(where: str) -> NoReturn:
+    """End the process on an unexpected error (called from an ``except`` block).
+
+    faust would restart a crashed agent or timer and carry on without what failed; a restart
+    of the whole process reads again from the last committed offsets instead.
+    """
+    log.critical(
+        "unexpected error in %s; exiting so that a restart does it again", where, exc_info=True
+    )
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 def check_redis(client: redis.Redis) -> None:

@@ -3,7 +3,8 @@
 ``python _monitor_proc.py CONFIG.json`` where the config holds ``topic_prefix``, ``key_prefix``,
 ``group``, ``pipelines``: ``[{name, partitions, lateness_ms, alerts: [{name, when, for_ms,
 repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds}]}]``,
-and optionally ``fail_first_batch`` (raise on the first batch, as a bug would).
+and optionally ``fail_first_batch`` or ``fail_first_tick`` (raise on the first batch or
+housekeeping tick, as a bug would).
 """
 
 from __future__ import annotations
@@ -103,6 +104,17 @@ def main(path: str) -> None:
         return handle(topic, records)
 
     monitor.handle = traced  # type: ignore[method-assign]
+    if conf.get("fail_first_tick"):
+        tick = monitor.tick
+        ticks = [0]
+
+        def failing_tick(now_ms: int | None = None) -> None:
+            ticks[0] += 1
+            if ticks[0] == 1:  # stands for a bug met in housekeeping
+                raise RuntimeError("injected failure in housekeeping")
+            tick(now_ms)
+
+        monitor.tick = failing_tick  # type: ignore[method-assign]
     app = create_app(monitor, follower=_NoControl())
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 

@@ -404,3 +404,21 @@ def test_an_unexpected_error_on_a_batch_ends_the_process_instead_of_dropping_the
     finally:
         stop(proc)
     _check(world, t0, base, redis_client)
+
+
+def test_an_unexpected_error_in_housekeeping_ends_the_process(world):  # type: ignore[no-untyped-def]
+    """A bug met while following specs or closing idle windows ends the monitor (status 70)
+    rather than leaving faust to carry on without its timer."""
+    config = _config(world, np.linspace(0, 1, 100))
+    failing = world["tmp"] / "failing.json"
+    failing.write_bytes(
+        orjson.dumps({**orjson.loads(config.read_bytes()), "fail_first_tick": True})
+    )
+    log = world["tmp"] / "monitor.log"
+    proc = start_monitor(failing, world["tmp"], log)
+    try:
+        assert proc.wait(60) == EXIT_BATCH_FAILED, log.read_text(errors="replace")
+    finally:
+        stop(proc)
+    text = log.read_text(errors="replace")
+    assert "injected failure in housekeeping" in text and "unexpected error in housekeeping" in text
