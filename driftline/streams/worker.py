@@ -298,17 +298,34 @@ class Worker:
             extra["transaction.timeout.ms"] = self.settings.worker_transaction_timeout_ms
         return self.kafka.client_config(**extra)
 
-    def _new_producer(self) -> Producer:
+    def _new_producer(self, wait: bool = False) -> Producer:
+        """A producer, transactional when exactly once.
+
+        At start an unreachable cluster is an error (``ServiceError``). A replacement while
+        serving (``wait``) waits for the cluster instead, trying again with backoff until
+        :meth:`stop`: a broker restart can outlast one ``init_transactions`` timeout.
+        """
         producer = Producer(self._producer_config())
-        if self.exactly_once:
+        if not self.exactly_once:
+            return producer
+        delay = 1.0
+        while True:
             try:
                 # Aborts whatever a killed predecessor with the same id left open, and fences it.
                 producer.init_transactions(_TXN_TIMEOUT_S)
+                return producer
             except KafkaException as exc:
-                raise ServiceError(
-                    f"cannot initialise transactions at {self.kafka.bootstrap_servers}: {exc}"
-                ) from exc
-        return producer
+                err = exc.args[0] if exc.args else None
+                retriable = isinstance(err, KafkaError) and (
+                    err.retriable() or err.code() == KafkaError._TIMED_OUT
+                )
+                if not (wait and retriable) or self._stop.is_set():
+                    raise ServiceError(
+                        f"cannot initialise transactions at {self.kafka.bootstrap_servers}: {exc}"
+                    ) from exc
+                log.warning("initialising transactions failed (%s); trying again", err)
+                self._stop.wait(delay)
+                delay = min(2 * delay, 10.0)
 
     def _subscribe(self, consumer: Consumer) -> None:
         if self.pipelines:
@@ -672,7 +689,7 @@ class Worker:
         self._in_txn = False
         self.stats.producer_restarts += 1
         # Fenced or unusable: a fresh producer with the same transactional.id takes over.
-        self._producer = self._new_producer()
+        self._producer = self._new_producer(wait=True)
 
     def _replace_stuck_producer(self) -> None:
         self.stats.aborts += 1
@@ -688,7 +705,7 @@ class Worker:
         self._committer = _Committer()
         self._in_txn = False
         self.stats.producer_restarts += 1
-        self._producer = self._new_producer()
+        self._producer = self._new_producer(wait=True)
 
     def _deliver_at_least_once(
         self,

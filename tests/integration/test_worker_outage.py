@@ -39,6 +39,7 @@ REQUESTS = 20_000
 CHUNK = 250
 PACE_S = 0.375  # 80 chunks: about 30 s of steady traffic
 OUTAGE_S = 8.0
+LONG_OUTAGE_S = 80.0
 PARTITIONS = 3
 
 _WORKER = textwrap.dedent(
@@ -183,8 +184,17 @@ def _tail(log: Path, chars: int = 4000) -> str:
     return log.read_text(errors="replace")[-chars:]
 
 
+@pytest.mark.parametrize(
+    "outage_s",
+    [
+        pytest.param(OUTAGE_S, id="8s"),
+        # Longer than a transaction call's timeout and the stall limit together: the worker's
+        # new producer must wait for the broker instead of giving up.
+        pytest.param(LONG_OUTAGE_S, id="80s", marks=pytest.mark.timeout(480)),
+    ],
+)
 def test_worker_survives_broker_restart_with_exactly_one_result_per_row(
-    tmp_path: Path, unique: str, private_broker: PrivateKafka
+    tmp_path: Path, unique: str, private_broker: PrivateKafka, outage_s: float
 ) -> None:
     kafka = private_broker.settings(topic_prefix=f"test.{unique}")
     requests = kafka.topic("outage", "requests")
@@ -224,8 +234,10 @@ def test_worker_survives_broker_restart_with_exactly_one_result_per_row(
         private_broker.stop()
         with log.open("a") as f:
             f.write("---- test: broker stopped\n")
-        time.sleep(OUTAGE_S)
-        assert proc.poll() is None, _tail(log)
+        deadline = time.monotonic() + outage_s
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, _tail(log)
+            time.sleep(0.5)
         private_broker.start()
         with log.open("a") as f:
             f.write("---- test: broker started again\n")
