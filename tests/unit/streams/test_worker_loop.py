@@ -198,7 +198,7 @@ def test_fatal_error_recreates_the_producer_and_rewinds(monkeypatch: pytest.Monk
     producer = _Producer([KafkaError(KafkaError._FENCED, "fenced", fatal=True)])
     w, consumer = _worker(producer)
     fresh = _Producer()
-    monkeypatch.setattr(w, "_new_producer", lambda: fresh)
+    monkeypatch.setattr(w, "_new_producer", lambda wait=False: fresh)
     w._serve(_msgs())
     w._finish_pending()
     assert "abort" not in producer.log
