@@ -1,12 +1,12 @@
 """Run alibi-detect and Evidently on the benchmark's windows; print JSON on stdout.
 
 Runs inside the separate peers environment (its dependencies clash with driftline's), so it
-imports nothing from driftline. Usage: ``run_peers.py draw0.npz [draw1.npz ...]``, one .npz
-per independent draw, each written by bench/detection.py with, per scenario,
-``base__<scenario>`` (baseline values) and ``win__<scenario>__<size>`` (windows as rows), plus
-``kinds`` (JSON: scenario -> "numeric" | "categorical"). Output: ``{"results": {peer:
-{scenario: {size: {"alerts": [[bool per window] per draw], "seconds": mean per window}}}},
-"errors": {peer: reason}}``.
+imports nothing from driftline. Usage: ``run_peers.py [--only=alibi|evidently] draw0.npz
+[draw1.npz ...]``, one .npz per independent draw, each written by bench/detection.py with, per
+scenario, ``base__<scenario>`` (baseline values) and ``win__<scenario>__<size>`` (windows as
+rows), plus ``kinds`` (JSON: scenario -> "numeric" | "categorical"). Output: ``{"results":
+{peer: {scenario: {size: {"alerts": [[bool per window] per draw], "seconds": mean per
+window}}}}, "errors": {peer: reason}}``.
 """
 
 from __future__ import annotations
@@ -94,14 +94,22 @@ def _evidently(draws, kinds, out, errors):
 def main() -> None:
     import numpy as np
 
-    draws = [np.load(path) for path in sys.argv[1:]]
+    args = sys.argv[1:]
+    only = None
+    if args and args[0].startswith("--only="):
+        only = args.pop(0).split("=", 1)[1]
+    runners = {"alibi": _alibi, "evidently": _evidently}
+    if only is not None and only not in runners:
+        sys.exit(f"--only: {only!r} is not one of {', '.join(runners)}")
+    draws = [np.load(path) for path in args]
     if not draws:
-        sys.exit("usage: run_peers.py draw0.npz [draw1.npz ...]")
+        sys.exit("usage: run_peers.py [--only=alibi|evidently] draw0.npz [draw1.npz ...]")
     kinds = json.loads(str(draws[0]["kinds"]))
     out: dict = {}
     errors: dict = {}
-    _alibi(draws, kinds, out, errors)
-    _evidently(draws, kinds, out, errors)
+    for group, run in runners.items():
+        if only in (None, group):
+            run(draws, kinds, out, errors)
     for per_scenario in out.values():
         for per_size in per_scenario.values():
             for rec in per_size.values():
