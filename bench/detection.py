@@ -367,8 +367,7 @@ def main() -> None:
     run = Run(cases, results, repeats, stationary, after)
     candidates = report(run)
     verdicts = [
-        contest(run, det, size, name, contest_draws, python, kswin_sizes)
-        for det, size, name in candidates
+        contest(run, det, size, name, contest_draws, python) for det, size, name in candidates
     ]
     finish(run, candidates, verdicts, contest_draws, time.perf_counter() - started)
 
@@ -556,7 +555,6 @@ def contest(
     name: str,
     draws: int,
     python: Path | None,
-    kswin_sizes: set[int],
 ) -> Verdict | None:
     """Measure ``peer`` and driftline default again on ``draws`` fresh draws of one stream and
     size (seeded apart from the first run); ``None`` when the peer could not run."""
