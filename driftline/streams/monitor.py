@@ -749,6 +749,7 @@ class Monitor:
 
 def _faust_classes(fetch_wait_ms: int) -> Any:
     import faust
+    from aiokafka.errors import IllegalStateError
     from faust.transport.drivers import aiokafka as fa
 
     class ConsumerThread(fa.AIOKafkaConsumerThread):
@@ -780,17 +781,13 @@ def _faust_classes(fetch_wait_ms: int) -> Any:
                 while not (stopped() or fetcher_stopped()):
                     records, active = await self._wait_next_records(1.0)
                     await asyncio.sleep(0)
-                    if not records or self.should_stop or not self.flow_active:
+                    if not records or self.should_stop:
                         continue
-                    batch = FetchBatch()
+                    batch, rewind = split_fetch(records, active, self.flow_active)
+                    if rewind:
+                        await self._rewind(rewind)
                     now = time.monotonic()
-                    for tp, recs in records.items():
-                        if not recs or (active is not None and tp not in active):
-                            continue
-                        batch.rows.setdefault(tp.topic, []).extend(
-                            [(r.partition, r.offset, r.value) for r in recs]
-                        )
-                        batch.next_offsets[tp] = recs[-1].offset + 1
+                    for tp in batch.next_offsets:
                         inbound[tp] = now
                     if batch.next_offsets:
                         await sink(batch)
@@ -803,6 +800,18 @@ def _faust_classes(fetch_wait_ms: int) -> Any:
                     return
                 raise
 
+        async def _rewind(self, first_offsets: Mapping[Any, int]) -> None:
+            # The fetch moved these partitions' positions past records nobody applied; later
+            # batches would be applied and committed beyond them, losing them for good. faust's
+            # own loop seeks to the committed offsets here, which leaves a partition without
+            # any (a pipeline's new topic) past them.
+            for tp, offset in first_offsets.items():
+                try:
+                    await self.seek(tp, offset)
+                except IllegalStateError:
+                    continue  # revoked: its next owner starts from the committed offset
+                log.info("reading %s[%d] again from offset %d", tp.topic, tp.partition, offset)
+
         async def commit_processed(self, offsets: Mapping[Any, int]) -> None:
             """Commit offsets the batch agent has applied (revoked partitions are skipped)."""
             if offsets and not await self.maybe_wait_for_commit_to_finish():
@@ -812,8 +821,10 @@ def _faust_classes(fetch_wait_ms: int) -> Any:
         Consumer = ReadCommittedConsumer
 
     class App(faust.App):
+        Transport = ReadCommittedTransport
+
         def _new_transport(self) -> Any:
-            return ReadCommittedTransport(self.conf.broker_consumer, self)
+            return self.Transport(self.conf.broker_consumer, self)
 
     return App
 
@@ -824,6 +835,40 @@ class FetchBatch:
 
     rows: dict[str, list[tuple[int, int, bytes]]] = field(default_factory=dict)
     next_offsets: dict[Any, int] = field(default_factory=dict)
+
+
+def split_fetch(
+    records: Mapping[Any, Sequence[Any]], active: set[Any] | None, flow_active: bool
+) -> tuple[FetchBatch, dict[Any, int]]:
+    """Split one fetch into the batch the agent applies and the partitions to read again.
+
+    ``records`` maps each partition to its fetched records (``partition``, ``offset`` and
+    ``value`` each). While the flow is stopped (a rebalance is under way), or for a partition
+    outside ``active``, nothing is applied: the second value maps such a partition to the
+    offset of its first record, where the consumer must seek back.
+
+    >>> from types import SimpleNamespace as R
+    >>> from faust.types import TP
+    >>> t0, t1 = TP("t", 0), TP("t", 1)
+    >>> recs = {t0: [R(partition=0, offset=5, value=b"a"), R(partition=0, offset=6, value=b"b")],
+    ...         t1: [R(partition=1, offset=9, value=b"c")]}
+    >>> batch, rewind = split_fetch(recs, {t0}, flow_active=True)
+    >>> batch.rows, batch.next_offsets[t0], rewind[t1]
+    ({'t': [(0, 5, b'a'), (0, 6, b'b')]}, 7, 9)
+    >>> sorted(split_fetch(recs, None, flow_active=False)[1].values())
+    [5, 9]
+    """
+    batch = FetchBatch()
+    rewind: dict[Any, int] = {}
+    for tp, recs in records.items():
+        if not recs:
+            continue
+        if not flow_active or (active is not None and tp not in active):
+            rewind[tp] = recs[0].offset
+            continue
+        batch.rows.setdefault(tp.topic, []).extend([(r.partition, r.offset, r.value) for r in recs])
+        batch.next_offsets[tp] = recs[-1].offset + 1
+    return batch, rewind
 
 
 def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
