@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,6 +119,14 @@ def start_monitor(
             stderr=subprocess.STDOUT,
             env=env,
         )
+
+
+def wait_for_log(log: Path, pattern: str, timeout: float) -> None:
+    """Wait until a line of a process's log file matches ``pattern`` (a regular expression)."""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"no {pattern!r} in {log.name} after {timeout} s"
+        time.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen[bytes], kill: bool = False) -> None:

@@ -116,6 +116,12 @@ def main(path: str) -> None:
 
         monitor.tick = failing_tick  # type: ignore[method-assign]
     app = create_app(monitor, follower=_NoControl())
+
+    def assigned(_app: Any, assigned: Any, **_: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic in monitor.by_topic)
+        print(f"assigned results partitions {mine}", flush=True)
+
+    app.on_partitions_assigned.connect(assigned)
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 
 

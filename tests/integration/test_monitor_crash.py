@@ -22,7 +22,15 @@ from driftline.streams.control import ensure_topics
 from driftline.streams.monitor import EXIT_BATCH_FAILED
 from driftline.streams.state import RedisState
 
-from ._monitor_helpers import produce, read_all, result, start_monitor, stop, wait_for
+from ._monitor_helpers import (
+    produce,
+    read_all,
+    result,
+    start_monitor,
+    stop,
+    wait_for,
+    wait_for_log,
+)
 from ._private_redis import PrivateRedis
 
 pytestmark = pytest.mark.integration
@@ -305,6 +313,10 @@ def test_two_monitors_in_one_group_share_the_work_exactly(world, redis_client): 
     tmp = world["tmp"]
     procs = [start_monitor(config, tmp, tmp / "m1.log"), start_monitor(config, tmp, tmp / "m2.log")]
     try:
+        # each holds results partitions before the first result: both take part however slow
+        # the machine is
+        for log in ("m1.log", "m2.log"):
+            wait_for_log(tmp / log, r"assigned results partitions \[\d", timeout=90)
         for c in range(10):
             produce(
                 k.client_config(),
