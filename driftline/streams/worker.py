@@ -319,12 +319,17 @@ class Worker:
                 retriable = isinstance(err, KafkaError) and (
                     err.retriable() or err.code() == KafkaError._TIMED_OUT
                 )
-                if not (wait and retriable) or self._stop.is_set():
+                if not (wait and retriable):
                     raise ServiceError(
                         f"cannot initialise transactions at {self.kafka.bootstrap_servers}: {exc}"
                     ) from exc
                 log.warning("initialising transactions failed (%s); trying again", err)
-                self._stop.wait(delay)
+                # stop() during the pause ends the wait now, not after one more 30 s attempt
+                if self._stop.wait(delay):
+                    raise ServiceError(
+                        "stopped while waiting for transactions at "
+                        f"{self.kafka.bootstrap_servers}: {exc}"
+                    ) from exc
                 delay = min(2 * delay, 10.0)
 
     def _subscribe(self, consumer: Consumer) -> None:

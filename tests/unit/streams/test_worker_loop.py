@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from driftline.config import KafkaSettings, WorkerSettings
+from driftline.errors import ServiceError
 from driftline.streams.worker import PipelineRuntime, RuntimeModel, StaticSource, Worker
 
 pytestmark = pytest.mark.unit
@@ -397,3 +398,36 @@ def test_trace_context_follows_a_request_to_its_results_and_dead_letters() -> No
     assert results == [(b"a", [trace]), (b"a", [trace]), (b"c", None)]
     (dead,) = [h for kind, _, h in by_key if kind == "deadletter"]
     assert trace in dead and ("driftline-error", b"malformed_json") in dead
+
+
+class _InitProducer:
+    """Stands for a producer whose ``init_transactions`` times out ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        self.calls = 0
+        self.failures = failures
+
+    def init_transactions(self, _timeout: float) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "broker away"))
+
+
+def test_a_replacement_producer_waits_for_the_broker_and_stop_ends_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import driftline.streams.worker as worker_mod
+
+    w, _ = _worker(_Producer())
+    made: list[_InitProducer] = []
+    monkeypatch.setattr(
+        worker_mod, "Producer", lambda _c: made.append(_InitProducer(2)) or made[-1]
+    )
+    monkeypatch.setattr(w._stop, "wait", lambda _delay: False)  # no real pause
+    assert w._new_producer(wait=True).calls == 3  # two timeouts, then served
+    with pytest.raises(ServiceError, match="cannot initialise transactions"):
+        w._new_producer()  # at start an unreachable broker is an error at once
+    monkeypatch.setattr(w._stop, "wait", lambda _delay: True)  # stop() during the pause
+    with pytest.raises(ServiceError, match="stopped while waiting"):
+        w._new_producer(wait=True)
+    assert made[-1].calls == 1
