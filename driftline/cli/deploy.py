@@ -1,0 +1,81 @@
+"""``driftline deploy``, ``undeploy`` and ``pipelines``: the control topic."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from driftline._console import err, out
+from driftline.cli.app import EXIT_USAGE, app
+from driftline.config import load_settings
+
+__all__ = ["deploy", "pipelines", "undeploy"]
+
+
+@app.command()
+def deploy(
+    spec_path: Annotated[str, typer.Argument(help="The pipeline spec (YAML).", metavar="SPEC")],
+) -> None:
+    """Validate a pipeline spec, upload its models, create its topics and deploy it."""
+    from driftline.sdk import Client
+    from driftline.spec import load_spec
+    from driftline.streams.control import pipeline_topics
+
+    spec = load_spec(spec_path)
+    client = Client()
+    pipeline = client.deploy(spec)
+    out.print(f"deployed [bold]{spec.name}[/] version {pipeline.version}")
+    for kind, topic in pipeline_topics(client.settings.kafka, spec.name).items():
+        out.print(f"  {kind:<10} {topic}")
+
+
+@app.command()
+def undeploy(
+    name: Annotated[str, typer.Argument(help="Pipeline name.")],
+) -> None:
+    """Remove a pipeline from the control topic (its topics and history stay)."""
+    from driftline.streams.control import ControlPlane
+
+    if not ControlPlane(load_settings().kafka).undeploy(name):
+        err.print(f"[red]error:[/] pipeline {name!r} is not deployed (see `driftline pipelines`)")
+        raise typer.Exit(EXIT_USAGE)
+    out.print(f"undeployed [bold]{name}[/]")
+
+
+@app.command()
+def pipelines(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List deployed pipelines with their versions."""
+    from driftline.streams.control import ControlPlane, spec_version
+
+    snapshot = ControlPlane(load_settings().kafka).snapshot()
+    rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "version": spec_version(canonical),
+            "models": sorted(canonical.get("models", {})),
+            "validations": sorted(canonical.get("validations", {})),
+            "alerts": sorted(canonical.get("alerts", {})),
+            "assays": sorted(canonical.get("assays", {})),
+        }
+        for name, canonical in sorted(snapshot.items())
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table("pipeline", "version", "models", "validations", "alerts", "assays")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["version"][:19],
+            ", ".join(map(str, r["models"])),
+            ", ".join(r["validations"]),
+            ", ".join(r["alerts"]),
+            ", ".join(r["assays"]),
+        )
+    out.print(table)
