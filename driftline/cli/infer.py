@@ -11,6 +11,7 @@ from driftline._console import out
 from driftline.cli._format import short
 from driftline.cli.app import EXIT_FAILED, app
 from driftline.config import load_settings
+from driftline.errors import DriftlineError
 
 __all__ = ["infer"]
 
@@ -38,6 +39,8 @@ def infer(
     from driftline.streams.produce import infer as send
     from driftline.streams.produce import read_request_file
 
+    if Path(file).is_dir():
+        raise DriftlineError(f"--file {file!r} is a directory; pass a request JSON file")
     results = send(load_settings().kafka, name, read_request_file(Path(file)), timeout=timeout)
     if as_json:
         out.print_json(json.dumps(results))

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from driftline._console import err, out
-from driftline.cli.app import EXIT_USAGE, app
+from driftline.cli.app import app
 from driftline.config import load_settings
+from driftline.errors import DriftlineError
 
 __all__ = ["produce"]
 
@@ -36,9 +37,10 @@ def produce(
     from driftline.streams.produce import produce_file
 
     path = Path(file)
+    if path.is_dir():
+        raise DriftlineError(f"--file {file!r} is a directory; pass a JSON-lines file")
     if not path.is_file():
-        err.print(f"[red]error:[/] --file {file!r}: no such file")
-        raise typer.Exit(EXIT_USAGE)
+        raise DriftlineError(f"--file {file!r}: no such file")
     with path.open("rb") as f:
         total = sum(1 for line in f if line.strip())
     t0 = time.monotonic()

@@ -56,8 +56,10 @@ def worker(
     logging.basicConfig(
         level=load_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # ``--pipeline a --pipeline a`` asks for one pipeline once.
+    selected = list(dict.fromkeys(pipeline)) if pipeline else None
     stats = run_worker(
-        pipeline or None,
+        selected,
         guarantee=guarantee,
         worker_id=worker_id,
         metrics_port=metrics_port,
