@@ -25,6 +25,7 @@ import contextlib
 import email
 import email.policy
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -44,8 +45,14 @@ from rich.markup import escape
 from driftline._console import out
 from driftline.charts import assay_chart
 from driftline.config import KafkaSettings, RedisSettings, Settings, load_settings
+from driftline.kafka.admin import admin_client
+from driftline.kafka.clientlog import client_logger, with_logger
+from driftline.kafka.loop import StopSignal
 
 __all__ = ["DemoFailed", "run_demo"]
+
+# Set by SIGTERM/SIGINT while the demo runs; every wait of the story honours it.
+_STOP = StopSignal()
 
 _ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = _ROOT / "examples" / "fraud"
@@ -149,7 +156,8 @@ def _wait_for(
         if value:
             return value
         stack.check()
-        time.sleep(0.2)
+        if _STOP.wait(0.2):
+            raise DemoFailed(f"stopped (SIGTERM or Ctrl-C) while waiting for {what}")
     raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
@@ -161,12 +169,14 @@ class Topics:
         from confluent_kafka import Consumer, TopicPartition
 
         self.consumer = Consumer(
-            kafka.client_config(
-                **{
-                    "group.id": f"driftline-demo-reader-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                }
+            with_logger(
+                kafka.client_config(
+                    **{
+                        "group.id": f"driftline-demo-reader-{uuid.uuid4().hex}",
+                        "enable.auto.commit": False,
+                        "isolation.level": "read_committed",
+                    }
+                )
             )
         )
         assignment = []
@@ -214,12 +224,24 @@ def _requests(rows: np.ndarray, start_ms: int, span_ms: int, prefix: str) -> Ite
 
 # --------------------------------------------------------------------------- the story
 def run_demo(output_dir: str) -> int:
-    """Run the story; returns the process exit code (0 when every step happened)."""
+    """Run the story; returns the process exit code (0 when every step happened).
+
+    SIGTERM or Ctrl-C ends the current wait, and the worker, monitor and bridge are stopped
+    and the demo's topics removed as after a failure. librdkafka's own warnings (a fresh
+    broker's "Coordinator load in progress: retrying") are retried by the clients themselves
+    and kept off the story; errors still show.
+    """
+    librdkafka = client_logger()
+    level = librdkafka.level
+    librdkafka.setLevel(logging.ERROR)
     try:
-        summary = _run(Path(output_dir))
+        with _STOP.installed():
+            summary = _run(Path(output_dir))
     except DemoFailed as exc:
         out.print(f"[red bold]demo failed:[/] {exc}")
         return 1
+    finally:
+        librdkafka.setLevel(level)
     out.rule("[green]demo complete")
     out.print(f"summary written to {summary}")
     return 0
@@ -337,7 +359,7 @@ def _run(output: Path) -> Path:
         gen = _load_example_generator()
         t0 = (int(time.time() * 1000) // MINUTE + 2) * MINUTE  # ahead of the wall clock
         facts["t0"] = t0
-        producer = Producer(kafka.client_config(**{"linger.ms": 5}))
+        producer = Producer(with_logger(kafka.client_config(**{"linger.ms": 5})))
         requests_topic = kafka.topic(spec.name, "requests")
         reader = Topics(kafka, [kafka.topic("assays"), kafka.topic("notifications")])
 
@@ -538,10 +560,9 @@ def _print_assays(assays: list[dict[str, Any]], t0: int) -> None:
 def _cleanup(settings: Settings, name: str) -> None:
     """Delete the demo's topics and Redis keys (the story leaves nothing behind)."""
     import redis
-    from confluent_kafka.admin import AdminClient
 
     with contextlib.suppress(Exception):
-        admin = AdminClient(settings.kafka.client_config())
+        admin = admin_client(settings.kafka)
         prefix = settings.kafka.topic_prefix + "."
         topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
         if topics:

@@ -15,6 +15,7 @@ from typing import Any
 
 from driftline.config import KafkaSettings
 from driftline.errors import ServiceError
+from driftline.kafka.clientlog import with_logger
 
 __all__ = ["UNREADABLE", "Record", "preview", "render_rows", "sort_key", "tail"]
 
@@ -80,13 +81,15 @@ def tail(
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer(
-        kafka.client_config(
-            **{
-                "group.id": f"driftline-client-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-            }
+        with_logger(
+            kafka.client_config(
+                **{
+                    "group.id": f"driftline-client-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "earliest",
+                }
+            )
         )
     )
     records: list[Record] = []

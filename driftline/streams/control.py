@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config import KafkaSettings
 from driftline.errors import ServiceError
+
+# Topic creation lives in the Kafka layer; importing it from here keeps working.
+from driftline.kafka.admin import admin_client, ensure_topics
+from driftline.kafka.clientlog import with_logger
 
 if TYPE_CHECKING:
     from driftline.models import ModelInfo
@@ -55,69 +57,18 @@ def pipeline_topics(settings: KafkaSettings, name: str) -> dict[str, str]:
     return {kind: settings.topic(name, kind) for kind in PIPELINE_TOPICS}
 
 
-def ensure_topics(
-    settings: KafkaSettings,
-    names: Iterable[str],
-    partitions: int | None = None,
-    compacted: bool = False,
-    admin: AdminClient | None = None,
-) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = admin or AdminClient(settings.client_config())
-    config = {"cleanup.policy": "compact"} if compacted else {}
-    new = [
-        NewTopic(
-            n,
-            partitions or settings.partitions,
-            settings.replication_factor,
-            config=config,
-        )
-        for n in names
-    ]
-    if not new:
-        return
-    try:
-        futures = admin.create_topics(new, operation_timeout=_TIMEOUT_S)
-    except KafkaException as exc:
-        raise ServiceError(f"Kafka at {settings.bootstrap_servers}: {exc}") from exc
-    for topic, fut in futures.items():
-        try:
-            fut.result(_TIMEOUT_S)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue
-            raise ServiceError(f"cannot create topic {topic}: {exc}") from exc
-    _wait_for_metadata(admin, [t.topic for t in new])
-
-
-def _wait_for_metadata(admin: AdminClient, topics: list[str]) -> None:
-    # A just-created topic can take a moment to have a leader; producers that race it get
-    # UNKNOWN_TOPIC_OR_PART, so wait until metadata shows every partition led.
-    deadline = time.monotonic() + _TIMEOUT_S
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=5)
-        ready = all(
-            t in md.topics
-            and md.topics[t].error is None
-            and all(p.leader >= 0 for p in md.topics[t].partitions.values())
-            for t in topics
-        )
-        if ready:
-            return
-        time.sleep(0.1)
-
-
 def _read_compacted(settings: KafkaSettings, topic: str) -> tuple[dict[str, Any], Consumer]:
     """Read a (single-partition) compacted topic to its end; returns state and the consumer."""
     consumer = Consumer(
-        settings.client_config(
-            **{
-                "group.id": f"driftline-control-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-            }
+        with_logger(
+            settings.client_config(
+                **{
+                    "group.id": f"driftline-control-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "earliest",
+                }
+            )
         )
     )
     state: dict[str, Any] = {}
@@ -177,14 +128,16 @@ class ControlPlane:
         self.settings = settings
         self.pipelines_topic = settings.topic("pipelines")
         self.models_topic = settings.topic("models")
-        self._admin = AdminClient(settings.client_config())
+        self._admin = admin_client(settings)
         self._producer: Producer | None = None
 
     # ---------------------------------------------------------------- writing
     def _produce(self, topic: str, key: str, value: bytes | None) -> None:
         if self._producer is None:
             self._producer = Producer(
-                self.settings.client_config(**{"enable.idempotence": True, "linger.ms": 0})
+                with_logger(
+                    self.settings.client_config(**{"enable.idempotence": True, "linger.ms": 0})
+                )
             )
         errors: list[KafkaError] = []
 

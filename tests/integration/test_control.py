@@ -89,3 +89,52 @@ def test_models_are_recorded_with_versions(settings: Settings) -> None:
         (version,) = models[m.name]
         assert version["sha256"] == m.sha256
         assert (settings.model_store / "sha256").exists()
+
+
+def test_ensure_topics_creates_once_waits_for_leaders_and_counts_partitions(
+    settings: Settings, unique: str
+) -> None:
+    from driftline.errors import DriftlineError
+    from driftline.kafka.admin import ensure_topics, partition_count
+    from driftline.streams import control
+
+    # the control plane's name for it is the Kafka layer's function, not a copy
+    assert control.ensure_topics is ensure_topics
+    topics = [settings.kafka.topic("admin", unique, "a"), settings.kafka.topic("admin", unique)]
+    ensure_topics(settings.kafka, topics, partitions=3)
+    assert [partition_count(settings.kafka, t) for t in topics] == [3, 3]
+    # existing topics are left as they are, whatever is asked now
+    ensure_topics(settings.kafka, topics, partitions=5)
+    assert partition_count(settings.kafka, topics[0]) == 3
+    with pytest.raises(DriftlineError, match="does not exist"):
+        partition_count(settings.kafka, settings.kafka.topic("admin", unique, "missing"))
+
+
+def test_rebalance_tracks_a_real_group_assignment_and_revokes_on_close(
+    settings: Settings, unique: str
+) -> None:
+    from confluent_kafka import Consumer
+
+    from driftline.kafka.admin import ensure_topics
+    from driftline.kafka.clientlog import with_logger
+    from driftline.kafka.loop import Rebalance
+
+    topic = settings.kafka.topic("rebalance", unique)
+    ensure_topics(settings.kafka, [topic], partitions=2)
+    revoked: list[tuple[str, int]] = []
+    rebalance = Rebalance(
+        on_revoke=lambda _c, parts: revoked.extend((p.topic, p.partition) for p in parts)
+    )
+    consumer = Consumer(
+        with_logger(
+            settings.kafka.client_config(**{"group.id": f"g-{unique}", "session.timeout.ms": 6000})
+        )
+    )
+    rebalance.subscribe(consumer, [topic])
+    deadline = time.monotonic() + 60
+    while not rebalance.assigned and time.monotonic() < deadline:
+        consumer.poll(0.2)
+    assert rebalance.assigned == {(topic, 0), (topic, 1)}
+    consumer.close()  # leaving the group revokes through the same hook
+    assert sorted(revoked) == [(topic, 0), (topic, 1)]
+    assert rebalance.assigned == set()
