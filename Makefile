@@ -39,9 +39,13 @@ test: lint typecheck services
 demo: services
 	$(BIN)/driftline demo
 
+# bench/monitor.py has no --quick: these sizes take a few minutes on 2 cores (its default is
+# 1,000,000 events, ~5 minutes more).
+BENCH_MONITOR_QUICK ?= --events 200000 --throughput-events 100000 --per-event 5000 --link-events 1000
+
 bench: services
 	$(BIN)/python bench/inference.py --quick
-	$(BIN)/python bench/monitor.py --quick
+	$(BIN)/python bench/monitor.py $(BENCH_MONITOR_QUICK)
 	$(BIN)/python bench/detection.py --quick
 
 clean:
