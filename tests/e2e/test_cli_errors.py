@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from driftline.config import load_settings
+
 pytestmark = pytest.mark.e2e
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -88,7 +90,7 @@ def test_replay_refuses_times_out_of_range_in_one_line(cli: Cli, env: dict[str, 
 
 
 def _produce(env: dict[str, str], topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": "127.0.0.1:9092", "linger.ms": 0})
+    producer = Producer(load_settings().kafka.client_config(**{"linger.ms": 0}))
     for v in values:
         producer.produce(topic, v, key=b"k")
     assert producer.flush(30) == 0

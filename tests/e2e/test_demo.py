@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,5 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     for step in ("1. Validations", "2. Shadow deploy", "3. Count alert", "4. Assay", "5. Replay"):
         assert step in proc.stdout
     assert "identical" in proc.stdout
+    # librdkafka's own lines go through logging, never raw onto the story ("%4|…|GETPID|…")
+    assert not re.search(r"^%\d\|", proc.stdout + proc.stderr, re.MULTILINE)
