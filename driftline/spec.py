@@ -13,7 +13,7 @@ import datetime as dt
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,9 +269,9 @@ def spec_from_dict(
     Expressions may be text or :class:`~driftline.expressions.Expr` objects; relative paths are
     resolved against ``base_dir`` (default: the working directory).
     """
-    return _Compiler(Path(base_dir) if base_dir is not None else Path.cwd(), resolve_model).run(
-        data
-    )
+    return _Compiler(
+        Path(base_dir) if base_dir is not None else Path.cwd(), resolve_model, check_serving=True
+    ).run(data)
 
 
 def spec_from_canonical(
@@ -341,9 +341,18 @@ def spec_from_canonical(
 
 
 class _Compiler:
-    def __init__(self, base_dir: Path | None, resolve_model: Callable[[str], Path] | None):
+    def __init__(
+        self,
+        base_dir: Path | None,
+        resolve_model: Callable[[str], Path] | None,
+        *,
+        check_serving: bool = False,
+    ):
         self.base_dir = base_dir
         self.resolve_model = resolve_model
+        # A spec being deployed runs its models once (models.check); a deployed one that a
+        # worker or monitor rebuilds from the control topic was checked then.
+        self.check_serving = check_serving
         self.models: dict[str, ModelSpec] = {}
 
     def run(self, data: Mapping[str, Any]) -> PipelineSpec:
@@ -449,7 +458,20 @@ class _Compiler:
                 "exactly one model must be the champion (shadow: false); found "
                 f"{champions or 'none'} — mark the challengers with shadow: true",
             )
+        if self.check_serving:
+            self.check_servable(out)
         return tuple(out)
+
+    def check_servable(self, models: Sequence[ModelSpec]) -> None:
+        from driftline.models.check import check_servable
+
+        ordered = sorted(models, key=lambda m: m.shadow)  # the champion first
+        with_info = [(m.name, m.info, m.shadow) for m in ordered if m.info is not None]
+        if len(with_info) < len(ordered):
+            return  # models known by hash only: checked when they were deployed
+        for problem in check_servable(with_info):
+            i = next(i for i, m in enumerate(models) if m.name == problem.model)
+            raise SpecError(f"models[{i}]", f"{problem}; the worker could not serve it")
 
     def model_names(self, where: str, entry: Mapping[str, Any], model: ModelSpec) -> ModelSpec:
         given = {k: entry[k] for k in ("inputs", "outputs") if k in entry}
