@@ -37,6 +37,7 @@ from driftline.expressions import (
     variables,
 )
 from driftline.models import ModelInfo, inspect_model
+from driftline.models.baselines import INLINE_MAX
 from driftline.notify import parse_target
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "load_spec",
     "spec_from_canonical",
     "spec_from_dict",
+    "store_large_baselines",
 ]
 
 CANONICAL_FORMAT = 1
@@ -210,9 +212,18 @@ def _canonical_model(m: ModelSpec) -> dict[str, Any]:
 
 def _canonical_baseline(baseline: Mapping[str, Any]) -> dict[str, Any]:
     if "values" in baseline:
-        # file baselines are embedded: workers elsewhere cannot read the author's files, and a
-        # changed baseline must change the version
-        return {"values": [None if math.isnan(v) else v for v in baseline["values"]]}
+        # File baselines are embedded (processes elsewhere cannot read the author's files, and a
+        # changed baseline must change the version); large ones by the hash of their values,
+        # which deploy writes to the store, so the control message stays small.
+        values = baseline["values"]
+        if len(values) > INLINE_MAX:
+            from driftline.models.baselines import baseline_digest
+
+            digest = baseline_digest(np.asarray(values, dtype=np.float64))
+            return {"sha256": digest, "count": len(values)}
+        return {"values": [None if math.isnan(v) else v for v in values]}
+    if "sha256" in baseline:
+        return {"sha256": baseline["sha256"], "count": baseline["count"]}
     return {"from": baseline["from"], "to": baseline["to"]}
 
 
@@ -756,7 +767,7 @@ class _Compiler:
 
     def baseline(self, where: str, value: Any) -> dict[str, Any]:
         _mapping(value, where)
-        kinds = [k for k in ("file", "from", "values") if k in value]
+        kinds = [k for k in ("file", "from", "values", "sha256") if k in value]
         if len(kinds) != 1:
             raise SpecError(
                 where,
@@ -772,6 +783,14 @@ class _Compiler:
                 if not _is_number(v):
                     raise SpecError(f"{where}.values[{i}]", f"expected a number, got {v!r}")
             return {"values": [float(v) for v in values]}
+        if kinds[0] == "sha256":  # a large baseline deploy stored by hash (see models.baselines)
+            _only_keys(value, where, {"sha256", "count"}, {"sha256", "count"})
+            digest, count = value["sha256"], value["count"]
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise SpecError(f"{where}.sha256", f"expected a sha256 hex digest, got {digest!r}")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise SpecError(f"{where}.count", f"expected a positive count, got {count!r}")
+            return {"sha256": digest, "count": count}
         if kinds[0] == "from":
             _only_keys(value, where, {"from", "to"}, {"from", "to"})
             start = _epoch_ms(f"{where}.from", value["from"])
@@ -887,9 +906,40 @@ def _epoch_ms(where: str, value: Any) -> int:
 # -- baselines --------------------------------------------------------------------------------
 
 
-def load_baseline_values(assay: AssaySpec, base_dir: str | Path | None = None) -> np.ndarray | None:
-    """The baseline's values, or None for a ``{from, to}`` baseline of the pipeline's history."""
+def store_large_baselines(spec: PipelineSpec, store: str | Path) -> None:
+    """Write the baselines that the canonical spec names by hash into the model store.
+
+    Call before publishing the spec (``deploy`` does): a monitor reads them back by hash.
+    """
+    from driftline.models.baselines import BaselineStore
+
+    for assay in spec.assays.values():
+        values = assay.baseline.get("values")
+        if values is not None and len(values) > INLINE_MAX:
+            BaselineStore(store).put(np.asarray(values, dtype=np.float64))
+
+
+def load_baseline_values(
+    assay: AssaySpec, base_dir: str | Path | None = None, store: str | Path | None = None
+) -> np.ndarray | None:
+    """The baseline's values, or None for a ``{from, to}`` baseline of the pipeline's history.
+
+    ``store`` is the model store, which holds the large baselines deployed by hash.
+    """
     baseline = assay.baseline
+    if "sha256" in baseline:
+        from driftline.models.baselines import BaselineStore
+
+        if store is None:
+            raise SpecError(
+                f"assays.{assay.name}.baseline",
+                "the baseline is stored by hash; reading it needs the model store "
+                "(DRIFTLINE_MODEL_STORE)",
+            )
+        try:
+            return BaselineStore(store).get(str(baseline["sha256"]))
+        except DriftlineError as exc:
+            raise SpecError(f"assays.{assay.name}.baseline", str(exc)) from None
     if "values" in baseline:
         return np.asarray(
             [math.nan if v is None else v for v in baseline["values"]], dtype=np.float64
