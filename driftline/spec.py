@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 CANONICAL_FORMAT = 1
+#: Largest canonical spec deploy accepts: one control message, under the producer's default
+#: ``message.max.bytes`` (1,000,000) with room for the key and headers.
+MAX_CANONICAL_BYTES = 900_000
 SEVERITIES = ("warning", "critical")
 BIN_MODES = ("quantile", "equal", "provided")
 OUTLIER_MODES = ("explicit", "open")
@@ -405,7 +408,7 @@ class _Compiler:
                         "validations, alerts and assays must be unique within a pipeline",
                     )
                 seen[check] = section
-        return PipelineSpec(
+        spec = PipelineSpec(
             name=name,
             models=models,
             validations=validations,
@@ -414,6 +417,16 @@ class _Compiler:
             options=self.options(data.get("options")),
             base_dir=self.base_dir,
         )
+        if self.check_serving:
+            size = len(spec.canonical_json())
+            if size > MAX_CANONICAL_BYTES:
+                raise SpecError(
+                    "spec",
+                    f"the deployable form is {size:,} bytes, over the control topic's limit of "
+                    f"{MAX_CANONICAL_BYTES:,}: split the pipeline, or move long inline baseline "
+                    "values into a file (large baselines are stored by hash)",
+                )
+        return spec
 
     def named(self, data: Mapping[str, Any], section: str) -> Iterable[tuple[str, Any]]:
         value = data.get(section)
