@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -25,6 +20,8 @@ from driftline.config import KafkaSettings, Settings
 from driftline.demo import SmtpSink
 from driftline.detectors import Baseline
 from driftline.spec import spec_from_dict
+
+from ._stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -70,40 +67,6 @@ def _result(i: int, t: int, score: float) -> bytes:
     )
 
 
-@contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "driftline", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _wait(what: str, predicate: Callable[[], Any], procs: list[Any], logs: list[Path]) -> Any:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        for proc, log in zip(procs, logs, strict=True):
-            if proc.poll() is not None:
-                raise AssertionError(f"{log.name} exited: {log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in logs)
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
-
-
 def test_an_assay_notifies_email_webhook_and_stdout_of_warning_alert_and_ok(
     topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
 ) -> None:
@@ -145,6 +108,8 @@ def test_an_assay_notifies_email_webhook_and_stdout_of_warning_alert_and_ok(
         DRIFTLINE_KEY_PREFIX=redis_prefix,
         DRIFTLINE_MODEL_STORE=str(settings.model_store),
         DRIFTLINE_MONITOR_GROUP=f"monitor-{unique}",
+        # no idle close: the window of the one closing event must stay open
+        DRIFTLINE_MONITOR_IDLE_CLOSE_MS=str(3_600_000),
         DRIFTLINE_BRIDGE_GROUP=f"bridge-{unique}",
         DRIFTLINE_BRIDGE_GROUP_MS="200",
         DRIFTLINE_SMTP_URL=f"smtp://127.0.0.1:{smtp.port}",
@@ -152,42 +117,32 @@ def test_an_assay_notifies_email_webhook_and_stdout_of_warning_alert_and_ok(
         DRIFTLINE_WEBHOOKS=json.dumps({"audit": {"url": f"{hook.url}/audit", "secret": "k"}}),
     )
     env.pop("DRIFTLINE_METRICS_PORT", None)
-    logs = [tmp_path / "monitor.log", tmp_path / "bridge.log"]
+    stack = Stack(env, tmp_path / "logs")
     try:
-        with (
-            _process(["monitor"], env, logs[0]) as monitor,
-            _process(["bridge", "--channels", "email,webhook,stdout"], env, logs[1]) as bridge,
-        ):
-            # Event time an hour back, aligned to the minute: history the monitor must still window.
-            t0 = (int(time.time() * 1000) - 60 * MINUTE) // MINUTE * MINUTE
-            producer = Producer(settings.kafka.client_config())
-            topic = settings.kafka.topic("drift", "results")
-            i = 0
-            for w, scores in enumerate(windows):
-                times = t0 + w * MINUTE + np.sort(rng.integers(0, MINUTE, scores.size))
-                for t, s in zip(times.tolist(), scores.tolist(), strict=True):
-                    producer.produce(topic, _result(i, t, s), partition=0, timestamp=t)
-                    i += 1
-            # one event past the last window, so the watermark closes it
-            end = t0 + len(windows) * MINUTE + 1
-            producer.produce(topic, _result(i, end, float(baseline[0])), partition=0, timestamp=end)
-            assert producer.flush(30) == 0
+        stack.start("monitor", "monitor")
+        stack.start("bridge", "bridge", "--channels", "email,webhook,stdout")
+        # Event time an hour back, aligned to the minute: history the monitor must still window.
+        t0 = (int(time.time() * 1000) - 60 * MINUTE) // MINUTE * MINUTE
+        producer = Producer(settings.kafka.client_config())
+        topic = settings.kafka.topic("drift", "results")
+        i = 0
+        for w, scores in enumerate(windows):
+            times = t0 + w * MINUTE + np.sort(rng.integers(0, MINUTE, scores.size))
+            for t, s in zip(times.tolist(), scores.tolist(), strict=True):
+                producer.produce(topic, _result(i, t, s), partition=0, timestamp=t)
+                i += 1
+        # one event past the last window, so the watermark closes it
+        end = t0 + len(windows) * MINUTE + 1
+        producer.produce(topic, _result(i, end, float(baseline[0])), partition=0, timestamp=end)
+        assert producer.flush(30) == 0
 
-            mails = _wait(
-                "three assay emails",
-                lambda: (m := smtp.snapshot()) and len(m) >= 3 and m,
-                [monitor, bridge],
-                logs,
-            )
-            posts = _wait(
-                "three webhook calls",
-                lambda: (p := hook.snapshot()) and len(p) >= 3 and p,
-                [monitor, bridge],
-                logs,
-            )
-            time.sleep(2)  # anything beyond the three transitions would show now
-            mails, posts = smtp.snapshot(), hook.snapshot()
+        stack.wait("three assay emails", lambda: len(smtp.snapshot()) >= 3)
+        stack.wait("three webhook calls", lambda: len(hook.snapshot()) >= 3)
+        time.sleep(2)  # anything beyond the three transitions would show now
+        mails, posts = smtp.snapshot(), hook.snapshot()
+        assert not stack.dead(), stack.tails()
     finally:
+        stack.stop()
         smtp.stop()
         hook.stop()
 
@@ -210,5 +165,5 @@ def test_an_assay_notifies_email_webhook_and_stdout_of_warning_alert_and_ok(
     windows_notified = [p["window"]["start"] for p in payloads]
     assert windows_notified == [t0 + 2 * MINUTE, t0 + 3 * MINUTE, t0 + 5 * MINUTE]
 
-    printed = logs[1].read_text()
+    printed = stack.log("bridge").read_text()
     assert printed.count("score_drift") >= 3
