@@ -230,12 +230,11 @@ def _source(h: dict[str, str]) -> tuple[str, int, int] | None:
 def test_hostile_messages_on_every_topic_stop_no_process(
     data: st.DataObject, topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
 ) -> None:
-    requests_bad = POISON_REQUESTS + data.draw(
-        st.lists(hostile_request, min_size=HOSTILE, max_size=HOSTILE)
-    )
-    results_bad = POISON_RESULTS + data.draw(
-        st.lists(hostile_result, min_size=HOSTILE, max_size=HOSTILE)
-    )
+    def some(strategy: st.SearchStrategy[bytes]) -> list[bytes]:
+        return data.draw(st.lists(strategy, min_size=HOSTILE, max_size=HOSTILE))
+
+    requests_bad = POISON_REQUESTS + some(hostile_request)
+    results_bad = POISON_RESULTS + some(hostile_result)
     notes_bad = [_dumps(n) for n in POISON_NOTIFICATIONS] + some(hostile_notification)
     specs_bad = data.draw(st.lists(hostile_spec, min_size=10, max_size=10))
     rows = data.draw(st.lists(row, min_size=VALID, max_size=VALID))
