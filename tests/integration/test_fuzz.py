@@ -6,8 +6,9 @@ interleaved with valid traffic. Afterwards every process is alive, every valid r
 exactly once, no request was dead-lettered twice, every known poison was dead-lettered, and no
 email went to an address the deployed spec does not name.
 
-``DRIFTLINE_FUZZ_EXAMPLES`` sets how many hostile messages go to each topic (``make fuzz`` runs a
-longer round than ``make test``).
+``DRIFTLINE_FUZZ_EXAMPLES`` sets how many hostile messages go to each topic and
+``DRIFTLINE_FUZZ_SEED`` which ones (``make fuzz`` runs a longer round, on a new seed, than
+``make test``); a failure names the seed that reproduces it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from driftline import Client
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
 HOSTILE = int(os.environ.get("DRIFTLINE_FUZZ_EXAMPLES", "60"))
+SEED = int(os.environ.get("DRIFTLINE_FUZZ_SEED", "0"))
 VALID = 40
 WIDTH = 29
 ALLOWED = "ops@example.com"
@@ -219,25 +222,39 @@ def _source(h: dict[str, str]) -> tuple[str, int, int] | None:
 # -- the harness -------------------------------------------------------------------------------
 
 
-@settings(
-    max_examples=1,
-    deadline=None,
-    database=None,
-    phases=[Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
-@given(data=st.data())
+def _examples(strategy: st.SearchStrategy[Any], n: int, seed: int) -> list[Any]:
+    """``n`` examples of ``strategy``, from simple to complex, reproducible from ``seed``."""
+    out: list[Any] = []
+
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @hypothesis_seed(seed)
+    @given(strategy)
+    def collect(value: Any) -> None:
+        out.append(value)
+
+    collect()
+    return out[:n]
+
+
 def test_hostile_messages_on_every_topic_stop_no_process(
-    data: st.DataObject, topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
+    topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
 ) -> None:
+    print(f"reproduce with DRIFTLINE_FUZZ_SEED={SEED} DRIFTLINE_FUZZ_EXAMPLES={HOSTILE}")
+
     def some(strategy: st.SearchStrategy[bytes]) -> list[bytes]:
-        return data.draw(st.lists(strategy, min_size=HOSTILE, max_size=HOSTILE))
+        return _examples(strategy, HOSTILE, SEED)
 
     requests_bad = POISON_REQUESTS + some(hostile_request)
     results_bad = POISON_RESULTS + some(hostile_result)
     notes_bad = [_dumps(n) for n in POISON_NOTIFICATIONS] + some(hostile_notification)
-    specs_bad = data.draw(st.lists(hostile_spec, min_size=10, max_size=10))
-    rows = data.draw(st.lists(row, min_size=VALID, max_size=VALID))
+    specs_bad = _examples(hostile_spec, 10, SEED)
+    rows = [[0.1 * ((i * 7 + j) % 11) for j in range(WIDTH)] for i in range(VALID)]
 
     settings_ = Settings(
         model_store=tmp_path / "store", kafka=KafkaSettings(topic_prefix=topic_prefix)
