@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 from driftline import notify
 from driftline.config import Settings, load_settings
 from driftline.expressions import fn
-from driftline.spec import PipelineBuilder, PipelineSpec, spec_from_canonical
+from driftline.spec import (
+    PipelineBuilder,
+    PipelineSpec,
+    spec_from_canonical,
+    store_large_baselines,
+)
 from driftline.streams.control import ControlPlane, spec_version
 
 if TYPE_CHECKING:
@@ -128,6 +133,7 @@ class Client:
                 continue
             info = store.put(model.name, Path(model.path))
             self._control.record_model(info)
+        store_large_baselines(spec, self.settings.model_store)
         self._control.deploy(spec)
         return Pipeline(self, spec.name, spec.to_canonical())
 

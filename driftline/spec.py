@@ -13,7 +13,7 @@ import datetime as dt
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from driftline.expressions import (
     variables,
 )
 from driftline.models import ModelInfo, inspect_model
+from driftline.models.baselines import INLINE_MAX
 from driftline.notify import parse_target
 
 __all__ = [
@@ -50,9 +51,13 @@ __all__ = [
     "load_spec",
     "spec_from_canonical",
     "spec_from_dict",
+    "store_large_baselines",
 ]
 
 CANONICAL_FORMAT = 1
+#: Largest canonical spec deploy accepts: one control message, under the producer's default
+#: ``message.max.bytes`` (1,000,000) with room for the key and headers.
+MAX_CANONICAL_BYTES = 900_000
 SEVERITIES = ("warning", "critical")
 BIN_MODES = ("quantile", "equal", "provided")
 OUTLIER_MODES = ("explicit", "open")
@@ -210,9 +215,18 @@ def _canonical_model(m: ModelSpec) -> dict[str, Any]:
 
 def _canonical_baseline(baseline: Mapping[str, Any]) -> dict[str, Any]:
     if "values" in baseline:
-        # file baselines are embedded: workers elsewhere cannot read the author's files, and a
-        # changed baseline must change the version
-        return {"values": [None if math.isnan(v) else v for v in baseline["values"]]}
+        # File baselines are embedded (processes elsewhere cannot read the author's files, and a
+        # changed baseline must change the version); large ones by the hash of their values,
+        # which deploy writes to the store, so the control message stays small.
+        values = baseline["values"]
+        if len(values) > INLINE_MAX:
+            from driftline.models.baselines import baseline_digest
+
+            digest = baseline_digest(np.asarray(values, dtype=np.float64))
+            return {"sha256": digest, "count": len(values)}
+        return {"values": [None if math.isnan(v) else v for v in values]}
+    if "sha256" in baseline:
+        return {"sha256": baseline["sha256"], "count": baseline["count"]}
     return {"from": baseline["from"], "to": baseline["to"]}
 
 
@@ -269,9 +283,9 @@ def spec_from_dict(
     Expressions may be text or :class:`~driftline.expressions.Expr` objects; relative paths are
     resolved against ``base_dir`` (default: the working directory).
     """
-    return _Compiler(Path(base_dir) if base_dir is not None else Path.cwd(), resolve_model).run(
-        data
-    )
+    return _Compiler(
+        Path(base_dir) if base_dir is not None else Path.cwd(), resolve_model, check_serving=True
+    ).run(data)
 
 
 def spec_from_canonical(
@@ -341,9 +355,18 @@ def spec_from_canonical(
 
 
 class _Compiler:
-    def __init__(self, base_dir: Path | None, resolve_model: Callable[[str], Path] | None):
+    def __init__(
+        self,
+        base_dir: Path | None,
+        resolve_model: Callable[[str], Path] | None,
+        *,
+        check_serving: bool = False,
+    ):
         self.base_dir = base_dir
         self.resolve_model = resolve_model
+        # A spec being deployed runs its models once (models.check); a deployed one that a
+        # worker or monitor rebuilds from the control topic was checked then.
+        self.check_serving = check_serving
         self.models: dict[str, ModelSpec] = {}
 
     def run(self, data: Mapping[str, Any]) -> PipelineSpec:
@@ -385,7 +408,7 @@ class _Compiler:
                         "validations, alerts and assays must be unique within a pipeline",
                     )
                 seen[check] = section
-        return PipelineSpec(
+        spec = PipelineSpec(
             name=name,
             models=models,
             validations=validations,
@@ -394,6 +417,16 @@ class _Compiler:
             options=self.options(data.get("options")),
             base_dir=self.base_dir,
         )
+        if self.check_serving:
+            size = len(spec.canonical_json())
+            if size > MAX_CANONICAL_BYTES:
+                raise SpecError(
+                    "spec",
+                    f"the deployable form is {size:,} bytes, over the control topic's limit of "
+                    f"{MAX_CANONICAL_BYTES:,}: split the pipeline, or move long inline baseline "
+                    "values into a file (large baselines are stored by hash)",
+                )
+        return spec
 
     def named(self, data: Mapping[str, Any], section: str) -> Iterable[tuple[str, Any]]:
         value = data.get(section)
@@ -449,7 +482,20 @@ class _Compiler:
                 "exactly one model must be the champion (shadow: false); found "
                 f"{champions or 'none'} — mark the challengers with shadow: true",
             )
+        if self.check_serving:
+            self.check_servable(out)
         return tuple(out)
+
+    def check_servable(self, models: Sequence[ModelSpec]) -> None:
+        from driftline.models.check import check_servable
+
+        ordered = sorted(models, key=lambda m: m.shadow)  # the champion first
+        with_info = [(m.name, m.info, m.shadow) for m in ordered if m.info is not None]
+        if len(with_info) < len(ordered):
+            return  # models known by hash only: checked when they were deployed
+        for problem in check_servable(with_info):
+            i = next(i for i, m in enumerate(models) if m.name == problem.model)
+            raise SpecError(f"models[{i}]", f"{problem}; the worker could not serve it")
 
     def model_names(self, where: str, entry: Mapping[str, Any], model: ModelSpec) -> ModelSpec:
         given = {k: entry[k] for k in ("inputs", "outputs") if k in entry}
@@ -734,7 +780,7 @@ class _Compiler:
 
     def baseline(self, where: str, value: Any) -> dict[str, Any]:
         _mapping(value, where)
-        kinds = [k for k in ("file", "from", "values") if k in value]
+        kinds = [k for k in ("file", "from", "values", "sha256") if k in value]
         if len(kinds) != 1:
             raise SpecError(
                 where,
@@ -750,6 +796,14 @@ class _Compiler:
                 if not _is_number(v):
                     raise SpecError(f"{where}.values[{i}]", f"expected a number, got {v!r}")
             return {"values": [float(v) for v in values]}
+        if kinds[0] == "sha256":  # a large baseline deploy stored by hash (see models.baselines)
+            _only_keys(value, where, {"sha256", "count"}, {"sha256", "count"})
+            digest, count = value["sha256"], value["count"]
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise SpecError(f"{where}.sha256", f"expected a sha256 hex digest, got {digest!r}")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise SpecError(f"{where}.count", f"expected a positive count, got {count!r}")
+            return {"sha256": digest, "count": count}
         if kinds[0] == "from":
             _only_keys(value, where, {"from", "to"}, {"from", "to"})
             start = _epoch_ms(f"{where}.from", value["from"])
@@ -865,9 +919,40 @@ def _epoch_ms(where: str, value: Any) -> int:
 # -- baselines --------------------------------------------------------------------------------
 
 
-def load_baseline_values(assay: AssaySpec, base_dir: str | Path | None = None) -> np.ndarray | None:
-    """The baseline's values, or None for a ``{from, to}`` baseline of the pipeline's history."""
+def store_large_baselines(spec: PipelineSpec, store: str | Path) -> None:
+    """Write the baselines that the canonical spec names by hash into the model store.
+
+    Call before publishing the spec (``deploy`` does): a monitor reads them back by hash.
+    """
+    from driftline.models.baselines import BaselineStore
+
+    for assay in spec.assays.values():
+        values = assay.baseline.get("values")
+        if values is not None and len(values) > INLINE_MAX:
+            BaselineStore(store).put(np.asarray(values, dtype=np.float64))
+
+
+def load_baseline_values(
+    assay: AssaySpec, base_dir: str | Path | None = None, store: str | Path | None = None
+) -> np.ndarray | None:
+    """The baseline's values, or None for a ``{from, to}`` baseline of the pipeline's history.
+
+    ``store`` is the model store, which holds the large baselines deployed by hash.
+    """
     baseline = assay.baseline
+    if "sha256" in baseline:
+        from driftline.models.baselines import BaselineStore
+
+        if store is None:
+            raise SpecError(
+                f"assays.{assay.name}.baseline",
+                "the baseline is stored by hash; reading it needs the model store "
+                "(DRIFTLINE_MODEL_STORE)",
+            )
+        try:
+            return BaselineStore(store).get(str(baseline["sha256"]))
+        except DriftlineError as exc:
+            raise SpecError(f"assays.{assay.name}.baseline", str(exc)) from None
     if "values" in baseline:
         return np.asarray(
             [math.nan if v is None else v for v in baseline["values"]], dtype=np.float64

@@ -360,7 +360,7 @@ def build_engine(
     state = RedisState(client, prefix, spec.name)
 
     def baseline_values(assay: Any) -> np.ndarray:
-        values = load_baseline_values(assay, base_dir or Path.cwd())
+        values = load_baseline_values(assay, base_dir or Path.cwd(), settings.model_store)
         if values is not None:
             return np.asarray(values, dtype=np.float64)
         return history_baseline(settings, spec, assay, state, version)

@@ -509,3 +509,14 @@ def test_a_tensor_name_the_model_lacks_is_refused_even_without_the_file() -> Non
     canonical["validations"]["bad"] = to_json(parse('ccfraud.outputs["score"][0] < 1'))
     with pytest.raises(SpecError, match=r"validations\.bad.*no output named 'score'"):
         spec_from_canonical(canonical)
+
+
+def test_a_spec_too_large_for_one_control_message_is_refused_with_its_size() -> None:
+    doc = {
+        "name": "huge",
+        "models": [{"name": "ccfraud", "path": str(EXAMPLE / "models" / "ccfraud.onnx")}],
+        "validations": {f"v{i}": f"ccfraud.outputs[0][0] < {i}.5" for i in range(20_000)},
+    }
+    with pytest.raises(SpecError, match="over the control topic's limit") as info:
+        spec_from_dict(doc)
+    assert info.value.field == "spec"

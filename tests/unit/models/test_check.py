@@ -1,0 +1,131 @@
+"""``deploy`` runs every model once and refuses what the worker could not serve.
+
+The models are third-party exports made here at test time (skl2onnx with its defaults, a
+``ColumnTransformer`` pipeline, a graph fixed to batch size 1), not models written to pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftline.errors import SpecError
+from driftline.spec import load_spec, spec_from_dict
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "fraud"
+
+
+def _save(model: Any, path: Path) -> Path:
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _data(n: int = 60, width: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, width)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64)
+
+
+def _spec(*models: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "p", "models": list(models)}
+
+
+def test_a_default_skl2onnx_classifier_is_refused_with_the_zipmap_fix(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _data()
+    path = _save(
+        to_onnx(LogisticRegression().fit(x, y), x[:1], target_opset=17), tmp_path / "m.onnx"
+    )
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(_spec({"name": "clf", "path": str(path)}))
+    assert info.value.field == "models[0]"
+    text = str(info.value)
+    assert "'clf'" in text and "output_probability" in text and "zipmap" in text
+
+
+def test_the_same_classifier_without_zipmap_is_accepted(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _data()
+    clf = LogisticRegression().fit(x, y)
+    onx = to_onnx(clf, x[:1], target_opset=17, options={id(clf): {"zipmap": False}})
+    spec = spec_from_dict(_spec({"name": "clf", "path": str(_save(onx, tmp_path / "m.onnx"))}))
+    assert spec.champion.name == "clf"
+
+
+def test_string_labels_are_refused(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = _data()
+    labels = np.where(y == 1, "fraud", "ok")
+    clf = RandomForestClassifier(n_estimators=3, random_state=0).fit(x, labels)
+    onx = to_onnx(clf, x[:1], target_opset=17, options={id(clf): {"zipmap": False}})
+    with pytest.raises(SpecError, match="string tensor") as info:
+        spec_from_dict(_spec({"name": "forest", "path": str(_save(onx, tmp_path / "f.onnx"))}))
+    assert "'forest'" in str(info.value)
+
+
+def test_a_column_transformer_with_named_inputs_is_refused(tmp_path: Path) -> None:
+    import pandas as pd
+    from skl2onnx import to_onnx
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = pd.DataFrame({"city": ["a", "b", "c", "a"] * 5, "age": np.arange(20.0)})
+    target = np.arange(20.0)
+    pipe = make_pipeline(
+        ColumnTransformer([("c", OneHotEncoder(), ["city"]), ("n", StandardScaler(), ["age"])]),
+        LinearRegression(),
+    ).fit(frame, target)
+    onx = to_onnx(pipe, frame[:1], target_opset=17)
+    with pytest.raises(SpecError, match="2 inputs") as info:
+        spec_from_dict(_spec({"name": "price", "path": str(_save(onx, tmp_path / "c.onnx"))}))
+    assert "'price'" in str(info.value)
+
+
+def test_a_model_fixed_to_batch_size_one_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    with pytest.raises(SpecError, match="batch size 1"):
+        spec_from_dict(_spec({"name": "one", "path": str(_save(model, tmp_path / "one.onnx"))}))
+
+
+def test_a_shadow_of_another_width_is_refused(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LinearRegression
+
+    x4, y = _data(width=4)
+    x3 = x4[:, :3].copy()
+    a = _save(to_onnx(LinearRegression().fit(x4, y), x4[:1], target_opset=17), tmp_path / "a.onnx")
+    b = _save(to_onnx(LinearRegression().fit(x3, y), x3[:1], target_opset=17), tmp_path / "b.onnx")
+    with pytest.raises(SpecError, match="champion's rows") as info:
+        spec_from_dict(
+            _spec({"name": "a", "path": str(a)}, {"name": "b", "path": str(b), "shadow": True})
+        )
+    assert info.value.field == "models[1]"
+
+
+def test_the_fraud_example_passes_the_check() -> None:
+    spec = load_spec(EXAMPLE / "pipeline.yaml")
+    assert [m.name for m in spec.models] == ["ccfraud", "fraud_base"]
