@@ -9,6 +9,7 @@ JSON; a tombstone undeploys). ``driftline.models`` holds one message per uploade
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from driftline.errors import ServiceError
 # Topic creation lives in the Kafka layer; importing it from here keeps working.
 from driftline.kafka.admin import admin_client, ensure_topics
 from driftline.kafka.clientlog import with_logger
+
+log = logging.getLogger("driftline.control")
 
 if TYPE_CHECKING:
     from driftline.models import ModelInfo
@@ -105,12 +108,27 @@ def _read_compacted(settings: KafkaSettings, topic: str) -> tuple[dict[str, Any]
     return state, consumer
 
 
-def _apply(state: dict[str, Any], key: bytes | None, value: bytes | None) -> tuple[str, Any]:
-    name = (key or b"").decode()
-    if value is None:
-        state.pop(name, None)
-        return name, None
-    doc = orjson.loads(value)
+def _apply(state: dict[str, Any], key: bytes | None, value: bytes | None) -> tuple[str, Any] | None:
+    """Apply one control record to ``state``; None when it is not a readable spec record.
+
+    Anyone with write access can put bytes on the control topic; a record that is not a JSON
+    object under a UTF-8 name is skipped with one warning (the pipeline keeps the version it
+    had), never allowed to stop the worker, monitor or bridge that follows the topic.
+    """
+    try:
+        name = (key or b"").decode()
+        if value is None:
+            state.pop(name, None)
+            return name, None
+        doc = orjson.loads(value)
+    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        log.warning(
+            "control record %r skipped: not a JSON spec (%s)", key[:80] if key else key, exc
+        )
+        return None
+    if not name or not isinstance(doc, dict):
+        log.warning("control record %r skipped: not a spec object", key[:80] if key else key)
+        return None
     state[name] = doc
     return name, doc
 
@@ -256,8 +274,9 @@ class Follower:
         for msg in self._consumer.consume(1000, timeout):
             if msg.error() is not None:
                 continue
-            name, doc = _apply(self._state, msg.key(), msg.value())
-            changes.append((name, doc))
+            change = _apply(self._state, msg.key(), msg.value())
+            if change is not None:
+                changes.append(change)
         return changes
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,29 @@ def test_rebalance_tracks_a_real_group_assignment_and_revokes_on_close(
     consumer.close()  # leaving the group revokes through the same hook
     assert sorted(revoked) == [(topic, 0), (topic, 1)]
     assert rebalance.assigned == set()
+
+
+def test_unreadable_control_records_are_skipped_by_followers(settings: Settings) -> None:
+    spec = load_spec(EXAMPLE)
+    client = Client(settings)
+    client.deploy(spec)
+    live = Follower(settings.kafka)
+    plane = ControlPlane(settings.kafka)
+    for key, value in [
+        ("garbage", b"\xff\xfe not json"),
+        ("empty", b""),
+        ("a-list", b"[1, 2]"),
+        ("number", b"12345"),
+    ]:
+        plane._produce(plane.pipelines_topic, key, value)
+    # a follower starting now reads them from the start; one running gets them as changes
+    fresh = Follower(settings.kafka)
+    assert set(fresh.snapshot()) == {spec.name}
+    fresh.close()
+    seen: list[tuple[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen += live.poll(0.5)
+    live.close()
+    assert seen == []  # nothing readable changed
+    assert [p.name for p in client.pipelines()] == [spec.name]
