@@ -37,7 +37,7 @@ from driftline.expressions import (
     variables,
 )
 from driftline.models import ModelInfo, inspect_model
-from driftline.notify import parse_target
+from driftline.notify import TargetError, parse_target
 
 __all__ = [
     "AlertSpec",
@@ -596,12 +596,10 @@ class _Compiler:
             notify_value = [notify_value]
         targets: list[str] = []
         for i, target in enumerate(notify_value):
-            text = str(target)
             try:
-                parse_target(text)
-            except ValueError as exc:
+                targets.append(str(parse_target(str(target))))
+            except TargetError as exc:
                 raise SpecError(f"{where}.notify[{i}]", str(exc)) from None
-            targets.append(text)
         for_ms = self.duration(f"{where}.for", value.get("for", "0s"), allow_zero=True)
         repeat = value.get("repeat")
         repeat_ms = None if repeat is None else self.duration(f"{where}.repeat", repeat)

@@ -58,10 +58,10 @@ from driftline.alerts.grouping import Delivery, Job, group_jobs
 from driftline.alerts.ratelimit import RateLimiter
 from driftline.alerts.redact import RedactingFilter, Redactor, secret_values
 from driftline.alerts.retry import backoff_delay
-from driftline.alerts.targets import CHANNELS, Target, parse_target
 from driftline.config import BridgeSettings, KafkaSettings, RedisSettings
 from driftline.errors import ConfigError, ServiceError
 from driftline.events import Notification, decode
+from driftline.notify import CHANNELS, Target, parse_target
 
 __all__ = ["Bridge", "load_bridge_settings", "main", "parse_channels", "run_bridge"]
 

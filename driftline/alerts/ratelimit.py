@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from driftline.alerts.targets import Target
+from driftline.notify import Target
 
 __all__ = ["RateLimiter"]
 

@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 from driftline.alerts.bridge import Bridge
 from driftline.alerts.ratelimit import RateLimiter
-from driftline.alerts.targets import Target
 from driftline.config import BridgeSettings, KafkaSettings, RedisSettings
 from driftline.events import Notification, encode, notification_id
+from driftline.notify import Target
 
 pytestmark = pytest.mark.integration
 

@@ -509,3 +509,25 @@ def test_a_tensor_name_the_model_lacks_is_refused_even_without_the_file() -> Non
     canonical["validations"]["bad"] = to_json(parse('ccfraud.outputs["score"][0] < 1'))
     with pytest.raises(SpecError, match=r"validations\.bad.*no output named 'score'"):
         spec_from_canonical(canonical)
+
+
+def test_alert_may_notify_stdout_and_targets_are_canonical() -> None:
+    data = _set(
+        "alerts/high_fraud_5m/notify", ["stdout", "email:ops@example.com", "stdout", "webhook:pd"]
+    )
+    spec = spec_from_dict(data, EXAMPLE)
+    assert spec.alerts["high_fraud_5m"].notify == ("email:ops@example.com", "stdout", "webhook:pd")
+    assert spec.to_canonical()["alerts"]["high_fraud_5m"]["notify"] == [
+        "email:ops@example.com",
+        "stdout",
+        "webhook:pd",
+    ]
+
+
+@pytest.mark.parametrize("target", ["email:a@x.example,b@y.example", "email:a@x.example b@y.z"])
+def test_alert_refuses_address_lists(target: str) -> None:
+    data = _set("alerts/high_fraud_5m/notify", ["stdout", target])
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(data, EXAMPLE)
+    assert info.value.field == "alerts.high_fraud_5m.notify[1]"
+    assert "one address" in str(info.value)

@@ -21,8 +21,8 @@ from driftline.alerts.render import (
     webhook_body,
 )
 from driftline.alerts.retry import backoff_delay, parse_retry_after
-from driftline.alerts.targets import Target, parse_target
 from driftline.events import Notification
+from driftline.notify import Target, parse_target
 
 pytestmark = pytest.mark.unit
 
