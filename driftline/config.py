@@ -16,10 +16,12 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from driftline.notify import TargetError, parse_target
 
 __all__ = [
     "BridgeSettings",
@@ -169,6 +171,10 @@ class BridgeSettings(_Base):
     ``DRIFTLINE_WEBHOOKS`` (JSON ``{"name": {"url": "...", "secret": "..."}}``). Each may be
     read from a file named by the same variable with a ``_FILE`` suffix instead.
     ``bridge_rate_limits`` is messages per second per target, by channel kind.
+
+    A notification is delivered only to targets a deployed spec of its pipeline declares
+    for that alert or assay, or to ``DRIFTLINE_BRIDGE_ALLOWED_TARGETS`` (targets separated by
+    commas, or a JSON list: ``stdout,email:oncall@example.com``).
     """
 
     smtp_url: SecretStr | None = Field(default=None)
@@ -191,6 +197,40 @@ class BridgeSettings(_Base):
     bridge_group_ms: int = Field(default=2000, ge=0)
     bridge_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     bridge_max_in_flight: int = Field(default=256, ge=1)
+    bridge_allowed_targets: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Targets any notification may reach besides those its spec declares.",
+    )
+    bridge_pipelines_topic: str | None = Field(
+        default=None, description="Default: <prefix>.pipelines (the deployed specs)."
+    )
+
+    @field_validator("bridge_allowed_targets", mode="before")
+    @classmethod
+    def _parse_allowed(cls, v: Any) -> Any:
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    v = json.loads(text)
+                except ValueError:
+                    raise ValueError(
+                        "DRIFTLINE_BRIDGE_ALLOWED_TARGETS is not a JSON list; write targets "
+                        'separated by commas or a list such as ["stdout", "slack:ops"]'
+                    ) from None
+            else:
+                v = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(v, list | tuple):
+            raise ValueError("DRIFTLINE_BRIDGE_ALLOWED_TARGETS: give targets separated by commas")
+        out = []
+        for item in v:
+            try:
+                out.append(str(parse_target(item)))
+            except TargetError as exc:
+                raise ValueError(f"DRIFTLINE_BRIDGE_ALLOWED_TARGETS: {exc}") from None
+        return tuple(dict.fromkeys(out))
 
     @field_validator("slack_webhooks", "webhooks", "bridge_rate_limits", mode="before")
     @classmethod

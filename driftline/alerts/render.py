@@ -26,6 +26,8 @@ __all__ = [
     "email_message",
     "email_subject",
     "email_text",
+    "mrkdwn",
+    "one_line",
     "sign",
     "slack_payload",
     "split_condition",
@@ -38,7 +40,29 @@ SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 
 _COLOURS = {"firing": "#d93f0b", "resolved": "#2eb67d"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _CONDITION = re.compile(r"^(?P<lhs>.*?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<rhs>[-+0-9.eE]+)\s*$")
+
+
+def one_line(text: str) -> str:
+    """``text`` without line breaks or other control characters (mail headers, consoles).
+
+    >>> one_line("x\\r\\nBcc: v@evil.example")
+    'x Bcc: v@evil.example'
+    """
+    return _CONTROL.sub(" ", text)
+
+
+def mrkdwn(text: str) -> str:
+    """Escape ``text`` for Slack mrkdwn: ``<!channel>``, ``<@U123>`` and links become inert.
+
+    Slack reads ``<...>`` as mentions and links; it asks for ``&``, ``<`` and ``>`` to be sent
+    as ``&amp;``, ``&lt;`` and ``&gt;``, which it then shows as the characters.
+
+    >>> mrkdwn("<!channel> & <@U024BE7LH>")
+    '&lt;!channel&gt; &amp; &lt;@U024BE7LH&gt;'
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def split_condition(condition: str) -> tuple[str, str, float] | None:
@@ -85,13 +109,16 @@ def _facts(n: Notification) -> list[tuple[str, str]]:
         ("Spec version", n.spec or "-"),
         ("Notification id", n.id),
     ]
-    return facts
+    # Every value on one line: labels and values are laid out one per line (and a header).
+    return [(k, one_line(v)) for k, v in facts]
 
 
 def _headline(group: Sequence[Notification]) -> str:
     last = group[-1]
     more = f" ({len(group)} notifications)" if len(group) > 1 else ""
-    return f"{last.state.upper()}: {last.alert} on {last.pipeline} [{last.severity}]{more}"
+    return one_line(
+        f"{last.state.upper()}: {last.alert} on {last.pipeline} [{last.severity}]{more}"
+    )
 
 
 def email_subject(group: Sequence[Notification]) -> str:
@@ -107,7 +134,7 @@ def email_subject(group: Sequence[Notification]) -> str:
     tail = f" — value {_num(last.value)}"
     if parts is not None:
         tail += f" {parts[1]} {_num(parts[2])}"
-    return f"[driftline] {_headline(group)}{tail}"
+    return one_line(f"[driftline] {_headline(group)}{tail}")
 
 
 def email_text(group: Sequence[Notification]) -> str:
@@ -144,8 +171,8 @@ def email_message(group: Sequence[Notification], sender: str, to: str) -> EmailM
     msg = EmailMessage()
     msg["Subject"] = email_subject(group)
     msg["From"] = sender
-    msg["To"] = to
-    msg["X-Driftline-Notification"] = ",".join(n.id for n in group)
+    msg["To"] = one_line(to)
+    msg["X-Driftline-Notification"] = one_line(",".join(n.id for n in group))
     msg.set_content(email_text(group))
     msg.add_alternative(_email_html(group), subtype="html")
     return msg
@@ -162,7 +189,9 @@ def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
     """
     attachments = []
     for n in group:
-        fields = [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in _facts(n)[:-1]]
+        fields = [
+            {"type": "mrkdwn", "text": f"*{mrkdwn(k)}*\n{mrkdwn(v)}"} for k, v in _facts(n)[:-1]
+        ]
         attachments.append(
             {
                 "color": _COLOURS.get(n.state, "#666666"),
@@ -171,20 +200,21 @@ def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
                         "type": "section",
                         "text": {
                             "type": "mrkdwn",
-                            "text": f"*{n.state.upper()}* `{n.alert}` on `{n.pipeline}`",
+                            "text": f"*{mrkdwn(n.state.upper())}* `{mrkdwn(n.alert)}` on "
+                            f"`{mrkdwn(n.pipeline)}`",
                         },
                     },
                     # Slack allows at most 10 fields per section.
                     {"type": "section", "fields": fields[:10]},
                     {
                         "type": "context",
-                        "elements": [{"type": "mrkdwn", "text": f"driftline · {n.id}"}],
+                        "elements": [{"type": "mrkdwn", "text": f"driftline · {mrkdwn(n.id)}"}],
                     },
                 ],
             }
         )
     return {
-        "text": _headline(group),
+        "text": mrkdwn(_headline(group)),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": _headline(group)[:150]}}
         ],
@@ -245,4 +275,5 @@ def verify_signature(
 def stdout_line(group: Sequence[Notification]) -> str:
     """One line for development consoles."""
     last = group[-1]
-    return f"{email_subject(group)[len('[driftline] ') :]} | {last.condition} | {last.id}"
+    line = f"{email_subject(group)[len('[driftline] ') :]} | {last.condition} | {last.id}"
+    return one_line(line)

@@ -64,7 +64,9 @@ class _SlowSender:
 
 
 async def _scenario(prefix: str, fail_first: bool) -> tuple[int, int]:
-    settings = BridgeSettings(bridge_group_ms=0, bridge_max_attempts=1)
+    settings = BridgeSettings(
+        bridge_group_ms=0, bridge_max_attempts=1, bridge_allowed_targets=("stdout",)
+    )
     redis_settings = RedisSettings(key_prefix=prefix)
     sender = _SlowSender(fail_first)
     bridge = Bridge(settings, KafkaSettings(), redis_settings, ("stdout",), {"stdout": sender})

@@ -111,6 +111,7 @@ def bridge_process(
         "DRIFTLINE_BRIDGE_TOPIC": topic,
         "DRIFTLINE_BRIDGE_DEADLETTER_TOPIC": deadletter,
         "DRIFTLINE_BRIDGE_GROUP": group,
+        "DRIFTLINE_BRIDGE_ALLOWED_TARGETS": TARGET,
         "DRIFTLINE_KAFKA_OPTIONS": json.dumps(
             {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
         ),
