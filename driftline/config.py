@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from driftline.notify import TargetError, parse_target
 
 __all__ = [
+    "SYSTEM_TOPICS",
     "BridgeSettings",
     "KafkaSettings",
     "RedisSettings",
@@ -34,6 +35,12 @@ __all__ = [
 ]
 
 _PREFIX = "DRIFTLINE_"
+
+#: The first name part of every topic driftline itself creates under the prefix
+#: (``driftline.notifications``, ``driftline.notifications.deadletter``, ...). A pipeline's
+#: topics are ``<prefix>.<pipeline>.<kind>``, so a pipeline named like one of these would share
+#: its topics; specs refuse such names. Add any new system topic here.
+SYSTEM_TOPICS: tuple[str, ...] = ("assays", "models", "notifications", "performance", "pipelines")
 
 
 def read_file_overrides(names: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
