@@ -30,6 +30,7 @@ __all__ = [
     "RedisSettings",
     "Settings",
     "WorkerSettings",
+    "is_secret_option",
     "load_settings",
     "read_file_overrides",
 ]
@@ -63,8 +64,13 @@ def read_file_overrides(names: list[str], environ: dict[str, str] | None = None)
 
 
 class _Base(BaseSettings):
+    # hide_input_in_errors: a refused value (a password in the wrong shape) is never echoed.
     model_config = SettingsConfigDict(
-        env_prefix=_PREFIX, frozen=True, extra="ignore", populate_by_name=True
+        env_prefix=_PREFIX,
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     @model_validator(mode="before")
@@ -85,14 +91,45 @@ class _Base(BaseSettings):
         return data
 
 
+def is_secret_option(name: str) -> bool:
+    """Whether a librdkafka option carries a secret (its value is then held as ``SecretStr``).
+
+    >>> [is_secret_option(k) for k in ("sasl.password", "ssl.keystore.password",
+    ...  "sasl.oauthbearer.client.secret", "ssl.key.pem", "sasl.username")]
+    [True, True, True, True, False]
+    """
+    key = name.lower()
+    return "password" in key or "secret" in key or key in _SECRET_OPTIONS
+
+
+# Options whose values are secrets without saying so in their names.
+_SECRET_OPTIONS = frozenset({"ssl.key.pem", "sasl.oauthbearer.config", "ssl_key"})
+
+
 class KafkaSettings(_Base):
-    """How to reach Kafka and how topics are named."""
+    """How to reach Kafka and how topics are named.
+
+    Options that carry secrets (any name containing ``password`` or ``secret``, and
+    ``ssl.key.pem``, ``sasl.oauthbearer.config``) are held as ``SecretStr``: ``repr``, logs and
+    errors show ``**********``; only :meth:`client_config` reveals them, to the client.
+    """
 
     bootstrap_servers: str = Field(default="127.0.0.1:9092")
     kafka_options: dict[str, Any] = Field(
         default_factory=dict,
         description="librdkafka options passed through to every client (JSON object).",
     )
+
+    @field_validator("kafka_options")
+    @classmethod
+    def _hide_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: SecretStr(str(val))
+            if is_secret_option(k) and not isinstance(val, SecretStr)
+            else val
+            for k, val in v.items()
+        }
+
     topic_prefix: str = Field(default="driftline")
     partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -109,7 +146,12 @@ class KafkaSettings(_Base):
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration: bootstrap servers, pass-through options, then ``extra``."""
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
-        conf.update(self.kafka_options)
+        conf.update(
+            {
+                k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                for k, v in self.kafka_options.items()
+            }
+        )
         conf.update(extra)
         return conf
 
