@@ -137,14 +137,22 @@ class SpecFollower:
         return self._apply(self._consumer.consume(1000, 0))
 
     def catch_up(self, timeout_s: float = _TIMEOUT_S) -> None:
-        """Read until every partition's position reaches its end as of this call."""
-        from confluent_kafka import TopicPartition
+        """Read until every partition's position reaches its end as of this call.
+
+        Raises :class:`ServiceError` when the topic cannot be read: refusing a notification
+        on a stale view would dead-letter what a newer spec allows, so the bridge stops
+        without committing instead, and its restart reads the notification again.
+        """
+        from confluent_kafka import KafkaException, TopicPartition
 
         ends = {}
         for p in self._positions:
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=timeout_s
-            )
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=timeout_s
+                )
+            except KafkaException as exc:
+                raise ServiceError(f"Kafka: cannot read {self.topic}: {exc}") from None
             ends[p] = high
         deadline = time.monotonic() + timeout_s
         while any(self._positions[p] < ends[p] for p in ends):
