@@ -36,6 +36,8 @@ _PIPELINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 # Alert and assay names (letters, digits, '_', '-'), with room for the '.', ':' and '/' of
 # derived names such as an error's ``assay/score_drift``.
 _ALERT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}")
+# A quarantine (kind "error") may concern the whole pipeline rather than one of its parts.
+_ERROR_ALERT = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199})?")
 _WORD = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _SPEC = re.compile(r"[A-Za-z0-9._:-]{0,200}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -148,12 +150,18 @@ def parse_notification(raw: bytes | str) -> Notification:
     details = d.get("details")
     if details is not None and not isinstance(details, dict):
         raise _fail("details", details, "an object or null")
+    kind = _text({"kind": d.get("kind", "alert")}, "kind", _WORD, "'alert', 'assay' or 'error'")
     state = d.get("state")
     if state not in _STATES:
         raise _fail("state", state, f"one of {list(_STATES)}")
     return Notification(
         id=_text(d, "id", _ID, "a string of letters, digits, '.', '_', ':' or '-'"),
-        alert=_text(d, "alert", _ALERT, "an alert or assay name (letters, digits, '_', '-')"),
+        alert=_text(
+            d,
+            "alert",
+            _ERROR_ALERT if kind == "error" else _ALERT,
+            "an alert or assay name (letters, digits, '_', '-')",
+        ),
         pipeline=_text(d, "pipeline", _PIPELINE, "a pipeline name (letters, digits, '_', '-')"),
         state=state,
         value=_value(d.get("value")),
@@ -163,6 +171,6 @@ def parse_notification(raw: bytes | str) -> Notification:
         severity=_text({"severity": d.get("severity", "warning")}, "severity", _WORD, "a word"),
         notify=_notify(d.get("notify")),
         spec=_text({"spec": d.get("spec", "")}, "spec", _SPEC, "a version like 'sha256:<hex>'"),
-        kind=_text({"kind": d.get("kind", "alert")}, "kind", _WORD, "'alert', 'assay' or 'error'"),
+        kind=kind,
         details=details,
     )

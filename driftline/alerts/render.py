@@ -208,7 +208,7 @@ def _facts(n: Notification) -> list[tuple[str, str]]:
         facts = [
             ("State", what),
             ("Pipeline", n.pipeline),
-            ("Where", n.alert),
+            ("Where", n.alert or "the whole pipeline"),
             ("Cause", _error_cause(n)),
             (
                 "What to do",
@@ -244,7 +244,8 @@ def _headline(group: Sequence[Notification]) -> str:
     more = f" ({len(group)} notifications)" if len(group) > 1 else ""
     if last.kind == "error":
         what = "QUARANTINED" if last.state == "firing" else "RESUMED"
-        text = f"{what}: pipeline {last.pipeline} ({last.alert}){more}"
+        where = f" ({last.alert})" if last.alert else ""
+        text = f"{what}: pipeline {last.pipeline}{where}{more}"
     elif last.kind == "assay":
         text = (
             f"{last.state.upper()}: assay {last.alert} on {last.pipeline} [{last.severity}]{more}"
@@ -313,6 +314,12 @@ def email_message(group: Sequence[Notification], sender: str, to: str) -> EmailM
     return msg
 
 
+def _slack_title(n: Notification, state: str) -> str:
+    if n.kind == "error" and not n.alert:
+        return f"*{mrkdwn(state)}* pipeline `{mrkdwn(n.pipeline)}`"
+    return f"*{mrkdwn(state)}* {_KIND.get(n.kind, '')}`{mrkdwn(n.alert)}` on `{mrkdwn(n.pipeline)}`"
+
+
 def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
     """Incoming-webhook JSON: a fallback ``text`` and one coloured attachment of blocks each.
 
@@ -344,8 +351,7 @@ def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
                         "type": "section",
                         "text": {
                             "type": "mrkdwn",
-                            "text": f"*{mrkdwn(facts[0][1])}* {_KIND.get(n.kind, '')}"
-                            f"`{mrkdwn(n.alert)}` on `{mrkdwn(n.pipeline)}`",
+                            "text": _slack_title(n, facts[0][1]),
                         },
                     },
                     # Slack allows at most 10 fields per section.

@@ -29,6 +29,13 @@ GOOD: dict[str, Any] = {
 }  # fmt: skip
 
 
+def test_a_quarantine_may_name_no_alert_other_kinds_must() -> None:
+    error = parse_notification(orjson.dumps({**GOOD, "alert": "", "kind": "error"}))
+    assert error.alert == "" and error.kind == "error"
+    with pytest.raises(MalformedNotification, match="'alert'"):
+        parse_notification(orjson.dumps({**GOOD, "alert": "", "kind": "assay"}))
+
+
 def test_a_valid_notification_round_trips() -> None:
     n = parse_notification(orjson.dumps(GOOD))
     assert n.to_dict() == {**GOOD, "value": 14.0}

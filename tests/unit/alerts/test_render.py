@@ -106,6 +106,12 @@ def test_quarantine_says_the_pipeline_stopped_and_why() -> None:
         "n-e2", "p", "fraud", "firing", 0.0, "detector raised", {}, 0, "critical", [], "", "error"
     )
     assert email_subject([bare]).endswith("— detector raised")
+    whole = Notification(
+        "n-e3", "", "fraud", "firing", 0.0, "spec", {}, 0, "critical", [], "", "error"
+    )
+    assert email_subject([whole]) == "[driftline] QUARANTINED: pipeline fraud — spec"
+    title = slack_payload([whole])["attachments"][0]["blocks"][0]["text"]["text"]
+    assert title == "*QUARANTINED* pipeline `fraud`"
 
 
 @pytest.mark.parametrize(
