@@ -38,7 +38,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ from pydantic import ValidationError
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    NoPermissionError,
     RedisError,
     ResponseError,
 )
@@ -83,6 +85,10 @@ _SHUTDOWN_GRACE_S = 15.0
 # What a Redis call raises when Redis cannot be reached or does not answer in time (the
 # client's socket timeouts); the bridge then goes on without it.
 _REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, OSError)
+#: What the bridge's Redis user must be allowed: the de-duplication marks (EXISTS, SET) and the
+#: rate limiter's scripts (EVALSHA, SCRIPT LOAD; TIME, GET and SET inside them), on the keys
+#: ``<key prefix>:{notify}:*``.
+REDIS_ACL = "+ping +exists +set +get +time +evalsha +script|load ~<key prefix>:{notify}:*"
 _WITHOUT_REDIS = (
     "de-duplication is unavailable until Redis answers; delivering anyway, so a redelivered "
     "notification may be sent twice, and rate limits hold within this process only"
@@ -212,6 +218,41 @@ class Bridge:
             )
         return senders
 
+    async def _check_redis_permissions(self) -> None:
+        """Run each Redis command the bridge needs once, on a probe key that expires.
+
+        A user that lacks one (an ACL without scripting) would otherwise look like an outage
+        on every delivery and silently lose de-duplication; it is a setting to fix instead.
+        """
+        assert self._limiter is not None
+        probe = f"{self.redis_settings.key_prefix}:{{notify}}:probe:{uuid.uuid4().hex}"
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("EXISTS", lambda: self._redis.exists(probe)),
+            ("SET", lambda: self._redis.set(probe, b"1", nx=True, ex=60)),
+            (
+                "the rate limit scripts (EVALSHA, SCRIPT LOAD; TIME, GET and SET inside)",
+                lambda: self._limiter.probe(probe),  # type: ignore[union-attr]
+            ),
+        ]
+        for what, step in steps:
+            try:
+                await step()
+            except (NoPermissionError, ResponseError) as exc:
+                # An answer, not an outage: a user without the command (inside a script Redis
+                # says so without NOPERM), a read-only replica.
+                raise ServiceError(
+                    f"Redis refused {what}: {self.redactor.redact(str(exc))}; the bridge's "
+                    f"user needs {REDIS_ACL} on a writable server"
+                ) from None
+            except _REDIS_DOWN as exc:
+                self._redis_down = True
+                log.warning(
+                    "Redis unavailable at start-up (%s): %s",
+                    self._redis_error(exc),
+                    _WITHOUT_REDIS,
+                )
+                return
+
     def _dedup_key(self, notification_id: str, target: Target) -> str:
         return f"{self.redis_settings.key_prefix}:{{notify}}:sent:{notification_id}:{target}"
 
@@ -251,6 +292,8 @@ class Bridge:
             s.bridge_rate_limits,
             lease_s=s.bridge_timeout_s + 5.0,
         )
+        if not self._redis_down:
+            await self._check_redis_permissions()
         self._producer = Producer(
             self.kafka.client_config(
                 **{"acks": "all", "enable.idempotence": True, "client.id": "driftline-bridge"}

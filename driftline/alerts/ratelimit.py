@@ -67,6 +67,11 @@ class RateLimiter:
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
 
+    async def probe(self, key: str) -> None:
+        """Run both scripts once on ``key`` (which expires in a second): checks permissions."""
+        await self._acquire(keys=[key], args=[1, 1000])
+        await self._release(keys=[key], args=[1, 1000])
+
     def interval_ms(self, target: Target) -> int | None:
         rate = self._rates.get(target.kind)
         return None if rate is None else max(1, round(1000.0 / rate))
