@@ -16,22 +16,32 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from driftline.notify import TargetError, parse_target
 
 __all__ = [
+    "SYSTEM_TOPICS",
     "BridgeSettings",
     "KafkaSettings",
     "RedisSettings",
     "Settings",
     "WorkerSettings",
+    "is_secret_option",
     "load_settings",
     "read_file_overrides",
 ]
 
 _PREFIX = "DRIFTLINE_"
+
+#: The first name part of every topic driftline itself creates under the prefix
+#: (``driftline.notifications``, ``driftline.notifications.deadletter``, ...). A pipeline's
+#: topics are ``<prefix>.<pipeline>.<kind>``, so a pipeline named like one of these would share
+#: its topics; specs refuse such names. Add any new system topic here.
+SYSTEM_TOPICS: tuple[str, ...] = ("assays", "models", "notifications", "performance", "pipelines")
 
 
 def read_file_overrides(names: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -54,8 +64,13 @@ def read_file_overrides(names: list[str], environ: dict[str, str] | None = None)
 
 
 class _Base(BaseSettings):
+    # hide_input_in_errors: a refused value (a password in the wrong shape) is never echoed.
     model_config = SettingsConfigDict(
-        env_prefix=_PREFIX, frozen=True, extra="ignore", populate_by_name=True
+        env_prefix=_PREFIX,
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     @model_validator(mode="before")
@@ -76,14 +91,45 @@ class _Base(BaseSettings):
         return data
 
 
+def is_secret_option(name: str) -> bool:
+    """Whether a librdkafka option carries a secret (its value is then held as ``SecretStr``).
+
+    >>> [is_secret_option(k) for k in ("sasl.password", "ssl.keystore.password",
+    ...  "sasl.oauthbearer.client.secret", "ssl.key.pem", "sasl.username")]
+    [True, True, True, True, False]
+    """
+    key = name.lower()
+    return "password" in key or "secret" in key or key in _SECRET_OPTIONS
+
+
+# Options whose values are secrets without saying so in their names.
+_SECRET_OPTIONS = frozenset({"ssl.key.pem", "sasl.oauthbearer.config", "ssl_key"})
+
+
 class KafkaSettings(_Base):
-    """How to reach Kafka and how topics are named."""
+    """How to reach Kafka and how topics are named.
+
+    Options that carry secrets (any name containing ``password`` or ``secret``, and
+    ``ssl.key.pem``, ``sasl.oauthbearer.config``) are held as ``SecretStr``: ``repr``, logs and
+    errors show ``**********``; only :meth:`client_config` reveals them, to the client.
+    """
 
     bootstrap_servers: str = Field(default="127.0.0.1:9092")
     kafka_options: dict[str, Any] = Field(
         default_factory=dict,
         description="librdkafka options passed through to every client (JSON object).",
     )
+
+    @field_validator("kafka_options")
+    @classmethod
+    def _hide_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: SecretStr(str(val))
+            if is_secret_option(k) and not isinstance(val, SecretStr)
+            else val
+            for k, val in v.items()
+        }
+
     topic_prefix: str = Field(default="driftline")
     partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -100,7 +146,12 @@ class KafkaSettings(_Base):
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration: bootstrap servers, pass-through options, then ``extra``."""
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
-        conf.update(self.kafka_options)
+        conf.update(
+            {
+                k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                for k, v in self.kafka_options.items()
+            }
+        )
         conf.update(extra)
         return conf
 
@@ -169,6 +220,10 @@ class BridgeSettings(_Base):
     ``DRIFTLINE_WEBHOOKS`` (JSON ``{"name": {"url": "...", "secret": "..."}}``). Each may be
     read from a file named by the same variable with a ``_FILE`` suffix instead.
     ``bridge_rate_limits`` is messages per second per target, by channel kind.
+
+    A notification is delivered only to targets a deployed spec of its pipeline declares
+    for that alert or assay, or to ``DRIFTLINE_BRIDGE_ALLOWED_TARGETS`` (targets separated by
+    commas, or a JSON list: ``stdout,email:oncall@example.com``).
     """
 
     smtp_url: SecretStr | None = Field(default=None)
@@ -191,6 +246,40 @@ class BridgeSettings(_Base):
     bridge_group_ms: int = Field(default=2000, ge=0)
     bridge_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     bridge_max_in_flight: int = Field(default=256, ge=1)
+    bridge_allowed_targets: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Targets any notification may reach besides those its spec declares.",
+    )
+    bridge_pipelines_topic: str | None = Field(
+        default=None, description="Default: <prefix>.pipelines (the deployed specs)."
+    )
+
+    @field_validator("bridge_allowed_targets", mode="before")
+    @classmethod
+    def _parse_allowed(cls, v: Any) -> Any:
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    v = json.loads(text)
+                except ValueError:
+                    raise ValueError(
+                        "DRIFTLINE_BRIDGE_ALLOWED_TARGETS is not a JSON list; write targets "
+                        'separated by commas or a list such as ["stdout", "slack:ops"]'
+                    ) from None
+            else:
+                v = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(v, list | tuple):
+            raise ValueError("DRIFTLINE_BRIDGE_ALLOWED_TARGETS: give targets separated by commas")
+        out = []
+        for item in v:
+            try:
+                out.append(str(parse_target(item)))
+            except TargetError as exc:
+                raise ValueError(f"DRIFTLINE_BRIDGE_ALLOWED_TARGETS: {exc}") from None
+        return tuple(dict.fromkeys(out))
 
     @field_validator("slack_webhooks", "webhooks", "bridge_rate_limits", mode="before")
     @classmethod

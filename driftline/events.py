@@ -140,6 +140,7 @@ class Notification:
     notify: list[str]
     spec: str
     kind: str = "alert"
+    details: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:

@@ -1,7 +1,12 @@
-"""Notification targets for alerts: ``notify.Email(to=...)``, ``notify.Slack(channel=...)``.
+"""Notify targets: the one grammar used by specs, the SDK and the bridge.
 
-Each renders to the ``"email:..."``, ``"slack:..."`` or ``"webhook:..."`` string a YAML spec
-uses; secrets (SMTP passwords, webhook URLs) never appear here, only names and addresses.
+A target is ``email:ADDRESS``, ``slack:CHANNEL``, ``webhook:NAME`` or ``stdout``. An address
+is one mailbox (no lists, no display names, no spaces or line breaks); channel and webhook
+names are the keys the bridge's settings map to URLs, so secrets never appear in a spec. The
+SDK builds the same strings with :class:`Email`, :class:`Slack`, :class:`Webhook` and
+:class:`Stdout`::
+
+    add_alert("high_fraud_5m", cond, [notify.Email(to="ops@example.com"), notify.Stdout()])
 """
 
 from __future__ import annotations
@@ -9,16 +14,97 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SCHEMES", "Email", "Slack", "Webhook", "parse_target"]
+from driftline.errors import DriftlineError
 
-SCHEMES = ("email", "slack", "webhook")
-_EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+")
+__all__ = [
+    "CHANNELS",
+    "SCHEMES",
+    "Email",
+    "Slack",
+    "Stdout",
+    "Target",
+    "TargetError",
+    "Webhook",
+    "parse_target",
+]
+
+#: Every channel kind a target may name.
+CHANNELS: tuple[str, ...] = ("email", "slack", "webhook", "stdout")
+#: Older name of :data:`CHANNELS`.
+SCHEMES = CHANNELS
+_USAGE = "use email:ADDRESS, slack:CHANNEL, webhook:NAME or stdout"
+# RFC 5321/5322 dot-atom local part and a dotted host name: everything a mail header could
+# read as a second recipient or a new header (',', ';', '<', quotes, spaces, CR/LF) is outside.
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"(?P<local>{_LOCAL})@(?P<domain>{_LABEL}(?:\.{_LABEL})+)")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+_MAX_ADDRESS = 254
+
+
+class TargetError(DriftlineError, ValueError):
+    """A notify target does not follow the grammar; the message says what is accepted."""
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """Where a notification goes: a channel kind and a name within it (empty for stdout).
+
+    ``str(target)`` is the canonical spelling, the one specs and notifications carry.
+    """
+
+    kind: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.kind if not self.name else f"{self.kind}:{self.name}"
+
+
+def parse_target(text: str) -> Target:
+    """Parse and check one target; :class:`TargetError` names the target and the fix.
+
+    >>> parse_target("email:ops@example.com")
+    Target(kind='email', name='ops@example.com')
+    >>> str(parse_target("stdout"))
+    'stdout'
+    >>> parse_target("pager:ops")
+    Traceback (most recent call last):
+    ...
+    driftline.notify.TargetError: notify target 'pager:ops': unknown channel 'pager'; use ...
+    >>> parse_target("email:a@x.example,b@y.example")
+    Traceback (most recent call last):
+    ...
+    driftline.notify.TargetError: notify target ...: 'a@x.example,b@y.example' is not an email ...
+    """
+    if not isinstance(text, str):
+        raise TargetError(f"notify target {text!r}: expected a string; {_USAGE}")
+    kind, sep, name = text.partition(":")
+    if kind == "stdout":
+        if sep:
+            raise TargetError(f"notify target {text!r}: stdout takes no name; write 'stdout'")
+        return Target("stdout")
+    if kind not in CHANNELS:
+        raise TargetError(f"notify target {text!r}: unknown channel {kind!r}; {_USAGE}")
+    if not sep or not name:
+        upper = {"email": "ADDRESS", "slack": "CHANNEL", "webhook": "NAME"}[kind]
+        raise TargetError(f"notify target {text!r}: missing name; write '{kind}:{upper}'")
+    if kind == "email":
+        if len(name) > _MAX_ADDRESS or not _EMAIL.fullmatch(name):
+            raise TargetError(
+                f"notify target {text!r}: {name!r} is not an email address; write one address "
+                "per target (email:ops@example.com), without spaces, commas or a display name"
+            )
+    elif not _NAME.fullmatch(name):
+        raise TargetError(
+            f"notify target {text!r}: {name!r} must be a name of letters, digits, '.', '_' or "
+            "'-' (channel URLs and secrets belong in the bridge's settings)"
+        )
+    return Target(kind, name)
 
 
 @dataclass(frozen=True)
 class Email:
-    """Send alerts by email to ``to``."""
+    """Send alerts by email to the single address ``to``."""
 
     to: str
 
@@ -55,25 +141,9 @@ class Webhook:
         return f"webhook:{self.name}"
 
 
-def parse_target(target: str) -> tuple[str, str]:
-    """Split and check ``"scheme:address"``; ``ValueError`` says what is accepted.
+@dataclass(frozen=True)
+class Stdout:
+    """Print alerts on the bridge's standard output (development)."""
 
-    >>> parse_target("email:ops@example.com")
-    ('email', 'ops@example.com')
-    >>> parse_target("pager:ops")
-    Traceback (most recent call last):
-    ...
-    ValueError: notify target 'pager:ops': use email:ADDRESS, slack:CHANNEL or webhook:NAME
-    """
-    scheme, sep, address = str(target).partition(":")
-    usage = f"notify target {target!r}: use email:ADDRESS, slack:CHANNEL or webhook:NAME"
-    if not sep or scheme not in SCHEMES:
-        raise ValueError(usage)
-    if scheme == "email" and not _EMAIL.fullmatch(address):
-        raise ValueError(f"notify target {target!r}: {address!r} is not an email address")
-    if scheme in ("slack", "webhook") and not _NAME.fullmatch(address):
-        raise ValueError(
-            f"notify target {target!r}: {address!r} must be a name of letters, digits, '.', "
-            "'_' or '-' (channel URLs and secrets belong in the bridge's settings)"
-        )
-    return scheme, address
+    def __str__(self) -> str:
+        return "stdout"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from driftline.config import SYSTEM_TOPICS
 from driftline.detectors import METRICS, validate_scan, validate_thresholds
 from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecError
 from driftline.expressions import (
@@ -38,7 +39,7 @@ from driftline.expressions import (
 )
 from driftline.models import ModelInfo, inspect_model
 from driftline.models.baselines import INLINE_MAX
-from driftline.notify import parse_target
+from driftline.notify import TargetError, parse_target
 
 __all__ = [
     "AlertSpec",
@@ -233,43 +234,139 @@ def _canonical_baseline(baseline: Mapping[str, Any]) -> dict[str, Any]:
 # -- loading ----------------------------------------------------------------------------------
 
 
-def load_spec(path: str | Path) -> PipelineSpec:
-    """Load and validate a YAML spec; model and baseline paths are relative to the file."""
-    import yaml
+#: The largest spec file read; bulky content (baselines) belongs in files it references.
+MAX_SPEC_BYTES = 10 * 1024 * 1024
+#: The most YAML nodes a spec may expand to once aliases are followed: a few anchors that
+#: refer to each other can otherwise stand for billions of nodes in a few hundred bytes.
+MAX_SPEC_NODES = 2_000_000
 
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Load and validate a YAML spec; model and baseline paths are relative to the file.
+
+    The file must be UTF-8 and at most :data:`MAX_SPEC_BYTES`; aliases may not expand it
+    beyond :data:`MAX_SPEC_NODES` nodes.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(
+                str(path),
+                f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} accepted; keep "
+                "bulky content such as baselines in a file the spec names "
+                "(baseline: {file: data/baseline.csv, column: score})",
+            )
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(str(path), f"cannot read the spec: {exc.strerror or exc}") from None
     try:
-        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "")
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), f"not valid YAML: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(
+            str(path),
+            f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}); "
+            "save the file as UTF-8",
+        ) from None
+    data = _load_yaml(text, str(path))
     if not isinstance(data, Mapping):
         raise SpecError(str(path), "the spec must be a YAML mapping with name, models, ...")
     return spec_from_dict(data, path.parent)
 
 
-def _check_duplicate_keys(node: Any, where: str) -> None:
+def _load_yaml(text: str, where: str) -> Any:
+    """Parse YAML safely: bounded expansion, no duplicate keys, no recursion errors."""
     import yaml
 
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        _check_duplicate_keys(node, "")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise SpecError(where, f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise SpecError(
+            where, "the YAML is nested too deeply; flatten it (a spec needs a few levels)"
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: Any, where: str) -> None:
+    """Refuse a document whose aliases expand it beyond :data:`MAX_SPEC_NODES` nodes.
+
+    Each distinct node is sized once (an alias is the same node object again), so even an
+    exponential "billion laughs" document is measured in time linear in its text.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            if isinstance(node, yaml.MappingNode):
+                children = [c for pair in node.value for c in pair]
+            else:
+                children = list(node.value)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_SPEC_NODES:
+                raise SpecError(
+                    where,
+                    f"the YAML expands to more than {MAX_SPEC_NODES:,} nodes through its "
+                    "aliases (*name); write the values out or reference a file instead",
+                )
+            continue
+        if key in sizes:
+            continue
+        if not isinstance(node, yaml.CollectionNode):
+            sizes[key] = 1
+            continue
+        if key in active:
+            raise SpecError(where, "the YAML refers to itself through an alias; remove the loop")
+        active.add(key)
+        stack.append((node, True))
+        for item in node.value:  # nodes of a sequence, (key, value) pairs of a mapping
+            for child in item if isinstance(item, tuple) else (item,):
+                if id(child) in active:
+                    raise SpecError(
+                        where, "the YAML refers to itself through an alias; remove the loop"
+                    )
+                if id(child) not in sizes:
+                    stack.append((child, False))
+
+
+def _check_duplicate_keys(node: Any, where: str, seen: set[int] | None = None) -> None:
+    import yaml
+
+    # A node reached again through an alias was checked the first time.
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
+        keys: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = f"{where}.{key}" if where else key
             line = key_node.start_mark.line + 1
-            if key in seen:
+            if key in keys:
                 raise SpecError(
-                    child, f"duplicate name (line {line}; first defined on line {seen[key]})"
+                    child, f"duplicate name (line {line}; first defined on line {keys[key]})"
                 )
-            seen[key] = line
-            _check_duplicate_keys(value_node, child)
+            keys[key] = line
+            _check_duplicate_keys(value_node, child, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, f"{where}[{i}]")
+            _check_duplicate_keys(item, f"{where}[{i}]", seen)
 
 
 def spec_from_dict(
@@ -380,6 +477,13 @@ class _Compiler:
                 "name",
                 f"{name!r} is not a valid pipeline name; use letters, digits, '_' and '-' "
                 "(it becomes part of topic names), starting with a letter or digit",
+            )
+        if name.lower() in SYSTEM_TOPICS:
+            raise SpecError(
+                "name",
+                f"{name!r} is reserved: driftline's own topic <prefix>.{name.lower()} would "
+                f"share names with this pipeline's topics; reserved are {list(SYSTEM_TOPICS)}. "
+                "Choose another name",
             )
         models = self.compile_models(data.get("models"))
         validations = {
@@ -642,12 +746,10 @@ class _Compiler:
             notify_value = [notify_value]
         targets: list[str] = []
         for i, target in enumerate(notify_value):
-            text = str(target)
             try:
-                parse_target(text)
-            except ValueError as exc:
+                targets.append(str(parse_target(str(target))))
+            except TargetError as exc:
                 raise SpecError(f"{where}.notify[{i}]", str(exc)) from None
-            targets.append(text)
         for_ms = self.duration(f"{where}.for", value.get("for", "0s"), allow_zero=True)
         repeat = value.get("repeat")
         repeat_ms = None if repeat is None else self.duration(f"{where}.repeat", repeat)

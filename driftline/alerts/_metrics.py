@@ -15,6 +15,7 @@ __all__ = [
     "RECEIVED",
     "RETRIED",
     "SKIPPED",
+    "UNAUTHORIZED",
 ]
 
 RECEIVED = Counter(
@@ -57,6 +58,13 @@ DEDUP_UNAVAILABLE = Counter(
 SKIPPED = Counter(
     "driftline_bridge_targets_skipped",
     "Notification targets of channels this bridge does not serve.",
+    ["channel"],
+)
+UNAUTHORIZED = Counter(
+    "driftline_bridge_unauthorized",
+    "Notification targets refused because no deployed spec declares them for that alert or "
+    "assay and DRIFTLINE_BRIDGE_ALLOWED_TARGETS does not list them (dead-lettered as "
+    "unauthorized_target).",
     ["channel"],
 )
 LATENCY = Histogram(

@@ -16,7 +16,14 @@ Delivery promises (DESIGN §8):
   (HTTP 4xx, SMTP 5xx, an unconfigured target), the notification goes to the dead-letter
   topic with the last error;
 - each target is rate-limited (:mod:`driftline.alerts.ratelimit`), across processes;
-- notifications of the same alert and target within ``bridge_group_ms`` are sent as one.
+- notifications of the same alert and target within ``bridge_group_ms`` are sent as one;
+- a notification reaches only targets that a deployed spec of its pipeline declares for that
+  alert or assay, or the operator's ``DRIFTLINE_BRIDGE_ALLOWED_TARGETS``
+  (:mod:`driftline.alerts.authorize`); any other target is dead-lettered as
+  ``unauthorized_target``;
+- every field is type-checked on decode (:mod:`driftline.alerts.inbound`): a malformed
+  notification is dead-lettered as ``malformed`` and the bridge goes on; text is escaped for
+  each channel (:mod:`driftline.alerts.render`).
 
 Run with ``driftline bridge`` or ``python -m driftline.alerts.bridge``.
 """
@@ -31,7 +38,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +47,14 @@ from pydantic import ValidationError
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    NoPermissionError,
     RedisError,
     ResponseError,
 )
 
 from driftline.alerts import _metrics as m
 from driftline.alerts._offsets import OffsetTracker
+from driftline.alerts.authorize import Authorizer, SpecFollower
 from driftline.alerts.channels import (
     DeliveryError,
     EmailSender,
@@ -55,13 +65,14 @@ from driftline.alerts.channels import (
     parse_smtp_url,
 )
 from driftline.alerts.grouping import Delivery, Job, group_jobs
+from driftline.alerts.inbound import MalformedNotification, parse_notification
 from driftline.alerts.ratelimit import RateLimiter
 from driftline.alerts.redact import RedactingFilter, Redactor, secret_values
 from driftline.alerts.retry import backoff_delay
-from driftline.alerts.targets import CHANNELS, Target, parse_target
 from driftline.config import BridgeSettings, KafkaSettings, RedisSettings
 from driftline.errors import ConfigError, ServiceError
-from driftline.events import Notification, decode
+from driftline.events import Notification
+from driftline.notify import CHANNELS, Target, TargetError, parse_target
 
 __all__ = ["Bridge", "load_bridge_settings", "main", "parse_channels", "run_bridge"]
 
@@ -74,6 +85,10 @@ _SHUTDOWN_GRACE_S = 15.0
 # What a Redis call raises when Redis cannot be reached or does not answer in time (the
 # client's socket timeouts); the bridge then goes on without it.
 _REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, OSError)
+#: What the bridge's Redis user must be allowed: the de-duplication marks (EXISTS, SET) and the
+#: rate limiter's scripts (EVALSHA, SCRIPT LOAD; TIME, GET and SET inside them), on the keys
+#: ``<key prefix>:{notify}:*``.
+REDIS_ACL = "+ping +exists +set +get +time +evalsha +script|load ~<key prefix>:{notify}:*"
 _WITHOUT_REDIS = (
     "de-duplication is unavailable until Redis answers; delivering anyway, so a redelivered "
     "notification may be sent twice, and rate limits hold within this process only"
@@ -162,6 +177,9 @@ class Bridge:
             "notifications", "deadletter"
         )
         self.redactor = redactor or Redactor(secret_values(settings))
+        self.pipelines_topic = settings.bridge_pipelines_topic or kafka.topic("pipelines")
+        self.authorizer = Authorizer(settings.bridge_allowed_targets)
+        self._specs: SpecFollower | None = None
         self._senders_override = dict(senders) if senders else None
         self._tracker = OffsetTracker()
         self._messages: dict[int, _Message] = {}
@@ -200,6 +218,41 @@ class Bridge:
             )
         return senders
 
+    async def _check_redis_permissions(self) -> None:
+        """Run each Redis command the bridge needs once, on a probe key that expires.
+
+        A user that lacks one (an ACL without scripting) would otherwise look like an outage
+        on every delivery and silently lose de-duplication; it is a setting to fix instead.
+        """
+        assert self._limiter is not None
+        probe = f"{self.redis_settings.key_prefix}:{{notify}}:probe:{uuid.uuid4().hex}"
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("EXISTS", lambda: self._redis.exists(probe)),
+            ("SET", lambda: self._redis.set(probe, b"1", nx=True, ex=60)),
+            (
+                "the rate limit scripts (EVALSHA, SCRIPT LOAD; TIME, GET and SET inside)",
+                lambda: self._limiter.probe(probe),  # type: ignore[union-attr]
+            ),
+        ]
+        for what, step in steps:
+            try:
+                await step()
+            except (NoPermissionError, ResponseError) as exc:
+                # An answer, not an outage: a user without the command (inside a script Redis
+                # says so without NOPERM), a read-only replica.
+                raise ServiceError(
+                    f"Redis refused {what}: {self.redactor.redact(str(exc))}; the bridge's "
+                    f"user needs {REDIS_ACL} on a writable server"
+                ) from None
+            except _REDIS_DOWN as exc:
+                self._redis_down = True
+                log.warning(
+                    "Redis unavailable at start-up (%s): %s",
+                    self._redis_error(exc),
+                    _WITHOUT_REDIS,
+                )
+                return
+
     def _dedup_key(self, notification_id: str, target: Target) -> str:
         return f"{self.redis_settings.key_prefix}:{{notify}}:sent:{notification_id}:{target}"
 
@@ -215,6 +268,8 @@ class Bridge:
 
         s = self.settings
         ensure_topics(self.kafka, [self.topic, self.deadletter_topic])
+        self._specs = SpecFollower(self.kafka, self.pipelines_topic, self.authorizer)
+        await asyncio.to_thread(self._specs.start)
         self._redis = aioredis.Redis.from_url(
             self.redis_settings.redis_url.get_secret_value(), **self.redis_settings.client_kwargs()
         )
@@ -237,6 +292,8 @@ class Bridge:
             s.bridge_rate_limits,
             lease_s=s.bridge_timeout_s + 5.0,
         )
+        if not self._redis_down:
+            await self._check_redis_permissions()
         self._producer = Producer(
             self.kafka.client_config(
                 **{"acks": "all", "enable.idempotence": True, "client.id": "driftline-bridge"}
@@ -282,6 +339,8 @@ class Bridge:
                 if assignment:
                     (self._consumer.pause if busy else self._consumer.resume)(assignment)
                 paused = busy
+            assert self._specs is not None
+            self._specs.poll()
             messages = self._consumer.consume(_CONSUME_BATCH, 0)
             for msg in messages:
                 err = msg.error()
@@ -316,6 +375,8 @@ class Bridge:
         with contextlib.suppress(Exception):
             self._commit()
         self._consumer.close()
+        if self._specs is not None:
+            self._specs.close()
         self._producer.flush(10)
         with contextlib.suppress(*_REDIS_DOWN):
             await self._redis.aclose()
@@ -357,29 +418,53 @@ class Bridge:
         if not task.cancelled() and task.exception() is not None and self._fatal is None:
             self._fatal = task.exception()
 
-    async def _dispatch(self, batch: Sequence[Any]) -> None:
-        jobs: list[Job] = []
-        dead: list[tuple[int, str, str, str, str]] = []  # ref, target, channel, reason, detail
+    def _decode(self, batch: Sequence[Any]) -> list[tuple[_Message, Notification | str]]:
+        """Each message with its notification, or why it cannot be one."""
         now = time.monotonic()
+        out: list[tuple[_Message, Notification | str]] = []
         for msg in batch:
-            ref = next(self._refs)
             rec = _Message(
                 msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value() or b"", now
             )
-            n_jobs = 0
             try:
-                notification = Notification.from_dict(decode(rec.value))
-                targets = list(dict.fromkeys(str(t) for t in notification.notify))
-            except (ValueError, TypeError) as exc:
-                dead.append((ref, "", "unknown", "bad-notification", str(exc)[:300]))
+                out.append((rec, parse_notification(rec.value)))
+            except MalformedNotification as exc:
+                out.append((rec, str(exc)))
+        return out
+
+    def _refused(self, notification: Notification) -> bool:
+        """Whether some well-formed target of a served channel is not authorized."""
+        for text in notification.notify:
+            try:
+                target = parse_target(text)
+            except TargetError:
+                continue
+            if target.kind in self.channels and not self.authorizer.allows(notification, target):
+                return True
+        return False
+
+    async def _dispatch(self, batch: Sequence[Any]) -> None:
+        jobs: list[Job] = []
+        dead: list[tuple[int, str, str, str, str]] = []  # ref, target, channel, reason, detail
+        decoded = self._decode(batch)
+        if any(isinstance(n, Notification) and self._refused(n) for _, n in decoded):
+            # A spec deployed a moment ago may not have been read yet: read the control
+            # topic to its end before refusing anything.
+            assert self._specs is not None
+            await asyncio.to_thread(self._specs.catch_up)
+        for rec, notification in decoded:
+            ref = next(self._refs)
+            n_jobs = 0
+            if not isinstance(notification, Notification):
+                dead.append((ref, "", "unknown", "malformed", notification[:500]))
                 self._messages[ref] = rec
                 rec.remaining = 1
                 self._tracker.add(rec.topic, rec.partition, rec.offset, 1)
                 continue
-            for text in targets:
+            for text in dict.fromkeys(notification.notify):
                 try:
                     target = parse_target(text)
-                except ValueError as exc:
+                except TargetError as exc:
                     dead.append((ref, text, "unknown", "bad-target", str(exc)))
                     n_jobs += 1
                     continue
@@ -387,6 +472,23 @@ class Bridge:
                     m.SKIPPED.labels(target.kind).inc()
                     continue
                 m.RECEIVED.labels(target.kind).inc()
+                if not self.authorizer.allows(notification, target):
+                    m.UNAUTHORIZED.labels(target.kind).inc()
+                    dead.append(
+                        (
+                            ref,
+                            str(target),
+                            target.kind,
+                            "unauthorized_target",
+                            f"{target} is not declared for {notification.kind} "
+                            f"{notification.alert!r} by any deployed spec of pipeline "
+                            f"{notification.pipeline!r} the bridge has read from "
+                            f"{self.pipelines_topic}, nor listed in "
+                            "DRIFTLINE_BRIDGE_ALLOWED_TARGETS",
+                        )
+                    )
+                    n_jobs += 1
+                    continue
                 sender = self._senders.get(target.kind)
                 if sender is None or not sender.knows(target):
                     what = (

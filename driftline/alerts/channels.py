@@ -31,9 +31,9 @@ from driftline.alerts.render import (
     webhook_body,
 )
 from driftline.alerts.retry import is_retryable_status, parse_retry_after
-from driftline.alerts.targets import Target
 from driftline.errors import ConfigError, DriftlineError
 from driftline.events import Notification
+from driftline.notify import Target
 
 __all__ = [
     "DeliveryError",

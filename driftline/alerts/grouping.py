@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from driftline.alerts.targets import Target
 from driftline.events import Notification
+from driftline.notify import Target
 
 __all__ = ["Delivery", "Job", "group_jobs"]
 

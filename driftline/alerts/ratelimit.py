@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from driftline.alerts.targets import Target
+from driftline.notify import Target
 
 __all__ = ["RateLimiter"]
 
@@ -66,6 +66,11 @@ class RateLimiter:
         self._locks: dict[Target, asyncio.Lock] = {}
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
+
+    async def probe(self, key: str) -> None:
+        """Run both scripts once on ``key`` (which expires in a second): checks permissions."""
+        await self._acquire(keys=[key], args=[1, 1000])
+        await self._release(keys=[key], args=[1, 1000])
 
     def interval_ms(self, target: Target) -> int | None:
         rate = self._rates.get(target.kind)

@@ -26,6 +26,9 @@ __all__ = [
     "email_message",
     "email_subject",
     "email_text",
+    "mrkdwn",
+    "one_line",
+    "reading",
     "sign",
     "slack_payload",
     "split_condition",
@@ -38,7 +41,30 @@ SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 
 _COLOURS = {"firing": "#d93f0b", "resolved": "#2eb67d"}
+_KIND = {"assay": "assay ", "error": "in "}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _CONDITION = re.compile(r"^(?P<lhs>.*?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<rhs>[-+0-9.eE]+)\s*$")
+
+
+def one_line(text: str) -> str:
+    """``text`` without line breaks or other control characters (mail headers, consoles).
+
+    >>> one_line("x\\r\\nBcc: v@evil.example")
+    'x Bcc: v@evil.example'
+    """
+    return _CONTROL.sub(" ", text)
+
+
+def mrkdwn(text: str) -> str:
+    """Escape ``text`` for Slack mrkdwn: ``<!channel>``, ``<@U123>`` and links become inert.
+
+    Slack reads ``<...>`` as mentions and links; it asks for ``&``, ``<`` and ``>`` to be sent
+    as ``&amp;``, ``&lt;`` and ``&gt;``, which it then shows as the characters.
+
+    >>> mrkdwn("<!channel> & <@U024BE7LH>")
+    '&lt;!channel&gt; &amp; &lt;@U024BE7LH&gt;'
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def split_condition(condition: str) -> tuple[str, str, float] | None:
@@ -58,40 +84,175 @@ def split_condition(condition: str) -> tuple[str, str, float] | None:
         return None
 
 
-def _time(ms: int | None) -> str:
-    if not ms:
+def _time(ms: Any) -> str:
+    if not isinstance(ms, int) or isinstance(ms, bool) or not ms:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
 
 
-def _num(x: float) -> str:
+def _num(x: Any) -> str:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return "n/a"
     if isinstance(x, float) and math.isnan(x):
         return "n/a"
     return f"{x:.6g}"
 
 
-def _facts(n: Notification) -> list[tuple[str, str]]:
-    """The fields a reader needs, as (label, text) pairs."""
+#: What holds once a condition ``lhs OP threshold`` no longer does, by OP.
+_NOT = {
+    ">": "not above",
+    ">=": "below",
+    "<": "not below",
+    "<=": "above",
+    "==": "not equal to",
+    "!=": "equal to",
+}
+
+
+def reading(n: Notification) -> str | None:
+    """What the value says about the condition now: ``value 14 > 10`` while firing, ``value 10,
+    not above 10`` once resolved; None when the condition has another shape.
+
+    >>> n = Notification("n-1", "a", "p", "resolved", 10.0, "count(x) > 10", {}, 0, "warning",
+    ...                  [], "")
+    >>> reading(n)
+    'value 10, not above 10'
+    """
     parts = split_condition(n.condition)
-    facts = [("State", n.state.upper()), ("Value", _num(n.value))]
-    if parts is not None:
-        facts.append(("Threshold", f"{parts[1]} {_num(parts[2])}"))
-    facts += [
-        ("Condition", n.condition or "-"),
-        ("Window", f"{_time(n.window.get('start'))} → {_time(n.window.get('end'))}"),
-        ("Pipeline", n.pipeline),
-        ("Severity", n.severity),
-        ("At", _time(n.at)),
-        ("Spec version", n.spec or "-"),
-        ("Notification id", n.id),
-    ]
-    return facts
+    if parts is None:
+        return None
+    _lhs, op, threshold = parts
+    if n.state == "resolved":
+        return f"value {_num(n.value)}, {_NOT[op]} {_num(threshold)}"
+    return f"value {_num(n.value)} {op} {_num(threshold)}"
+
+
+def _detail(n: Notification, key: str) -> Any:
+    return (n.details or {}).get(key)
+
+
+def _text(value: Any, default: str = "-") -> str:
+    return default if value is None or value == "" else one_line(str(value))
+
+
+def _window(n: Notification) -> str:
+    return f"{_time(n.window.get('start'))} → {_time(n.window.get('end'))}"
+
+
+def _thresholds(value: Any) -> str:
+    if not isinstance(value, dict) or not value:
+        return "-"
+    return ", ".join(f"{one_line(str(k))} {_num(v)}" for k, v in value.items())
+
+
+def _count(value: Any, unit: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return "-"
+    return f"{value:,} {unit}"
+
+
+def _score(n: Notification) -> str:
+    score = _detail(n, "score")
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        score = n.value
+    return _num(score)
+
+
+def _assay_summary(n: Notification) -> str:
+    """``psi 0.31 ≥ 0.25 (alert)`` while firing, ``psi 0.04, below 0.1`` once resolved."""
+    metric = _text(_detail(n, "metric"), "score")
+    threshold = _detail(n, "threshold")
+    shown = _score(n)
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
+        return f"{metric} {shown}"
+    if n.state == "resolved":
+        return f"{metric} {shown}, below {_num(threshold)}"
+    status = _text(_detail(n, "assay_status"), "")
+    return f"{metric} {shown} ≥ {_num(threshold)}" + (f" ({status})" if status else "")
+
+
+def _error_cause(n: Notification) -> str:
+    for key in ("cause", "detail", "reason", "error"):
+        value = _detail(n, key)
+        if value:
+            return _text(value)
+    return _text(n.condition, "unknown cause")
+
+
+def _facts(n: Notification) -> list[tuple[str, str]]:
+    """The fields a reader needs, as (label, text) pairs; the id comes last."""
+    if n.kind == "assay":
+        facts = [
+            ("State", n.state.upper()),
+            ("Assay", n.alert),
+            ("Metric", _text(_detail(n, "metric"))),
+            ("Score", _score(n)),
+            ("Status", _text(_detail(n, "assay_status"))),
+            ("Threshold", _assay_summary(n)),
+            ("Thresholds", _thresholds(_detail(n, "thresholds"))),
+            ("Window", _window(n)),
+            ("Window size", _count(_detail(n, "window_count"), "events")),
+            ("Baseline size", _count(_detail(n, "baseline_count"), "values")),
+            ("Input", _text(_detail(n, "iopath"))),
+            ("Pipeline", n.pipeline),
+            ("Severity", n.severity),
+            ("At", _time(n.at)),
+            ("Spec version", n.spec or "-"),
+            ("Reproduce", _text(_detail(n, "replay"))),
+        ]
+    elif n.kind == "error":
+        what = "QUARANTINED" if n.state == "firing" else "RESUMED"
+        facts = [
+            ("State", what),
+            ("Pipeline", n.pipeline),
+            ("Where", n.alert or "the whole pipeline"),
+            ("Cause", _error_cause(n)),
+            (
+                "What to do",
+                "nothing: the pipeline runs again"
+                if n.state == "resolved"
+                else "its other pipelines keep running; fix the spec (or its baseline) and "
+                "deploy it again to resume this one",
+            ),
+            ("At", _time(n.at)),
+            ("Spec version", n.spec or "-"),
+        ]
+    else:
+        parts = split_condition(n.condition)
+        facts = [("State", n.state.upper()), ("Value", _num(n.value))]
+        if parts is not None:
+            facts.append(("Threshold", f"{parts[1]} {_num(parts[2])}"))
+            facts.append(("Now", reading(n) or "-"))
+        facts += [
+            ("Condition", n.condition or "-"),
+            ("Window", _window(n)),
+            ("Pipeline", n.pipeline),
+            ("Severity", n.severity),
+            ("At", _time(n.at)),
+            ("Spec version", n.spec or "-"),
+        ]
+    facts.append(("Notification id", n.id))
+    # Every value on one line: labels and values are laid out one per line (and a header).
+    return [(k, one_line(v)) for k, v in facts]
 
 
 def _headline(group: Sequence[Notification]) -> str:
     last = group[-1]
     more = f" ({len(group)} notifications)" if len(group) > 1 else ""
-    return f"{last.state.upper()}: {last.alert} on {last.pipeline} [{last.severity}]{more}"
+    if last.kind == "error":
+        what = "QUARANTINED" if last.state == "firing" else "RESUMED"
+        where = f" ({last.alert})" if last.alert else ""
+        text = f"{what}: pipeline {last.pipeline}{where}{more}"
+    elif last.kind == "assay":
+        text = (
+            f"{last.state.upper()}: assay {last.alert} on {last.pipeline} [{last.severity}]{more}"
+        )
+    else:
+        text = f"{last.state.upper()}: {last.alert} on {last.pipeline} [{last.severity}]{more}"
+    return one_line(text)
 
 
 def email_subject(group: Sequence[Notification]) -> str:
@@ -103,11 +264,13 @@ def email_subject(group: Sequence[Notification]) -> str:
     '[driftline] FIRING: high_fraud_5m on fraud [critical] — value 14 > 10'
     """
     last = group[-1]
-    parts = split_condition(last.condition)
-    tail = f" — value {_num(last.value)}"
-    if parts is not None:
-        tail += f" {parts[1]} {_num(parts[2])}"
-    return f"[driftline] {_headline(group)}{tail}"
+    if last.kind == "assay":
+        tail = f" — {_assay_summary(last)}"
+    elif last.kind == "error":
+        tail = f" — {_error_cause(last)[:160]}"
+    else:
+        tail = f" — {reading(last) or f'value {_num(last.value)}'}"
+    return one_line(f"[driftline] {_headline(group)}{tail}")
 
 
 def email_text(group: Sequence[Notification]) -> str:
@@ -144,11 +307,17 @@ def email_message(group: Sequence[Notification], sender: str, to: str) -> EmailM
     msg = EmailMessage()
     msg["Subject"] = email_subject(group)
     msg["From"] = sender
-    msg["To"] = to
-    msg["X-Driftline-Notification"] = ",".join(n.id for n in group)
+    msg["To"] = one_line(to)
+    msg["X-Driftline-Notification"] = one_line(",".join(n.id for n in group))
     msg.set_content(email_text(group))
     msg.add_alternative(_email_html(group), subtype="html")
     return msg
+
+
+def _slack_title(n: Notification, state: str) -> str:
+    if n.kind == "error" and not n.alert:
+        return f"*{mrkdwn(state)}* pipeline `{mrkdwn(n.pipeline)}`"
+    return f"*{mrkdwn(state)}* {_KIND.get(n.kind, '')}`{mrkdwn(n.alert)}` on `{mrkdwn(n.pipeline)}`"
 
 
 def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
@@ -162,7 +331,18 @@ def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
     """
     attachments = []
     for n in group:
-        fields = [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in _facts(n)[:-1]]
+        facts = _facts(n)[:-1]
+        replay = [v for k, v in facts if k == "Reproduce" and v != "-"]
+        fields = [
+            # Slack refuses a field over 2,000 characters.
+            {"type": "mrkdwn", "text": f"*{mrkdwn(k)}*\n{mrkdwn(v[:1900])}"}
+            for k, v in facts
+            if k != "Reproduce"
+        ]
+        extra = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"`{mrkdwn(cmd)}`"}}
+            for cmd in replay
+        ]
         attachments.append(
             {
                 "color": _COLOURS.get(n.state, "#666666"),
@@ -171,20 +351,24 @@ def slack_payload(group: Sequence[Notification]) -> dict[str, Any]:
                         "type": "section",
                         "text": {
                             "type": "mrkdwn",
-                            "text": f"*{n.state.upper()}* `{n.alert}` on `{n.pipeline}`",
+                            "text": _slack_title(n, facts[0][1]),
                         },
                     },
                     # Slack allows at most 10 fields per section.
-                    {"type": "section", "fields": fields[:10]},
+                    *(
+                        {"type": "section", "fields": fields[i : i + 10]}
+                        for i in range(0, len(fields), 10)
+                    ),
+                    *extra,
                     {
                         "type": "context",
-                        "elements": [{"type": "mrkdwn", "text": f"driftline · {n.id}"}],
+                        "elements": [{"type": "mrkdwn", "text": f"driftline · {mrkdwn(n.id)}"}],
                     },
                 ],
             }
         )
     return {
-        "text": _headline(group),
+        "text": mrkdwn(_headline(group)),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": _headline(group)[:150]}}
         ],
@@ -198,6 +382,7 @@ def webhook_body(group: Sequence[Notification]) -> bytes:
     return orjson.dumps(
         {
             "type": "driftline.notification",
+            "kind": last.kind,
             "alert": last.alert,
             "pipeline": last.pipeline,
             "state": last.state,
@@ -245,4 +430,5 @@ def verify_signature(
 def stdout_line(group: Sequence[Notification]) -> str:
     """One line for development consoles."""
     last = group[-1]
-    return f"{email_subject(group)[len('[driftline] ') :]} | {last.condition} | {last.id}"
+    line = f"{email_subject(group)[len('[driftline] ') :]} | {last.condition} | {last.id}"
+    return one_line(line)

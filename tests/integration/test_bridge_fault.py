@@ -100,6 +100,11 @@ def test_every_target_delivered_despite_failures_and_kills(
             "DRIFTLINE_BRIDGE_TOPIC": topic,
             "DRIFTLINE_BRIDGE_DEADLETTER_TOPIC": deadletter,
             "DRIFTLINE_BRIDGE_GROUP": group,
+            "DRIFTLINE_BRIDGE_ALLOWED_TARGETS": ",".join(
+                f"{kind}:{name}{c}"
+                for c in range(CHANNELS)
+                for kind, name in (("slack", "ch"), ("webhook", "wh"))
+            ),
             "DRIFTLINE_KEY_PREFIX": redis_prefix,
             "DRIFTLINE_KAFKA_OPTIONS": json.dumps(
                 {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}

@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 from driftline.alerts.bridge import Bridge
 from driftline.alerts.ratelimit import RateLimiter
-from driftline.alerts.targets import Target
 from driftline.config import BridgeSettings, KafkaSettings, RedisSettings
 from driftline.events import Notification, encode, notification_id
+from driftline.notify import Target
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,9 @@ class _SlowSender:
 
 
 async def _scenario(prefix: str, fail_first: bool) -> tuple[int, int]:
-    settings = BridgeSettings(bridge_group_ms=0, bridge_max_attempts=1)
+    settings = BridgeSettings(
+        bridge_group_ms=0, bridge_max_attempts=1, bridge_allowed_targets=("stdout",)
+    )
     redis_settings = RedisSettings(key_prefix=prefix)
     sender = _SlowSender(fail_first)
     bridge = Bridge(settings, KafkaSettings(), redis_settings, ("stdout",), {"stdout": sender})

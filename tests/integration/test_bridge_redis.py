@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import redis
 
 from driftline.alerts.testing import HttpReceiver, always
 from driftline.events import Notification
@@ -111,6 +112,7 @@ def bridge_process(
         "DRIFTLINE_BRIDGE_TOPIC": topic,
         "DRIFTLINE_BRIDGE_DEADLETTER_TOPIC": deadletter,
         "DRIFTLINE_BRIDGE_GROUP": group,
+        "DRIFTLINE_BRIDGE_ALLOWED_TARGETS": TARGET,
         "DRIFTLINE_KAFKA_OPTIONS": json.dumps(
             {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
         ),
@@ -228,4 +230,69 @@ def test_bridge_starts_with_redis_down_and_delivers(
         bridge.wait(lambda: private_redis.exists(key), "the mark in the started Redis")
         assert delivered(rx)[later[0].id] == 1
         assert bridge.text().count(UP_LOG) == 1
+        assert bridge.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("missing", "command"),
+    [
+        ("-evalsha", "'evalsha'"),
+        ("-time", "Redis refused the rate limit scripts"),
+        ("-set", "'set'"),
+        ("-exists", "'exists'"),
+    ],
+)
+def test_a_redis_user_without_a_needed_command_stops_the_bridge_at_start(
+    topic_factory: Callable[..., str],
+    unique: str,
+    tmp_path: Path,
+    private_redis: PrivateRedis,
+    missing: str,
+    command: str,
+) -> None:
+    private_redis.start()
+    admin = redis.Redis(port=private_redis.port)
+    admin.acl_setuser(
+        "limited", enabled=True, passwords=[f"+pw{unique}"], keys=["*"],
+        commands=["+@all", missing],
+    )  # fmt: skip
+    admin.close()
+    url = f"redis://limited:pw{unique}@127.0.0.1:{private_redis.port}/0"
+    with (
+        HttpReceiver(always(200), secrets={"/hook": unique}) as rx,
+        bridge_process(topic_factory, unique, url, rx, tmp_path) as (bridge, _topic, _group),
+    ):
+        assert bridge.proc.wait(60) == 3
+        text = bridge.text()
+    assert "Redis refused" in text and command in text
+    assert "+evalsha +script|load" in text  # the fix: what to grant
+    assert "Traceback" not in text
+    assert f"pw{unique}" not in text
+
+
+def test_a_redis_user_with_the_documented_commands_is_enough(
+    topic_factory: Callable[..., str], unique: str, tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    from driftline.alerts.bridge import REDIS_ACL
+
+    private_redis.start()
+    admin = redis.Redis(port=private_redis.port)
+    rules = REDIS_ACL.replace("<key prefix>", f"test:{unique}").split()
+    admin.execute_command("ACL", "SETUSER", "bridge", "on", f">pw{unique}", *rules)
+    admin.close()
+    url = f"redis://bridge:pw{unique}@127.0.0.1:{private_redis.port}/0"
+    with (
+        HttpReceiver(always(200), secrets={"/hook": unique}) as rx,
+        bridge_process(topic_factory, unique, url, rx, tmp_path) as (bridge, topic, group),
+    ):
+        sent = notes(0, 2)
+        produce(topic, sent)
+        bridge.wait(lambda: committed(group, topic) == 2, "delivery with the least privileges")
+        produce(topic, sent[:1])  # a copy: suppressed by the de-duplication mark
+        bridge.wait(lambda: committed(group, topic) == 3, "the copy to be consumed")
+        assert delivered(rx) == {n.id: 1 for n in sent}
+        assert DOWN_LOG not in bridge.text()
+        assert all(
+            private_redis.exists(f"test:{unique}:{{notify}}:sent:{n.id}:{TARGET}") for n in sent
+        )
         assert bridge.stop() == 0

@@ -66,6 +66,9 @@ def test_no_secret_in_logs_metrics_or_topics(
             "DRIFTLINE_BRIDGE_TOPIC": topic,
             "DRIFTLINE_BRIDGE_DEADLETTER_TOPIC": deadletter,
             "DRIFTLINE_BRIDGE_GROUP": f"bridge-secrets-{unique}",
+            "DRIFTLINE_BRIDGE_ALLOWED_TARGETS": (
+                "email:ops@example.com,slack:ops,webhook:pager,stdout"
+            ),
             "DRIFTLINE_KEY_PREFIX": redis_prefix,
             "DRIFTLINE_KAFKA_OPTIONS": json.dumps({"session.timeout.ms": 6000}),
             "DRIFTLINE_SMTP_URL": f"smtp://ops:{smtp_password}@127.0.0.1:{_free_port()}",

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from driftline.config import KafkaSettings, RedisSettings
+from driftline.config import KafkaSettings, RedisSettings, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -66,3 +67,35 @@ def test_a_setting_and_its_file_together_are_refused(
     monkeypatch.setenv("DRIFTLINE_TOPIC_PREFIX_FILE", str(f))
     with pytest.raises(ValidationError, match="DRIFTLINE_TOPIC_PREFIX_FILE"):
         KafkaSettings()
+
+
+def test_kafka_secrets_are_hidden_until_a_client_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    options = {
+        "security.protocol": "SASL_SSL",
+        "sasl.username": "svc",
+        "sasl.password": "kafka-pw-1",
+        "ssl.key.password": "key-pw-2",
+        "ssl.keystore.password": "store-pw-3",
+        "sasl.oauthbearer.client.secret": "oauth-4",
+        "ssl.key.pem": "-----BEGIN PRIVATE KEY-----pem-5",
+    }
+    monkeypatch.setenv("DRIFTLINE_KAFKA_OPTIONS", json.dumps(options))
+    s = KafkaSettings()
+    shown = repr(s) + str(s) + repr(Settings()) + str(s.model_dump()) + s.model_dump_json()
+    for secret in ("kafka-pw-1", "key-pw-2", "store-pw-3", "oauth-4", "pem-5"):
+        assert secret not in shown
+    assert "svc" in repr(s) and "SASL_SSL" in repr(s)
+    assert s.client_config() == {"bootstrap.servers": "127.0.0.1:9092", **options}
+    # Passing the options on (as the demo does) keeps them hidden and usable.
+    copy = KafkaSettings(kafka_options=s.kafka_options)
+    assert "kafka-pw-1" not in repr(copy)
+    assert copy.client_config()["sasl.password"] == "kafka-pw-1"
+
+
+def test_a_refused_setting_never_echoes_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_KAFKA_OPTIONS", '["sasl.password", "hunter2"]')
+    with pytest.raises(ValidationError) as info:
+        KafkaSettings()
+    assert "hunter2" not in str(info.value)

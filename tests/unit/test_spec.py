@@ -520,3 +520,153 @@ def test_a_spec_too_large_for_one_control_message_is_refused_with_its_size() -> 
     with pytest.raises(SpecError, match="over the control topic's limit") as info:
         spec_from_dict(doc)
     assert info.value.field == "spec"
+
+
+def test_alert_may_notify_stdout_and_targets_are_canonical() -> None:
+    data = _set(
+        "alerts/high_fraud_5m/notify", ["stdout", "email:ops@example.com", "stdout", "webhook:pd"]
+    )
+    spec = spec_from_dict(data, EXAMPLE)
+    assert spec.alerts["high_fraud_5m"].notify == ("email:ops@example.com", "stdout", "webhook:pd")
+    assert spec.to_canonical()["alerts"]["high_fraud_5m"]["notify"] == [
+        "email:ops@example.com",
+        "stdout",
+        "webhook:pd",
+    ]
+
+
+@pytest.mark.parametrize("target", ["email:a@x.example,b@y.example", "email:a@x.example b@y.z"])
+def test_alert_refuses_address_lists(target: str) -> None:
+    data = _set("alerts/high_fraud_5m/notify", ["stdout", target])
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(data, EXAMPLE)
+    assert info.value.field == "alerts.high_fraud_5m.notify[1]"
+    assert "one address" in str(info.value)
+
+
+# -- hostile specs ----------------------------------------------------------------------------
+
+
+def _anchor_bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_anchor_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    text = _anchor_bomb(9)
+    assert len(text.encode()) < 520  # 9**10 strings once expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="expands to more than 2,000,000 nodes") as info:
+        load_spec(path)
+    assert info.value.field == str(path)
+    assert "aliases" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a: &a [*a]\n", "refers to itself"),
+        ("a: &a {b: *a}\n", "refers to itself"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+)
+def test_self_referencing_or_deep_yaml_is_a_spec_error(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=words):
+        load_spec(path)
+
+
+def test_shared_anchors_within_the_limit_still_load(tmp_path: Path) -> None:
+    text = (EXAMPLE / "pipeline.yaml").read_text()
+    text = text.replace("models/", f"{EXAMPLE}/models/").replace("data/", f"{EXAMPLE}/data/")
+    text = text.replace(
+        "  no_high_fraud: ccfraud.outputs[0][0] < 0.95",
+        '  no_high_fraud: &check "ccfraud.outputs[0][0] < 0.95"\n  same_again: *check',
+    )
+    path = tmp_path / "anchors.yaml"
+    path.write_text(text)
+    spec = load_spec(path)
+    assert same(spec.validations["same_again"], spec.validations["no_high_fraud"])
+
+
+def test_spec_over_the_size_cap_names_the_fix(tmp_path: Path) -> None:
+    from driftline.spec import MAX_SPEC_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"name: fraud\n" + b"#" * MAX_SPEC_BYTES)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert f"more than the {MAX_SPEC_BYTES:,} accepted" in str(info.value)
+    assert "baseline: {file:" in str(info.value)
+
+
+def test_spec_must_be_utf8_and_the_error_names_file_and_offset(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: fraud\n# café\n".encode("latin-1"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.field == str(path)
+    assert "not UTF-8: byte 0xe9 at offset 17 (line 2)" in str(info.value)
+    assert "save the file as UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "value", "field"),
+    [
+        ("options", {"lateness": "999999999999d"}, "options.lateness"),
+        ("assays/score_drift/window", {"width": "999999999999d", "interval": "1m"},
+         "assays.score_drift.window.width"),
+        ("alerts/high_fraud_5m/for", "3651d", "alerts.high_fraud_5m.for"),
+        ("alerts/high_fraud_5m/when", 'count(ccfraud.outputs[0][0] > 0.95, "99999999d", "1s") > 1',
+         "alerts.high_fraud_5m.when"),
+    ],
+)  # fmt: skip
+def test_huge_durations_are_refused_with_a_message(change: str, value: Any, field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(_set(change, value), EXAMPLE)
+    assert info.value.field == field
+    assert "longest duration accepted, 3650d" in str(info.value)
+
+
+def test_longest_duration_is_accepted() -> None:
+    spec = spec_from_dict(_set("options", {"lateness": "3650d"}), EXAMPLE)
+    assert spec.options.lateness_ms == 3650 * 86_400_000
+
+
+@pytest.mark.parametrize("name", ["notifications", "assays", "pipelines", "models", "performance",
+                                  "Notifications"])  # fmt: skip
+def test_pipeline_names_of_driftline_topics_are_reserved(name: str) -> None:
+    data = _set("name", name)
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(data, EXAMPLE)
+    assert info.value.field == "name"
+    assert "reserved" in str(info.value) and "Choose another name" in str(info.value)
+
+
+def test_every_system_topic_driftline_creates_is_reserved() -> None:
+    """Any ``.topic("<literal>", ...)`` call in the package names a reserved first part."""
+    import ast
+
+    from driftline.config import SYSTEM_TOPICS
+
+    root = Path(__file__).resolve().parents[2] / "driftline"
+    found: set[str] = set()
+    for file in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "topic"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                found.add(node.args[0].value)
+    assert {"notifications", "assays", "pipelines", "models"} <= found
+    assert found <= set(SYSTEM_TOPICS), found - set(SYSTEM_TOPICS)

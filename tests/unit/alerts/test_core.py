@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 
@@ -15,14 +16,15 @@ from driftline.alerts.grouping import Job, group_jobs
 from driftline.alerts.redact import MASK, RedactingFilter, Redactor
 from driftline.alerts.render import (
     email_message,
+    email_subject,
     sign,
     slack_payload,
     verify_signature,
     webhook_body,
 )
 from driftline.alerts.retry import backoff_delay, parse_retry_after
-from driftline.alerts.targets import Target, parse_target
 from driftline.events import Notification
+from driftline.notify import Target, parse_target
 
 pytestmark = pytest.mark.unit
 
@@ -126,10 +128,12 @@ def test_signature_detects_tampering_and_old_timestamps() -> None:
 
 
 def test_rendered_messages_carry_what_fired() -> None:
-    group = [note(1, 0), note(2, 500, state="resolved")]
+    group = [note(1, 0), dataclasses.replace(note(2, 500, state="resolved"), value=0.1)]
     msg = email_message(group, "from@example.com", "to@example.com")
     assert msg["Subject"].startswith("[driftline] RESOLVED: a on p [critical] (2 notifications)")
-    assert "value 1.5 >= 0.25" in msg["Subject"]
+    # A resolved alert says what holds now, a firing one what crossed the threshold.
+    assert msg["Subject"].endswith("— value 0.1, below 0.25")
+    assert email_subject(group[:1]).endswith("— value 1.5 >= 0.25")
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert text.count("Threshold") == 2 and "1970-01-01 00:01:00 UTC" in text
     slack = slack_payload(group)
