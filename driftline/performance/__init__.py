@@ -4,6 +4,7 @@ Pure code (numpy only): the join in :mod:`driftline.streams.feedback` keeps the 
 statistics defined here per window bucket and reads metrics off their sums.
 """
 
+from driftline.performance.cbpe import BinaryEstimator, Calibrator, MulticlassEstimator
 from driftline.performance.metrics import (
     DELAY_EDGES_MS,
     BinaryLayout,
@@ -17,8 +18,11 @@ from driftline.performance.metrics import (
 
 __all__ = [
     "DELAY_EDGES_MS",
+    "BinaryEstimator",
     "BinaryLayout",
+    "Calibrator",
     "Layout",
+    "MulticlassEstimator",
     "MulticlassLayout",
     "RegressionLayout",
     "auc_bound",
