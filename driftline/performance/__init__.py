@@ -7,6 +7,8 @@ statistics defined here per window bucket and reads metrics off their sums.
 from driftline.performance.cbpe import BinaryEstimator, Calibrator, MulticlassEstimator
 from driftline.performance.metrics import (
     DELAY_EDGES_MS,
+    ESTIMATED_NAMES,
+    METRIC_NAMES,
     BinaryLayout,
     Layout,
     MulticlassLayout,
@@ -18,6 +20,8 @@ from driftline.performance.metrics import (
 
 __all__ = [
     "DELAY_EDGES_MS",
+    "ESTIMATED_NAMES",
+    "METRIC_NAMES",
     "BinaryEstimator",
     "BinaryLayout",
     "Calibrator",

@@ -31,6 +31,8 @@ from numpy.typing import NDArray
 
 __all__ = [
     "DELAY_EDGES_MS",
+    "ESTIMATED_NAMES",
+    "METRIC_NAMES",
     "BinaryLayout",
     "Layout",
     "MulticlassLayout",
@@ -411,6 +413,48 @@ class RegressionLayout(Layout):
             "r2": r2,
             "bias": _div(err, n),
         }
+
+
+#: Scalar metrics each task reports (alerts may use any of them).
+METRIC_NAMES: dict[str, tuple[str, ...]] = {
+    "common": (
+        "predictions",
+        "labeled",
+        "coverage",
+        "label_delay_p50_ms",
+        "label_delay_p90_ms",
+        "label_delay_p99_ms",
+    ),
+    "binary": (
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "accuracy",
+        "precision",
+        "recall",
+        "specificity",
+        "f1",
+        "roc_auc",
+        "roc_auc_bound",
+        "log_loss",
+    ),
+    "multiclass": (
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_precision",
+        "weighted_recall",
+        "weighted_f1",
+    ),
+    "regression": ("mae", "rmse", "mape", "r2", "bias"),
+}
+#: What the CBPE estimate reports per task.
+ESTIMATED_NAMES: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "precision", "recall", "specificity", "f1"),
+    "multiclass": METRIC_NAMES["multiclass"],
+}
 
 
 def layout_for(task: Task, **options: Any) -> Layout:
