@@ -30,32 +30,48 @@ pytestmark = pytest.mark.integration
 N = 20_000
 
 
-def _produce(conf: dict[str, Any], stream: Stream, results: str, feedback: str) -> int:
-    p = Producer({**conf, "linger.ms": 20, "enable.idempotence": True})
-    for i, ident in enumerate(stream.ids):
-        doc = {
-            "id": ident,
-            "row": int(stream.rows[i]),
-            "time": int(stream.times[i]),
-            "outputs": {"m": [[float(stream.scores[i])]]},
-        }
-        p.produce(results, orjson.dumps(doc), ident.encode(), partition=int(stream.parts[i]))
-        if i % 5000 == 0:
-            p.poll(0)
-    bad = 0
-    for k, (ident, row, y, t) in enumerate(stream.label_rows):
-        part = int(stream.label_parts[k])
-        p.produce(
-            feedback,
-            orjson.dumps({"id": ident, "row": row, "label": y, "time": t}),
-            ident.encode(),
-            partition=part,
-        )
-        if k % 997 == 0:  # malformed feedback in between: dead-lettered, never stops anything
-            p.produce(feedback, b'{"id": "x", "label": "maybe"}', b"x", partition=part)
-            bad += 1
-    assert p.flush(60) == 0
-    return bad
+class Feeder:
+    """Produces the stream in 20 steps: each step a slice of results and of shuffled labels.
+
+    Labels are shuffled over the whole run, so at every step some refer to predictions whose
+    windows have closed (they revise them) and some to predictions not produced yet.
+    """
+
+    def __init__(self, conf: dict[str, Any], stream: Stream, results: str, feedback: str):
+        self.p = Producer({**conf, "linger.ms": 20, "enable.idempotence": True})
+        self.stream, self.results, self.feedback = stream, results, feedback
+        self.step_no, self.steps, self.bad = 0, 20, 0
+
+    def step(self) -> None:
+        if self.step_no >= self.steps:
+            return
+        s, k, n = self.stream, self.step_no, self.steps
+        self.step_no += 1
+        lo, hi = len(s.ids) * k // n, len(s.ids) * (k + 1) // n
+        for i in range(lo, hi):
+            doc = {
+                "id": s.ids[i],
+                "row": int(s.rows[i]),
+                "time": int(s.times[i]),
+                "outputs": {"m": [[float(s.scores[i])]]},
+            }
+            self.p.produce(
+                self.results, orjson.dumps(doc), s.ids[i].encode(), partition=int(s.parts[i])
+            )
+        lo, hi = len(s.label_rows) * k // n, len(s.label_rows) * (k + 1) // n
+        for j in range(lo, hi):
+            ident, row, y, t = s.label_rows[j]
+            part = int(s.label_parts[j])
+            value = orjson.dumps({"id": ident, "row": row, "label": y, "time": t})
+            self.p.produce(self.feedback, value, ident.encode(), partition=part)
+            if j % 997 == 0:  # malformed feedback in between: dead-lettered, stops nothing
+                self.p.produce(self.feedback, b'{"id": "x", "label": "maybe"}', partition=part)
+                self.bad += 1
+        assert self.p.flush(60) == 0
+
+    @property
+    def done(self) -> bool:
+        return self.step_no >= self.steps
 
 
 def _loop(
@@ -63,6 +79,7 @@ def _loop(
     topics: dict[str, str],
     make_join: Callable[[], PerformanceJoin],
     crashes: set[int],
+    feeder: Feeder,
 ) -> dict[str, int]:
     """Consume both topics to the end, publishing performance events; crash at batch numbers."""
     prediction = [parse("m.outputs[0][0]")]
@@ -83,9 +100,10 @@ def _loop(
         join = make_join()
         try:
             while True:
+                feeder.step()
                 msgs = [m for m in consumer.consume(2000, 1.0) if m.error() is None]
                 if not msgs:
-                    stats["quiet"] += 1
+                    stats["quiet"] += feeder.done
                     if stats["quiet"] >= 5:
                         done = True
                         break
@@ -137,7 +155,7 @@ def test_join_from_kafka_survives_restarts_and_equals_offline(  # type: ignore[n
         "final_watermark": int(stream.times.max()) + 10 * MIN,
     }
     conf = kafka_config()
-    bad = _produce(conf, stream, topics["results"], topics["feedback"])
+    feeder = Feeder(conf, stream, topics["results"], topics["feedback"])
 
     def make_join() -> PerformanceJoin:
         state = RedisJoinState(redis_client, redis_prefix, "p", "quality", "d1", 10**9)
@@ -155,7 +173,7 @@ def test_join_from_kafka_survives_restarts_and_equals_offline(  # type: ignore[n
             lateness_ms=5_000,
         )
 
-    stats = _loop(conf, topics, make_join, crashes={2, 4, 6, 8, 10})
+    stats = _loop(conf, topics, make_join, crashes={2, 4, 6, 8, 10}, feeder=feeder)
     assert stats["crashes"] == 5, stats
     assert stats["skipped"] > 0  # batches read again after a crash were skipped by the guard
     events = read_all(conf, topics["performance"], timeout=20)
@@ -170,7 +188,7 @@ def test_join_from_kafka_survives_restarts_and_equals_offline(  # type: ignore[n
     assert len(revised) >= len({e["window_end"] for e in events}) // 2
     dead = _raw(conf, topics["deadletter"])
     # re-read batches dead-letter their bad rows again (at least once)
-    assert len(dead) == stats["dead"] >= bad
+    assert len(dead) == stats["dead"] >= feeder.bad
     headers = dead[0]
     assert headers["driftline-error"] == b"bad_label"
     assert headers["driftline-source-topic"] == topics["feedback"].encode()
