@@ -219,6 +219,7 @@ class RedisJoinState:
         self.client = client
         self.base = f"{prefix}:{{{pipeline}}}:perf:{name}:{digest}"
         self.ttl_s = max(1, math.ceil(horizon_ms / 1000))
+        self._record_prefix = self.key("k") + ":"
         self._apply = client.register_script(_script("feedback_apply.lua"))
         self._mark = client.register_script(_script("feedback_mark.lua"))
 
@@ -234,7 +235,8 @@ class RedisJoinState:
     def read(self, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
-        raw = self.client.mget([self.key("k", k) for k in keys])
+        rk = self._record_prefix
+        raw = self.client.mget([rk + k for k in keys])
         return [None if v is None else _s(v) for v in raw]
 
     def apply(self, change: Change) -> tuple[int, dict[str, int]]:
@@ -248,7 +250,7 @@ class RedisJoinState:
         ]
         records = []
         for k, (old, new) in change.records.items():
-            keys.append(self.key("k", k))
+            keys.append(self._record_prefix + k)
             records.append([len(keys), old or "", new or ""])
         buckets = []
         for start, inc in change.buckets.items():
@@ -330,7 +332,7 @@ class RedisJoinState:
             "clean": [[str(s), int(n)] for s, n in doc["clean"]],
             "cut": None if doc.get("cut") is None else str(doc["cut"]),
             "gone": list(doc["gone"]),
-            "keyprefix": self.key("k") + ":",
+            "keyprefix": self._record_prefix,
         }
         # cjson turns JSON null into a truthy userdata: leave absent fields out instead
         self._mark(keys=keys, args=[orjson.dumps({k: v for k, v in body.items() if v is not None})])
