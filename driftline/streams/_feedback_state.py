@@ -54,6 +54,7 @@ class Change:
 class Marks:
     closed: int | None
     revisions: dict[int, tuple[int, str]]
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class JoinState(Protocol):
@@ -101,6 +102,7 @@ class MemoryJoinState:
         self._pending: dict[str, int] = {}
         self._closed: int | None = None
         self._revisions: dict[int, tuple[int, str]] = {}
+        self._alerts: dict[str, dict[str, Any]] = {}
         self._counters: dict[str, int] = defaultdict(int)
 
     def offsets(self) -> dict[str, int]:
@@ -154,7 +156,7 @@ class MemoryJoinState:
         return dict(self._dirty)
 
     def marks(self) -> Marks:
-        return Marks(self._closed, dict(self._revisions))
+        return Marks(self._closed, dict(self._revisions), dict(self._alerts))
 
     def pending_before(self, cutoff: int) -> list[tuple[str, str]]:
         out = []
@@ -171,6 +173,7 @@ class MemoryJoinState:
         for end, rev, digest in doc["r"]:
             if self._revisions.get(int(end), (-1, ""))[0] < int(rev):
                 self._revisions[int(end)] = (int(rev), digest)
+        self._alerts.update(doc.get("alerts") or {})
         for start, n in doc["clean"]:
             left = self._dirty.get(int(start), 0) - int(n)
             if left > 0:
@@ -302,12 +305,15 @@ class RedisJoinState:
     def marks(self) -> Marks:
         raw = {_s(k): _s(v) for k, v in self.client.hgetall(self.key("marks")).items()}
         revisions = {}
+        alerts = {}
         for k, v in raw.items():
             if k.startswith("r:"):
                 rev, _, digest = v.partition(":")
                 revisions[int(k[2:])] = (int(rev), digest)
+            elif k.startswith("a:"):
+                alerts[k[2:]] = orjson.loads(v)
         closed = raw.get("closed")
-        return Marks(None if closed is None else int(closed), revisions)
+        return Marks(None if closed is None else int(closed), revisions, alerts)
 
     def pending_before(self, cutoff: int) -> list[tuple[str, str]]:
         members = [_s(m) for m in self.client.zrangebyscore(self.key("pend"), "-inf", f"({cutoff}")]
@@ -332,6 +338,7 @@ class RedisJoinState:
             "clean": [[str(s), int(n)] for s, n in doc["clean"]],
             "cut": None if doc.get("cut") is None else str(doc["cut"]),
             "gone": list(doc["gone"]),
+            "alerts": [[k, orjson.dumps(v).decode()] for k, v in (doc.get("alerts") or {}).items()],
             "keyprefix": self._record_prefix,
         }
         # cjson turns JSON null into a truthy userdata: leave absent fields out instead

@@ -27,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,7 @@ class Closing:
     unmatched: list[dict[str, Any]]
     doc: dict[str, Any]
     watermark: int | None
+    notifications: list[dict[str, Any]] = field(default_factory=list)
 
 
 class PerformanceJoin:
@@ -194,6 +195,7 @@ class PerformanceJoin:
         partitions: int,
         lateness_ms: int = 5000,
         max_attempts: int = 50,
+        alerts: Mapping[str, Any] | None = None,
     ):
         if width_ms < interval_ms or width_ms % interval_ms:
             raise ValueError(f"width_ms={width_ms}: must be a multiple of interval_ms")
@@ -202,6 +204,7 @@ class PerformanceJoin:
         self.width_ms, self.interval_ms, self.horizon_ms = width_ms, interval_ms, horizon_ms
         self.partitions, self.lateness_ms = partitions, lateness_ms
         self.max_attempts = max_attempts
+        self.alerts = dict(alerts or {})
         self.size = layout.size + (estimator.size if estimator is not None else 0)
         self._offsets = state.offsets()
         self._max = state.max_times()
@@ -237,6 +240,7 @@ class PerformanceJoin:
             horizon_ms=p.horizon_ms,
             partitions=partitions if partitions is not None else spec.options.partitions,
             lateness_ms=spec.options.lateness_ms,
+            alerts=p.alerts,
         )
 
     # -- applying micro-batches ---------------------------------------------------------
@@ -541,7 +545,64 @@ class PerformanceJoin:
                     "time": rec[3],
                 }
             )
-        return Closing(events, unmatched, doc, watermark)
+        closing = Closing(events, unmatched, doc, watermark)
+        if self.alerts:
+            self._evaluate_alerts(closing, marks.alerts)
+        return closing
+
+    def _evaluate_alerts(self, closing: Closing, stored: Mapping[str, dict[str, Any]]) -> None:
+        """Alert transitions of the windows published now (DESIGN §8 lifecycle).
+
+        An alert on a realized metric judges a window once it holds ``min_labeled`` labels,
+        and again at each later revision while it is the newest window judged (labels keep
+        coming for recent windows); one on ``estimated.<metric>`` judges each window at close.
+        Windows older than the last one judged are not judged again: the lifecycle only moves
+        forward in window time.
+        """
+        from driftline.alerts.lifecycle import AlertState, step
+
+        states: dict[str, dict[str, Any]] = {}
+        ordered = sorted(closing.events, key=lambda e: (e["window_end"], e["revision"]))
+        for name, a in self.alerts.items():
+            doc = dict(stored.get(name) or {})
+            state = AlertState.from_dict(doc.get("state"))
+            last = doc.get("last")
+            for e in ordered:
+                end = int(e["window_end"])
+                if last is not None and end < last:
+                    continue
+                if a.estimated:
+                    if e["revision"] != 0 or e["estimated"] is None:
+                        continue
+                    value = e["estimated"].get(a.metric)
+                else:
+                    if e["labeled"] < a.min_labeled:
+                        continue
+                    value = e["metrics"].get(a.metric)
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                holds = _OPS[a.op](float(value), a.value)
+                state, transitions = step(state, holds, end, float(value))
+                last = end
+                for t in transitions:
+                    closing.notifications.append(
+                        {
+                            "id": t.id(self.pipeline, f"performance:{self.name}:{name}"),
+                            "alert": name,
+                            "pipeline": self.pipeline,
+                            "state": t.state,
+                            "value": float(value),
+                            "condition": a.when,
+                            "window": {"start": end - self.width_ms, "end": end},
+                            "at": end,
+                            "severity": a.severity,
+                            "notify": list(a.notify),
+                            "spec": self.spec_version,
+                            "kind": "performance",
+                        }
+                    )
+            states[name] = {"state": state.to_dict(), "last": last}
+        closing.doc["alerts"] = states
 
     def confirm(self, closing: Closing) -> None:
         """Record what :meth:`close` returned once its events are produced (flushed)."""
@@ -550,6 +611,16 @@ class PerformanceJoin:
     def counters(self) -> dict[str, int]:
         """Counts since the state was created: predictions, labels, joined, relabeled, ..."""
         return self.state.counters()
+
+
+_OPS = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
 
 
 def _stack(idxs: list[NDArray[np.int64]]) -> NDArray[np.int64]:

@@ -6,7 +6,8 @@
 -- KEYS[4] pending zset  labels waiting for their prediction
 -- KEYS[5] counters hash
 -- ARGV[1] JSON {closed: end|nil, r: [[end, revision, digest]...], clean: [[start, n]...],
---               cut: start|nil, gone: [member...], keyprefix: "<base>:k:"}
+--               cut: start|nil, gone: [member...], keyprefix: "<base>:k:",
+--               alerts: [[name, state JSON]...]}  (stored as "a:<name>" in the marks hash)
 --
 -- Buckets starting before cut (older than every window still revisable) are deleted, with
 -- their revision marks; pending labels in gone were published as unmatched and are dropped.
@@ -17,6 +18,9 @@ if doc.closed then
   if (not cur) or tonumber(cur) < tonumber(doc.closed) then
     redis.call('HSET', KEYS[1], 'closed', doc.closed)
   end
+end
+for _, a in ipairs(doc.alerts) do
+  redis.call('HSET', KEYS[1], 'a:' .. a[1], a[2])
 end
 local n = 0
 for _, r in ipairs(doc.r) do

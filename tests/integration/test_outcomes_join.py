@@ -138,3 +138,47 @@ def test_labels_and_predictions_types_roundtrip(redis_client: Any, redis_prefix:
     )
     assert join.apply(pred, None).counters == {"predictions": 1, "joined": 1}
     assert join.state.pending_before(t0 + 1) == []
+
+
+def test_alert_state_survives_a_restart_on_redis(redis_client: Any, redis_prefix: str) -> None:
+    from driftline.spec import PerformanceAlertSpec
+
+    drop = PerformanceAlertSpec("drop", "accuracy", "<", 0.9, 2, ("email:ops@example.com",))
+    t0 = 1_699_999_980_000
+
+    def join() -> PerformanceJoin:
+        state = RedisJoinState(redis_client, redis_prefix, "p", "quality", "d1", horizon_ms=10**9)
+        return PerformanceJoin(
+            "p",
+            "quality",
+            "sha256:x",
+            BinaryLayout(),
+            None,
+            state,
+            width_ms=MIN,
+            interval_ms=MIN,
+            horizon_ms=10**9,
+            partitions=1,
+            lateness_ms=0,
+            alerts={"drop": drop},
+        )
+
+    z = np.zeros(3, dtype=np.int64)
+    ids = ["a", "b", "c"]
+    first = join()
+    first.apply(
+        Predictions("r", ids, z, np.full(3, t0), np.array([0.9, 0.9, 0.1]), z, np.arange(3)),
+        Labels("f", ids, z, np.array([0.0, 0.0, 0.0]), np.full(3, t0), z, np.arange(3)),
+    )
+    closing = first.close(watermark=t0 + MIN)
+    first.confirm(closing)
+    assert [n["state"] for n in closing.notifications] == ["firing"]
+    second = join()
+    second.apply(
+        None, Labels("f", ["c"], z[:1], np.array([1.0]), np.array([t0]), z[:1], np.array([3]))
+    )
+    closing = second.close(watermark=t0 + MIN)
+    second.confirm(closing)
+    assert closing.events and closing.events[0]["revision"] == 1
+    assert closing.notifications == []  # still firing (0 of 3 right now), already notified
+    assert second.state.marks().alerts["drop"]["state"]["state"] == "firing"
