@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import orjson
 from numpy.typing import NDArray
+from prometheus_client import Counter, Gauge
 
 from driftline.errors import DriftlineError
 from driftline.performance import (
@@ -78,6 +79,27 @@ __all__ = [
     "RedisJoinState",
     "StateLostError",
 ]
+
+
+# Labels are bounded: pipeline, performance entry, metric name and outcome (never ids).
+JOIN_EVENTS = Counter(
+    "driftline_feedback_events",
+    "Join outcomes: predictions, labels, joined, relabeled, pending, invalid_labels, ...",
+    ["pipeline", "name", "outcome"],
+)
+PERF_VALUE = Gauge(
+    "driftline_performance_value",
+    "Realized metric of the newest closed window, at its latest revision",
+    ["pipeline", "name", "metric"],
+)
+PERF_ESTIMATED = Gauge(
+    "driftline_performance_estimated",
+    "Estimated (CBPE) metric of the newest closed window",
+    ["pipeline", "name", "metric"],
+)
+PERF_REVISION = Gauge(
+    "driftline_performance_revision", "Latest revision of the newest window", ["pipeline", "name"]
+)
 
 
 class StateLostError(DriftlineError):
@@ -205,6 +227,7 @@ class PerformanceJoin:
         self.partitions, self.lateness_ms = partitions, lateness_ms
         self.max_attempts = max_attempts
         self.alerts = dict(alerts or {})
+        self._gauge_end = _FAR_PAST
         self.size = layout.size + (estimator.size if estimator is not None else 0)
         self._offsets = state.offsets()
         self._max = state.max_times()
@@ -270,6 +293,8 @@ class PerformanceJoin:
                 for _f, _a, _b, part, t, _prev in change.guards:
                     if part >= 0 and self._max.get(part, _FAR_PAST) < t:
                         self._max[part] = t
+                for outcome, n in change.counters.items():
+                    JOIN_EVENTS.labels(self.pipeline, self.name, outcome).inc(n)
                 return ApplyReport(change.counters, attempt, skipped)
             if status == LOST:
                 raise StateLostError(
@@ -546,9 +571,23 @@ class PerformanceJoin:
                 }
             )
         closing = Closing(events, unmatched, doc, watermark)
+        if events:
+            newest = max(events, key=lambda e: (e["window_end"], e["revision"]))
+            if newest["window_end"] >= self._gauge_end:
+                self._gauge_end = newest["window_end"]
+                self._set_gauges(newest)
         if self.alerts:
             self._evaluate_alerts(closing, marks.alerts)
         return closing
+
+    def _set_gauges(self, e: dict[str, Any]) -> None:
+        PERF_REVISION.labels(self.pipeline, self.name).set(e["revision"])
+        for gauge, values in ((PERF_VALUE, e["metrics"]), (PERF_ESTIMATED, e["estimated"] or {})):
+            for metric, v in values.items():
+                if v is None or isinstance(v, int | float):  # None: undefined (nan)
+                    gauge.labels(self.pipeline, self.name, metric).set(
+                        math.nan if v is None else float(v)
+                    )
 
     def _evaluate_alerts(self, closing: Closing, stored: Mapping[str, dict[str, Any]]) -> None:
         """Alert transitions of the windows published now (DESIGN §8 lifecycle).

@@ -174,3 +174,36 @@ def test_join_from_spec_runs_on_result_events() -> None:
     (e,) = closing.events
     assert e["spec"] == spec.version and e["metrics"]["accuracy"] == 0.5
     assert [n["state"] for n in closing.notifications] == ["firing"]
+
+
+def test_gauges_show_the_latest_revision_of_the_newest_window() -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"pipeline": "fraud", "name": "gauges", **labels})
+
+    join = PerformanceJoin(
+        "fraud",
+        "gauges",
+        "sha256:x",
+        BinaryLayout(),
+        BinaryEstimator(),
+        MemoryJoinState(),
+        width_ms=MIN,
+        interval_ms=MIN,
+        horizon_ms=10**9,
+        partitions=1,
+        lateness_ms=0,
+    )
+    join.apply(preds(0, [0.9, 0.2], 0), None)
+    cycle(join, T0 + MIN)
+    assert value("driftline_performance_revision") == 0
+    assert value("driftline_performance_value", metric="predictions") == 2
+    acc = value("driftline_performance_value", metric="accuracy")
+    assert acc is not None and acc != acc  # nan: no label yet
+    assert value("driftline_performance_estimated", metric="accuracy") == pytest.approx(0.85)
+    join.apply(None, labels(0, [1, 1], 0))
+    cycle(join, T0 + MIN)
+    assert value("driftline_performance_revision") == 1
+    assert value("driftline_performance_value", metric="accuracy") == 0.5
+    assert value("driftline_feedback_events_total", outcome="joined") == 2
