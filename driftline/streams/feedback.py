@@ -495,6 +495,11 @@ class PerformanceJoin:
         ``watermark`` defaults to the results' watermark read from the state (all partitions,
         whichever process applied them). Also returns the labels whose prediction did not
         arrive within the horizon (for ``<p>.unmatched``).
+
+        A process that starts calls it once before its first :meth:`apply`: if the previous
+        one died after producing a closing's events but before :meth:`confirm`, the same
+        revisions come out again with the same contents (nothing has changed the state since),
+        so a consumer keeping the last event per (window, revision) sees no difference.
         """
         if watermark is None:
             self._max = self.state.max_times()

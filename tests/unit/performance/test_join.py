@@ -171,3 +171,17 @@ def test_multiclass_probabilities_and_invalid_labels() -> None:
     assert r.counters["invalid_labels"] == 1 and r.counters["joined"] == 2
     (e, *_) = join.close(watermark=T0 + 3 * MIN).events
     assert e["metrics"]["accuracy"] == 0.5
+
+
+def test_a_restart_before_confirm_publishes_the_same_revisions_again() -> None:
+    stream = Stream(4, n=200)
+    state = MemoryJoinState()
+    join = make_join(state)
+    join.apply(next(stream.prediction_batches(200)), next(stream.label_batches(100)))
+    lost = join.close()
+    assert lost.events  # produced, then the process died before confirm
+    again = make_join(state)
+    recovered = again.close()
+    assert recovered.events == lost.events
+    again.confirm(recovered)
+    assert again.close().events == []
