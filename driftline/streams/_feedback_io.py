@@ -7,8 +7,9 @@ partition and offset), for ``<p>.deadletter``.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from driftline.streams.feedback import Labels, Predictions
 __all__ = [
     "FEEDBACK_REASONS",
     "DeadLetter",
+    "PipelinePerformance",
     "Record",
     "feedback_labels",
     "parse_feedback",
@@ -217,3 +219,77 @@ def result_predictions(
         ),
         skipped,
     )
+
+
+class PipelinePerformance:
+    """Every performance entry of one pipeline spec, fed the records of both topics.
+
+    What a monitor calls: :meth:`apply` with each micro-batch of records from the results
+    and feedback topics (it returns the feedback to dead-letter), :meth:`close` on its
+    housekeeping tick (and once at start, before the first batch), produce what it returns,
+    then :meth:`confirm`.
+
+    Parameters
+    ----------
+    spec:
+        A :class:`driftline.spec.PipelineSpec`.
+    state:
+        ``state(name, digest, horizon_ms)`` gives the state of one entry, e.g.
+        ``lambda n, d, h: RedisJoinState(client, "dl", spec.name, n, d, h)``; ``digest``
+        changes with the entry's canonical form, so a redeployed entry starts afresh.
+    results_topic, feedback_topic:
+        The pipeline's topics (``<p>.results``, ``<p>.feedback``).
+    partitions:
+        Of the results topic (the watermark's minimum runs over all of them).
+    """
+
+    def __init__(
+        self,
+        spec: Any,
+        state: Callable[[str, str, int], Any],
+        results_topic: str,
+        feedback_topic: str,
+        partitions: int | None = None,
+    ):
+        from driftline.streams.feedback import PerformanceJoin
+
+        self.spec = spec
+        self.results_topic, self.feedback_topic = results_topic, feedback_topic
+        self.joins: dict[str, PerformanceJoin] = {}
+        for name, p in spec.performance.items():
+            digest = hashlib.sha256(
+                orjson.dumps(p.to_canonical(), option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()[:12]
+            self.joins[name] = PerformanceJoin.from_spec(
+                spec, name, state(name, digest, p.horizon_ms), partitions
+            )
+
+    def apply(self, records: Sequence[Record]) -> list[DeadLetter]:
+        """Apply one micro-batch to every entry; returns the feedback to dead-letter."""
+        results = [r for r in records if r.topic == self.results_topic]
+        feedback = [r for r in records if r.topic == self.feedback_topic]
+        rejected: dict[tuple[int, int], DeadLetter] = {}
+        accepted: set[tuple[int, int]] = set()
+        for name, join in self.joins.items():
+            p = self.spec.performance[name]
+            preds, _ = result_predictions(results, p.prediction, self.spec.tensor_names())
+            labels, dead = feedback_labels(feedback, p.classes)
+            if labels is not None:
+                accepted.update(
+                    zip(labels.partitions.tolist(), labels.offsets.tolist(), strict=True)
+                )
+            for d in dead:
+                rejected.setdefault((d.record.partition, d.record.offset), d)
+            join.apply(preds, labels)
+        # dead-lettered once, and only when no entry could use it
+        return [d for k, d in sorted(rejected.items()) if k not in accepted]
+
+    def close(self, watermark: int | None = None) -> dict[str, Any]:
+        """``{entry: Closing}``: events for ``driftline.performance`` (key ``pipeline/name``),
+        labels for ``<p>.unmatched`` and notifications for ``driftline.notifications``."""
+        return {name: join.close(watermark) for name, join in self.joins.items()}
+
+    def confirm(self, closings: Mapping[str, Any]) -> None:
+        """Record what :meth:`close` returned, once produced."""
+        for name, closing in closings.items():
+            self.joins[name].confirm(closing)
