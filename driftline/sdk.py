@@ -90,6 +90,33 @@ class Pipeline:
         )
         return results_frame(results) if dataframe else results
 
+    def send_feedback(self, rows: Any, rate: float | None = None) -> int:
+        """Send labels: ``[{"id": "r-1", "row": 0, "label": 1, "time": ...}, ...]``.
+
+        ``row`` defaults to 0 and ``time`` to now; labels join their predictions by
+        ``(id, row)`` in any order (the last label of a pair wins). Returns how many were sent.
+        """
+        from driftline.streams._outcomes_cli import send_feedback
+
+        return send_feedback(self.client.settings.kafka, self.name, list(rows), rate=rate)
+
+    def feedback_from_file(self, path: str | Path, rate: float | None = None) -> int:
+        """Send the labels of a JSON-lines file (or a JSON array); returns how many were sent."""
+        from driftline.streams._outcomes_cli import feedback_lines, send_feedback
+
+        return send_feedback(self.client.settings.kafka, self.name, feedback_lines(path), rate=rate)
+
+    def performance(self, history: bool = False) -> pd.DataFrame:
+        """Model performance per window: the latest revision of each (every one with history)."""
+        from driftline.streams._outcomes_cli import (
+            latest_revisions,
+            performance_frame,
+            read_performance,
+        )
+
+        events = read_performance(self.client.settings.kafka, self.name)
+        return performance_frame(events if history else latest_revisions(events))
+
 
 class DeployablePipeline(PipelineBuilder):
     """A :class:`~driftline.spec.PipelineBuilder` that knows its client, so it can deploy."""

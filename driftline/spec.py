@@ -45,6 +45,8 @@ __all__ = [
     "AlertSpec",
     "AssaySpec",
     "ModelSpec",
+    "PerformanceAlertSpec",
+    "PerformanceSpec",
     "PipelineBuilder",
     "PipelineSpec",
     "SpecOptions",
@@ -67,6 +69,11 @@ SCAN_ALPHA = 0.003
 SCAN_SCALES = (1, 2, 4, 8)
 _PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 _CHECK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+PERFORMANCE_TASKS = ("binary", "multiclass", "regression")
+_PERF_WHEN = re.compile(
+    r"\s*((?:estimated\.)?[a-z_][a-z0-9_]*)\s*(<=|>=|==|!=|<|>)\s*"
+    r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+)
 
 
 # -- the spec ---------------------------------------------------------------------------------
@@ -113,6 +120,77 @@ class AssaySpec:
 
 
 @dataclass(frozen=True)
+class PerformanceAlertSpec:
+    """``when: <metric> <op> <number>`` on a performance window, once ``min_labeled`` labels.
+
+    ``estimated`` is true for ``estimated.<metric>`` (the CBPE estimate, no labels needed).
+    """
+
+    name: str
+    metric: str
+    op: str
+    value: float
+    min_labeled: int = 0
+    notify: tuple[str, ...] = ()
+    severity: str = "warning"
+    estimated: bool = False
+
+    @property
+    def when(self) -> str:
+        prefix = "estimated." if self.estimated else ""
+        return f"{prefix}{self.metric} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class PerformanceSpec:
+    """Realized (labels) and estimated (CBPE) model performance per window.
+
+    ``prediction`` holds one expression (binary score, regression value, multiclass class
+    index) or one per class (multiclass probabilities). ``calibrators`` are the CBPE
+    calibrators fitted on the reference (one for binary, one per class for multiclass; empty:
+    the scores are taken as calibrated).
+    """
+
+    name: str
+    task: str
+    prediction: tuple[Expr, ...]
+    window_width_ms: int
+    window_interval_ms: int
+    horizon_ms: int = 7 * 86_400_000
+    threshold: float = 0.5
+    classes: tuple[str, ...] = ()
+    bins: int = 100
+    estimate: str | None = None
+    reference: dict[str, Any] | None = None
+    calibrators: tuple[dict[str, list[float]], ...] = ()
+    alerts: dict[str, PerformanceAlertSpec] = field(default_factory=dict)
+
+    def to_canonical(self) -> dict[str, Any]:
+        """JSON form inside the pipeline's canonical spec."""
+        return {
+            "task": self.task,
+            "prediction": [to_json(e) for e in self.prediction],
+            "window": {"width_ms": self.window_width_ms, "interval_ms": self.window_interval_ms},
+            "horizon_ms": self.horizon_ms,
+            "threshold": self.threshold,
+            "classes": list(self.classes),
+            "bins": self.bins,
+            "estimate": self.estimate,
+            "reference": None if self.reference is None else dict(self.reference),
+            "calibrators": [dict(c) for c in self.calibrators],
+            "alerts": {
+                a.name: {
+                    "when": a.when,
+                    "min_labeled": a.min_labeled,
+                    "notify": list(a.notify),
+                    "severity": a.severity,
+                }
+                for a in self.alerts.values()
+            },
+        }
+
+
+@dataclass(frozen=True)
 class SpecOptions:
     allow_nan: bool = True
     lateness_ms: int = 5000
@@ -131,6 +209,7 @@ class PipelineSpec:
     assays: dict[str, AssaySpec] = field(default_factory=dict)
     options: SpecOptions = field(default_factory=SpecOptions)
     base_dir: Path | None = field(default=None, compare=False, repr=False)
+    performance: dict[str, PerformanceSpec] = field(default_factory=dict)
 
     @property
     def champion(self) -> ModelSpec:
@@ -149,6 +228,12 @@ class PipelineSpec:
 
     def to_canonical(self) -> dict[str, Any]:
         """The deployable JSON form: no local paths, expressions as trees, models by sha256."""
+        doc = self._canonical_core()
+        if self.performance:  # only when set: specs without it keep their versions
+            doc["performance"] = {k: p.to_canonical() for k, p in self.performance.items()}
+        return doc
+
+    def _canonical_core(self) -> dict[str, Any]:
         return {
             "format": CANONICAL_FORMAT,
             "name": self.name,
@@ -436,6 +521,11 @@ def spec_from_canonical(
                 }
                 for k, a in data["assays"].items()
             },
+            **(
+                {"performance": _performance_from_canonical(data["performance"])}
+                if "performance" in data
+                else {}
+            ),
             "options": {
                 "allow_nan": data["options"]["allow_nan"],
                 "lateness": format_duration(data["options"]["lateness_ms"]),
@@ -446,6 +536,32 @@ def spec_from_canonical(
     except (KeyError, TypeError, AttributeError) as exc:
         raise SpecError("canonical", f"malformed canonical spec: missing or bad {exc}") from None
     return _Compiler(None, resolve_model).run(doc)
+
+
+def _performance_from_canonical(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, p in data.items():
+        doc: dict[str, Any] = {
+            "task": p["task"],
+            "prediction": [from_json(e) for e in p["prediction"]],
+            "window": {
+                "width": format_duration(p["window"]["width_ms"]),
+                "interval": format_duration(p["window"]["interval_ms"]),
+            },
+            "horizon": format_duration(p["horizon_ms"]),
+            "bins": p["bins"],
+            "alerts": p["alerts"],
+        }
+        if p["task"] == "binary":
+            doc["threshold"] = p["threshold"]
+        if p["task"] == "multiclass":
+            doc["classes"] = p["classes"]
+        if p["estimate"] is not None:
+            doc["estimate"] = p["estimate"]
+        if p["reference"] is not None:
+            doc["reference"] = {**p["reference"], "calibrators": p["calibrators"]}
+        out[name] = doc
+    return out
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -469,7 +585,10 @@ class _Compiler:
     def run(self, data: Mapping[str, Any]) -> PipelineSpec:
         _mapping(data, "spec")
         _only_keys(
-            data, "", {"name", "models", "validations", "alerts", "assays", "options"}, {"name"}
+            data,
+            "",
+            {"name", "models", "validations", "alerts", "assays", "performance", "options"},
+            {"name"},
         )
         name = data["name"]
         if not isinstance(name, str) or not _PIPELINE_NAME.fullmatch(name):
@@ -512,6 +631,7 @@ class _Compiler:
                         "validations, alerts and assays must be unique within a pipeline",
                     )
                 seen[check] = section
+        performance = self.performance_section(data, seen)
         spec = PipelineSpec(
             name=name,
             models=models,
@@ -520,6 +640,7 @@ class _Compiler:
             assays=assays,
             options=self.options(data.get("options")),
             base_dir=self.base_dir,
+            performance=performance,
         )
         if self.check_serving:
             size = len(spec.canonical_json())
@@ -939,6 +1060,264 @@ class _Compiler:
         except (ValueError, DriftlineError) as exc:
             raise SpecError(f"{where}.baseline", f"cannot bin the baseline: {exc}") from None
 
+    # -- performance ---------------------------------------------------------------------
+    def performance_section(
+        self, data: Mapping[str, Any], seen: dict[str, str]
+    ) -> dict[str, PerformanceSpec]:
+        out: dict[str, PerformanceSpec] = {}
+        for name, value in self.named(data, "performance"):
+            where = f"performance.{name}"
+            spec = self.performance(where, name, value)
+            for check in (name, *spec.alerts):
+                if check in seen:
+                    raise SpecError(
+                        where if check == name else f"{where}.alerts.{check}",
+                        f"duplicate name: {check!r} is already used in {seen[check]}; names of "
+                        "validations, alerts, assays and performance alerts must be unique "
+                        "within a pipeline",
+                    )
+                seen[check] = "performance"
+            out[name] = spec
+        return out
+
+    def performance(self, where: str, name: str, value: Any) -> PerformanceSpec:
+        from driftline.performance import ESTIMATED_NAMES, METRIC_NAMES
+
+        _mapping(value, where)
+        _only_keys(
+            value,
+            where,
+            {
+                "task",
+                "prediction",
+                "threshold",
+                "classes",
+                "window",
+                "horizon",
+                "bins",
+                "estimate",
+                "reference",
+                "alerts",
+            },
+            {"task", "prediction", "window"},
+        )
+        task = value["task"]
+        if task not in PERFORMANCE_TASKS:
+            raise SpecError(f"{where}.task", f"{task!r} is not one of {list(PERFORMANCE_TASKS)}")
+        raw = value["prediction"]
+        items = list(raw) if isinstance(raw, list | tuple) else [raw]
+        if not items:
+            raise SpecError(f"{where}.prediction", "expected an expression or a list of them")
+        prediction = tuple(
+            self.row_expr(f"{where}.prediction" + (f"[{i}]" if len(items) > 1 else ""), e)
+            for i, e in enumerate(items)
+        )
+        if task != "multiclass" and len(prediction) != 1:
+            raise SpecError(
+                f"{where}.prediction",
+                f"a {task} task takes one expression (the score or value), got {len(prediction)}",
+            )
+        classes = self.performance_classes(f"{where}.classes", task, value.get("classes"))
+        if task == "multiclass" and len(prediction) > 1 and len(prediction) != len(classes):
+            raise SpecError(
+                f"{where}.prediction",
+                f"{len(prediction)} probabilities for {len(classes)} classes; give one "
+                "expression per class, or one expression holding the class index",
+            )
+        threshold = value.get("threshold", 0.5)
+        if not _is_number(threshold) or not math.isfinite(threshold):
+            raise SpecError(f"{where}.threshold", f"expected a number, got {threshold!r}")
+        if "threshold" in value and task != "binary":
+            raise SpecError(f"{where}.threshold", f"only binary tasks have one, not {task}")
+        window = value["window"]
+        _mapping(window, f"{where}.window")
+        _only_keys(window, f"{where}.window", {"width", "interval"}, {"width"})
+        width = self.duration(f"{where}.window.width", window["width"])
+        interval = self.duration(
+            f"{where}.window.interval", window.get("interval", window["width"])
+        )
+        if width < interval or width % interval:
+            raise SpecError(
+                f"{where}.window",
+                f"width ({format_duration(width)}) must be a positive multiple of interval "
+                f"({format_duration(interval)}); width = interval gives tumbling windows",
+            )
+        horizon = self.duration(f"{where}.horizon", value.get("horizon", "7d"))
+        if horizon < width:
+            raise SpecError(
+                f"{where}.horizon",
+                f"{format_duration(horizon)} is shorter than the window "
+                f"({format_duration(width)}); labels are joined up to the horizon, so make it "
+                "at least one window wide",
+            )
+        bins = value.get("bins", 100)
+        if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 10_000:
+            raise SpecError(f"{where}.bins", f"expected an integer from 1 to 10000, got {bins!r}")
+        estimate = value.get("estimate")
+        if estimate is not None and estimate != "cbpe":
+            raise SpecError(f"{where}.estimate", f"{estimate!r} is not supported; use cbpe")
+        if estimate is not None and task == "regression":
+            raise SpecError(
+                f"{where}.estimate", "cbpe estimates classifiers (binary, multiclass) only"
+            )
+        if estimate is not None and task == "multiclass" and len(prediction) == 1:
+            raise SpecError(
+                f"{where}.estimate",
+                "cbpe needs class probabilities: give prediction as a list of one expression "
+                "per class",
+            )
+        reference, calibrators = self.performance_reference(
+            f"{where}.reference", value.get("reference"), estimate, task, len(classes)
+        )
+        allowed = set(METRIC_NAMES["common"]) | set(METRIC_NAMES[task])
+        estimated = set(ESTIMATED_NAMES.get(task, ())) if estimate else set()
+        alerts: dict[str, PerformanceAlertSpec] = {}
+        alerts_value = value.get("alerts") or {}
+        _mapping(alerts_value, f"{where}.alerts")
+        for alert_name, alert in alerts_value.items():
+            if not isinstance(alert_name, str) or not _CHECK_NAME.fullmatch(alert_name):
+                raise SpecError(
+                    f"{where}.alerts.{alert_name}", f"{alert_name!r} is not a valid name"
+                )
+            alerts[alert_name] = self.performance_alert(
+                f"{where}.alerts.{alert_name}", alert_name, alert, allowed, estimated
+            )
+        return PerformanceSpec(
+            name=name,
+            task=task,
+            prediction=prediction,
+            window_width_ms=width,
+            window_interval_ms=interval,
+            horizon_ms=horizon,
+            threshold=float(threshold),
+            classes=classes,
+            bins=bins,
+            estimate=estimate,
+            reference=reference,
+            calibrators=calibrators,
+            alerts=alerts,
+        )
+
+    @staticmethod
+    def performance_classes(where: str, task: str, value: Any) -> tuple[str, ...]:
+        if task != "multiclass":
+            if value is not None:
+                raise SpecError(where, f"only multiclass tasks have classes, not {task}")
+            return ()
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
+            return tuple(str(i) for i in range(value))
+        if (
+            isinstance(value, list | tuple)
+            and len(value) >= 2
+            and all(isinstance(c, str) and c for c in value)
+            and len(set(value)) == len(value)
+        ):
+            return tuple(value)
+        raise SpecError(
+            where,
+            f"expected the number of classes (≥ 2) or a list of distinct class names, got "
+            f"{value!r}",
+        )
+
+    def performance_reference(
+        self, where: str, value: Any, estimate: str | None, task: str, classes: int
+    ) -> tuple[dict[str, Any] | None, tuple[dict[str, list[float]], ...]]:
+        """``{file, score, label}``: the labelled reference CBPE's calibrators are fitted on."""
+        if value is None:
+            return None, ()
+        if estimate is None:
+            raise SpecError(where, "a reference is only used with estimate: cbpe")
+        _mapping(value, where)
+        _only_keys(value, where, {"file", "score", "label", "calibrators"}, {"file", "score"})
+        score = value["score"]
+        columns = list(score) if isinstance(score, list | tuple) else [score]
+        want = classes if task == "multiclass" else 1
+        if len(columns) != want or not all(isinstance(c, str) and c for c in columns):
+            raise SpecError(
+                f"{where}.score",
+                f"expected {want} column name(s) (the reference's "
+                f"{'class probabilities' if want > 1 else 'scores'}), got {score!r}",
+            )
+        label = value.get("label", "label")
+        if not isinstance(label, str) or not label:
+            raise SpecError(f"{where}.label", f"expected a column name, got {label!r}")
+        ref = {"file": str(value["file"]), "score": score, "label": label}
+        if "calibrators" in value:  # from a canonical spec: fitted at deploy time
+            cals = value["calibrators"]
+            if not isinstance(cals, list | tuple) or len(cals) != want:
+                raise SpecError(f"{where}.calibrators", f"expected {want} calibrator(s)")
+            return ref, tuple({"x": list(c["x"]), "y": list(c["y"])} for c in cals)
+        if self.base_dir is None:
+            raise SpecError(f"{where}.file", "file references need a base directory")
+
+        def column(key: str, name: str) -> np.ndarray:
+            try:
+                return _read_baseline_file(where, self.base_dir or Path(), value["file"], name)
+            except SpecError as exc:
+                raise SpecError(
+                    exc.field.replace(f"{where}.column", f"{where}.{key}"), exc.reason
+                ) from None
+
+        labels = column("label", label)
+        from driftline.performance import Calibrator
+
+        cals_out: list[dict[str, list[float]]] = []
+        for i, col in enumerate(columns):
+            scores = column("score", col)
+            target = labels == i if task == "multiclass" else labels
+            if task == "binary" and not np.isin(labels[~np.isnan(labels)], (0.0, 1.0)).all():
+                raise SpecError(f"{where}.label", f"column {label!r} must hold 0 or 1 labels")
+            ok = ~np.isnan(scores) & ~np.isnan(labels)
+            if not ok.any():
+                raise SpecError(f"{where}.file", "no row holds both a score and a label")
+            cals_out.append(Calibrator.fit(scores[ok], np.asarray(target, float)[ok]).to_dict())
+        return ref, tuple(cals_out)
+
+    def performance_alert(
+        self, where: str, name: str, value: Any, allowed: set[str], estimated: set[str]
+    ) -> PerformanceAlertSpec:
+        if isinstance(value, str):
+            value = {"when": value}
+        _mapping(value, where)
+        _only_keys(value, where, {"when", "min_labeled", "notify", "severity"}, {"when"})
+        when = value["when"]
+        match = _PERF_WHEN.fullmatch(when) if isinstance(when, str) else None
+        if match is None:
+            raise SpecError(
+                f"{where}.when",
+                f"expected '<metric> <op> <number>' such as 'accuracy < 0.9', got {when!r}",
+            )
+        metric, op, number = match.group(1), match.group(2), float(match.group(3))
+        is_estimate = metric.startswith("estimated.")
+        bare = metric.removeprefix("estimated.")
+        names = estimated if is_estimate else allowed
+        if bare not in names:
+            hint = (
+                "estimated metrics need estimate: cbpe"
+                if is_estimate and not estimated
+                else f"use one of {sorted(names)}"
+            )
+            raise SpecError(f"{where}.when", f"unknown metric {metric!r}; {hint}")
+        min_labeled = value.get("min_labeled", 0)
+        if isinstance(min_labeled, bool) or not isinstance(min_labeled, int) or min_labeled < 0:
+            raise SpecError(f"{where}.min_labeled", f"expected an integer ≥ 0, got {min_labeled!r}")
+        notify_value = value.get("notify", [])
+        if isinstance(notify_value, str) or not isinstance(notify_value, list | tuple):
+            notify_value = [notify_value]
+        targets: list[str] = []
+        for i, target in enumerate(notify_value):
+            try:
+                parse_target(str(target))
+            except ValueError as exc:
+                raise SpecError(f"{where}.notify[{i}]", str(exc)) from None
+            targets.append(str(target))
+        severity = value.get("severity", "warning")
+        if severity not in SEVERITIES:
+            raise SpecError(f"{where}.severity", f"{severity!r} is not one of {list(SEVERITIES)}")
+        return PerformanceAlertSpec(
+            name, bare, op, number, min_labeled, tuple(sorted(set(targets))), severity, is_estimate
+        )
+
     # -- options -------------------------------------------------------------------------
     def options(self, value: Any) -> SpecOptions:
         if value is None:
@@ -1148,6 +1527,7 @@ class PipelineBuilder:
         self._alerts: dict[str, Any] = {}
         self._assays: dict[str, Any] = {}
         self._options: dict[str, Any] = {}
+        self._performance: dict[str, Any] = {}
 
     def add_model_step(self, model: Any) -> PipelineBuilder:
         """Make ``model`` (anything with ``.name`` and ``.path``) the champion."""
@@ -1222,6 +1602,57 @@ class PipelineBuilder:
         self._assays[name] = assay
         return self
 
+    def add_performance(
+        self,
+        name: str,
+        task: str,
+        prediction: Expr | str | Iterable[Expr | str],
+        window: Mapping[str, str] | None = None,
+        threshold: float | None = None,
+        classes: int | Iterable[str] | None = None,
+        horizon: str = "7d",
+        estimate: str | None = None,
+        reference: Mapping[str, Any] | None = None,
+        alerts: Mapping[str, Mapping[str, Any] | str] | None = None,
+        bins: int | None = None,
+    ) -> PipelineBuilder:
+        """Track realized (and, with ``estimate="cbpe"``, estimated) model performance.
+
+        Arguments mirror the YAML ``performance:`` entry; ``alerts`` maps names to
+        ``{"when": "accuracy < 0.9", "min_labeled": 200, "notify": [...]}``.
+        """
+        self._unique("performance", self._performance, name)
+        pred: Any = prediction
+        if not isinstance(prediction, Expr | str):
+            pred = list(prediction)
+        doc: dict[str, Any] = {
+            "task": task,
+            "prediction": pred,
+            "window": dict(window or {"width": "1h", "interval": "5m"}),
+            "horizon": horizon,
+        }
+        if threshold is not None:
+            doc["threshold"] = threshold
+        if classes is not None:
+            doc["classes"] = classes if isinstance(classes, int) else list(classes)
+        if estimate is not None:
+            doc["estimate"] = estimate
+        if reference is not None:
+            doc["reference"] = dict(reference)
+        if alerts:
+            doc["alerts"] = {
+                k: (
+                    {"when": v}
+                    if isinstance(v, str)
+                    else {**v, "notify": [str(t) for t in v.get("notify", [])]}
+                )
+                for k, v in alerts.items()
+            }
+        if bins is not None:
+            doc["bins"] = bins
+        self._performance[name] = doc
+        return self
+
     def set_options(self, **options: Any) -> PipelineBuilder:
         """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions."""
         self._options.update(options)
@@ -1234,6 +1665,7 @@ class PipelineBuilder:
             ("validations", self._validations),
             ("alerts", self._alerts),
             ("assays", self._assays),
+            ("performance", self._performance),
             ("options", self._options),
         ):
             if section:

@@ -274,6 +274,7 @@ FLOORS = {
     0: {
         "kafka",
         "detectors",
+        "performance",
         "_expr",
         "expressions",
         "config",

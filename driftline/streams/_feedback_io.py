@@ -1,0 +1,295 @@
+r"""Reading the performance join's inputs: feedback events and result events of a batch.
+
+Feedback that cannot be used is returned as :class:`DeadLetter`\s carrying the worker's
+header contract (``driftline-error`` reason code, ``driftline-detail``, source topic,
+partition and offset), for ``<p>.deadletter``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from driftline.streams.feedback import Labels, Predictions
+
+__all__ = [
+    "FEEDBACK_REASONS",
+    "DeadLetter",
+    "PipelinePerformance",
+    "Record",
+    "feedback_labels",
+    "parse_feedback",
+    "result_predictions",
+]
+
+
+#: Reason codes of dead-lettered feedback (``driftline-error`` header).
+FEEDBACK_REASONS = ("malformed_json", "missing_id", "bad_row", "bad_label", "bad_time")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed Kafka message, whatever the client (confluent-kafka, aiokafka)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: int
+    key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A feedback message that cannot be used, with the worker's header contract."""
+
+    record: Record
+    reason: str
+    detail: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("driftline-error", self.reason.encode()),
+            ("driftline-detail", self.detail.encode("utf-8", "replace")),
+            ("driftline-source-topic", self.record.topic.encode()),
+            ("driftline-source-partition", str(self.record.partition).encode()),
+            ("driftline-source-offset", str(self.record.offset).encode()),
+        ]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def parse_feedback(
+    value: bytes | str | None, timestamp: int, classes: Sequence[str] = ()
+) -> tuple[str, int, float, int]:
+    """``(id, row, label, time)`` of one feedback event, or ``ValueError("<reason>: <detail>")``.
+
+    ``label`` is a number, true/false, or a class name of ``classes``; ``row`` defaults to
+    0 and ``time`` to the record's timestamp.
+
+    >>> parse_feedback(b'{"id": "r-1", "label": 1}', 1000)
+    ('r-1', 0, 1.0, 1000)
+    >>> parse_feedback(b'{"id": 7, "row": 2, "label": "dog", "time": 5}', 0, ("cat", "dog"))
+    ('7', 2, 1.0, 5)
+    >>> parse_feedback(b'{"id": "r-1"}', 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: bad_label: missing "label": send {"id": ..., "label": ...}
+    """
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"malformed_json: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"malformed_json: expected a JSON object, got {type(doc).__name__}")
+    ident = doc.get("id")
+    if ident is None or isinstance(ident, bool) or not isinstance(ident, str | int) or ident == "":
+        raise ValueError(f'missing_id: "id" must be the request id (text), got {ident!r}')
+    row = doc.get("row", 0)
+    if not _is_int(row) or row < 0:
+        raise ValueError(f'bad_row: "row" must be an integer >= 0, got {row!r}')
+    if "label" not in doc or doc["label"] is None:
+        raise ValueError('bad_label: missing "label": send {"id": ..., "label": ...}')
+    label = doc["label"]
+    if isinstance(label, bool):
+        y = float(label)
+    elif isinstance(label, int | float):
+        y = float(label)
+        if not math.isfinite(y):
+            raise ValueError(f"bad_label: label {label!r} is not a finite number")
+    elif isinstance(label, str) and label in classes:
+        y = float(list(classes).index(label))
+    elif isinstance(label, str):
+        known = f"; classes: {list(classes)}" if classes else ""
+        raise ValueError(f"bad_label: label {label!r} is not a number or class name{known}")
+    else:
+        raise ValueError(
+            f"bad_label: label {label!r} is not a number or class name (one label per row; "
+            "send each output's label as its own row)"
+        )
+    t = doc.get("time", timestamp)
+    if not _is_int(t) or t < 0:
+        raise ValueError(f'bad_time: "time" must be epoch milliseconds, got {t!r}')
+    return str(ident), int(row), y, int(t)
+
+
+def feedback_labels(
+    records: Sequence[Record], classes: Sequence[str] = ()
+) -> tuple[Labels | None, list[DeadLetter]]:
+    """Labels of a batch of feedback records (one topic), and the ones to dead-letter."""
+    good: list[tuple[Record, tuple[str, int, float, int]]] = []
+    dead: list[DeadLetter] = []
+    for r in records:
+        try:
+            good.append((r, parse_feedback(r.value, r.timestamp, classes)))
+        except ValueError as exc:
+            reason, _, detail = str(exc).partition(": ")
+            dead.append(DeadLetter(r, reason, detail))
+    if not good:
+        return None, dead
+    return (
+        Labels(
+            good[0][0].topic,
+            [g[1][0] for g in good],
+            np.array([g[1][1] for g in good], dtype=np.int64),
+            np.array([g[1][2] for g in good], dtype=np.float64),
+            np.array([g[1][3] for g in good], dtype=np.int64),
+            np.array([g[0].partition for g in good], dtype=np.int64),
+            np.array([g[0].offset for g in good], dtype=np.int64),
+        ),
+        dead,
+    )
+
+
+def result_predictions(
+    records: Sequence[Record],
+    prediction: Sequence[Any],
+    names: Mapping[tuple[str, str], Sequence[str]] | None = None,
+) -> tuple[Predictions | None, int]:
+    """Predictions of a batch of result records (one topic), and how many were unusable.
+
+    ``prediction`` holds the performance entry's expressions (one, or one per class).
+    Results the monitor would reject (not JSON, no id or time, other tensor shapes than the
+    batch's first) are skipped here and counted; the monitor dead-letters them.
+    """
+    from driftline.expressions import evaluate, variables
+
+    needed = sorted({(v.model, v.kind) for e in prediction for v in variables(e)})
+    docs: list[dict[str, Any]] = []
+    keep: list[Record] = []
+    for r in records:
+        try:
+            doc = orjson.loads(r.value or b"")
+            if not isinstance(doc, dict) or doc.get("id") is None or not _is_int(doc.get("time")):
+                continue
+        except orjson.JSONDecodeError:
+            continue
+        docs.append(doc)
+        keep.append(r)
+    skipped = len(records) - len(keep)
+    if not docs:
+        return None, skipped
+    tensors: dict[tuple[str, str], list[np.ndarray]] = {}
+    ok = np.ones(len(docs), dtype=bool)
+    for model, kind in needed:
+        rows: list[list[np.ndarray] | None] = []
+        for i, d in enumerate(docs):
+            try:
+                t = [d["inputs"]] if kind == "inputs" else d["outputs"][model]
+                rows.append([np.asarray(x, dtype=np.float64).ravel() for x in t])
+            except (KeyError, TypeError, ValueError):
+                ok[i] = False
+                rows.append(None)
+        first = next((t for t in rows if t is not None), None)
+        shape = None if first is None else [len(x) for x in first]
+        for i, got in enumerate(rows):
+            if got is None or [len(x) for x in got] != shape:
+                ok[i] = False
+                rows[i] = None
+        tensors[(model, kind)] = [
+            np.array([t[j] if t is not None else np.full(n, np.nan) for t in rows])
+            for j, n in enumerate(shape or [])
+        ]
+    cols = [
+        np.asarray(evaluate(e, tensors, names, n_rows=len(docs)), dtype=np.float64)
+        for e in prediction
+    ]
+    values = cols[0] if len(cols) == 1 else np.stack(cols, axis=1)
+    sel = np.flatnonzero(ok)
+    skipped += len(docs) - sel.size
+    if not sel.size:
+        return None, skipped
+    return (
+        Predictions(
+            keep[0].topic,
+            [str(docs[i]["id"]) for i in sel],
+            np.array([int(docs[i].get("row", 0)) for i in sel], dtype=np.int64),
+            np.array([int(docs[i]["time"]) for i in sel], dtype=np.int64),
+            values[sel],
+            np.array([keep[i].partition for i in sel], dtype=np.int64),
+            np.array([keep[i].offset for i in sel], dtype=np.int64),
+        ),
+        skipped,
+    )
+
+
+class PipelinePerformance:
+    """Every performance entry of one pipeline spec, fed the records of both topics.
+
+    What a monitor calls: :meth:`apply` with each micro-batch of records from the results
+    and feedback topics (it returns the feedback to dead-letter), :meth:`close` on its
+    housekeeping tick (and once at start, before the first batch), produce what it returns,
+    then :meth:`confirm`.
+
+    Parameters
+    ----------
+    spec:
+        A :class:`driftline.spec.PipelineSpec`.
+    state:
+        ``state(name, digest, horizon_ms)`` gives the state of one entry, e.g.
+        ``lambda n, d, h: RedisJoinState(client, "dl", spec.name, n, d, h)``; ``digest``
+        changes with the entry's canonical form, so a redeployed entry starts afresh.
+    results_topic, feedback_topic:
+        The pipeline's topics (``<p>.results``, ``<p>.feedback``).
+    partitions:
+        Of the results topic (the watermark's minimum runs over all of them).
+    """
+
+    def __init__(
+        self,
+        spec: Any,
+        state: Callable[[str, str, int], Any],
+        results_topic: str,
+        feedback_topic: str,
+        partitions: int | None = None,
+    ):
+        from driftline.streams.feedback import PerformanceJoin
+
+        self.spec = spec
+        self.results_topic, self.feedback_topic = results_topic, feedback_topic
+        self.joins: dict[str, PerformanceJoin] = {}
+        for name, p in spec.performance.items():
+            digest = hashlib.sha256(
+                orjson.dumps(p.to_canonical(), option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()[:12]
+            self.joins[name] = PerformanceJoin.from_spec(
+                spec, name, state(name, digest, p.horizon_ms), partitions
+            )
+
+    def apply(self, records: Sequence[Record]) -> list[DeadLetter]:
+        """Apply one micro-batch to every entry; returns the feedback to dead-letter."""
+        results = [r for r in records if r.topic == self.results_topic]
+        feedback = [r for r in records if r.topic == self.feedback_topic]
+        rejected: dict[tuple[int, int], DeadLetter] = {}
+        accepted: set[tuple[int, int]] = set()
+        for name, join in self.joins.items():
+            p = self.spec.performance[name]
+            preds, _ = result_predictions(results, p.prediction, self.spec.tensor_names())
+            labels, dead = feedback_labels(feedback, p.classes)
+            if labels is not None:
+                accepted.update(
+                    zip(labels.partitions.tolist(), labels.offsets.tolist(), strict=True)
+                )
+            for d in dead:
+                rejected.setdefault((d.record.partition, d.record.offset), d)
+            join.apply(preds, labels)
+        # dead-lettered once, and only when no entry could use it
+        return [d for k, d in sorted(rejected.items()) if k not in accepted]
+
+    def close(self, watermark: int | None = None) -> dict[str, Any]:
+        """``{entry: Closing}``: events for ``driftline.performance`` (key ``pipeline/name``),
+        labels for ``<p>.unmatched`` and notifications for ``driftline.notifications``."""
+        return {name: join.close(watermark) for name, join in self.joins.items()}
+
+    def confirm(self, closings: Mapping[str, Any]) -> None:
+        """Record what :meth:`close` returned, once produced."""
+        for name, closing in closings.items():
+            self.joins[name].confirm(closing)
