@@ -12,6 +12,7 @@ from __future__ import annotations
 # isort: off
 from driftline.cli import services, model, deploy, worker, infer, produce, logs
 from driftline.cli import monitor, assays, alerts, bridge, replay, demo
+from driftline.cli import feedback, performance
 
 # isort: on
 from driftline.cli.app import EXIT_BUG, EXIT_FAILED, EXIT_SERVICE, EXIT_USAGE, app
@@ -28,11 +29,13 @@ __all__ = [
     "bridge",
     "demo",
     "deploy",
+    "feedback",
     "infer",
     "logs",
     "main",
     "model",
     "monitor",
+    "performance",
     "produce",
     "replay",
     "services",

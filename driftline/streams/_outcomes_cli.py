@@ -283,8 +283,7 @@ def cmd_performance(
         else latest_revisions(events)
     )
     if as_json:
-        for e in rows:
-            out.print(json.dumps(e, sort_keys=True), soft_wrap=True)
+        out.print_json(json.dumps(rows, sort_keys=True, default=str))
         return rows
     if not rows:
         out.print(f"no performance windows for {name} yet")
