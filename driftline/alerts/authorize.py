@@ -29,8 +29,8 @@ __all__ = ["Authorizer", "SpecFollower"]
 log = logging.getLogger("driftline.bridge")
 
 #: Spec sections whose entries carry a ``notify`` list, by notification kind.
-_SECTIONS = {"alert": ("alerts",), "assay": ("assays",)}
-_ALL_SECTIONS = ("alerts", "assays")
+_SECTIONS = {"alert": ("alerts",), "assay": ("assays",), "performance": ("performance",)}
+_ALL_SECTIONS = ("alerts", "assays", "performance")
 _TIMEOUT_S = 30.0
 
 
@@ -74,6 +74,15 @@ class Authorizer:
             if not isinstance(entries, Mapping):
                 continue
             for name, entry in entries.items():
+                if section == "performance":  # each entry holds alerts of its own
+                    alerts = entry.get("alerts") if isinstance(entry, Mapping) else None
+                    for alert, spec in (
+                        (alerts or {}).items() if isinstance(alerts, Mapping) else ()
+                    ):
+                        targets = _targets(spec)
+                        if targets:
+                            declared.setdefault((section, str(alert)), set()).update(targets)
+                    continue
                 targets = _targets(entry)
                 if targets:
                     declared.setdefault((section, str(name)), set()).update(targets)

@@ -126,6 +126,23 @@ def test_authorizer_follows_sections_kinds_versions_and_the_allow_list() -> None
     assert a.allows(_n(), t("slack:new")) and a.allows(_n(), t("slack:fraud"))
 
 
+def test_authorizer_knows_the_targets_of_performance_alerts() -> None:
+    a = Authorizer()
+    a.learn(
+        "fraud",
+        {
+            "performance": {
+                "quality": {"alerts": {"accuracy_drop": {"notify": ["email:q@x.example"]}}}
+            }
+        },
+    )
+    t = parse_target
+    assert a.allows(_n("accuracy_drop", kind="performance"), t("email:q@x.example"))
+    assert not a.allows(_n("accuracy_drop", kind="alert"), t("email:q@x.example"))
+    assert not a.allows(_n("other", kind="performance"), t("email:q@x.example"))
+    assert a.allows(_n("any", kind="error"), t("email:q@x.example"))
+
+
 @pytest.mark.parametrize(
     "doc", [[], "x", {"alerts": []}, {"alerts": {"high": {"notify": "email:x@y.z"}}},
             {"alerts": {"high": {"notify": [5, "email:a@b.example,c@d.example"]}}}],
