@@ -45,10 +45,12 @@ from itertools import repeat
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 from prometheus_client import Counter, Histogram
 
 from driftline.config import KafkaSettings, WorkerSettings
 from driftline.errors import ServiceError
+from driftline.kafka.deadletter import PRODUCER_MAX_BYTES, dead_letter
 from driftline.streams._worker_core import (
     BatchOutcome,
     PipelineRuntime,
@@ -266,6 +268,8 @@ class Worker:
         self._runtimes: dict[str, PipelineRuntime] = {}
         self._known_topics: set[str] = set()
         self._partition_counts: dict[str, int] = {}
+        self._limits: dict[str, int] = {}
+        self._admin_client: AdminClient | None = None
         self._stop = threading.Event()
         self._prefix = kafka.topic_prefix + "."
         self._consumer: Consumer | None = None
@@ -381,12 +385,34 @@ class Worker:
         ensure_topics(self.kafka, [topic])
         self._known_topics.add(topic)
 
+    def _admin(self) -> AdminClient:
+        if self._admin_client is None:
+            self._admin_client = AdminClient(self.kafka.client_config())
+        return self._admin_client
+
+    def _record_limit(self, topic: str) -> int:
+        """The largest record this worker can write to ``topic``: the smaller of the producer's
+        ``message.max.bytes`` and the topic's ``max.message.bytes``."""
+        limit = self._limits.get(topic)
+        if limit is None:
+            limit = int(self.kafka.kafka_options.get("message.max.bytes", PRODUCER_MAX_BYTES))
+            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            try:
+                entries = self._admin().describe_configs([resource])[resource].result(15)
+                entry = entries.get("max.message.bytes")
+                if entry is not None and entry.value:
+                    limit = min(limit, int(entry.value))
+            except (KafkaException, ValueError) as exc:
+                # Unknown: the producer's own limit still holds; a smaller topic limit then
+                # fails a transaction, which is split until the record is found.
+                log.warning("cannot read max.message.bytes of %s (%s)", topic, exc)
+            self._limits[topic] = limit
+        return limit
+
     def _partition_count(self, topic: str) -> int:
         count = self._partition_counts.get(topic)
         if count is None:
-            from confluent_kafka.admin import AdminClient
-
-            md = AdminClient(self.kafka.client_config()).list_topics(topic, timeout=15)
+            md = self._admin().list_topics(topic, timeout=15)
             tmd = md.topics.get(topic)
             count = len(tmd.partitions) if tmd is not None and tmd.error is None else 0
             self._partition_counts[topic] = count
@@ -619,17 +645,23 @@ class Worker:
             if rejected:
                 dl_topic = self.kafka.topic(name, "deadletter")
                 self._ensure_topic(dl_topic)
+                # A copy too large for the dead-letter topic would fail the transaction on
+                # every retry: the contract truncates it to what the topic takes.
+                limit = self._record_limit(dl_topic)
                 for rej in rejected:
                     m = group[rej.index]
-                    headers: list[tuple[str, str | bytes | None]] = [
-                        ("driftline-error", rej.reason.encode()),
-                        ("driftline-detail", rej.detail.encode("utf-8", "replace")),
-                        ("driftline-source-topic", topic.encode()),
-                        ("driftline-source-partition", str(m.partition()).encode()),
-                        ("driftline-source-offset", str(m.offset()).encode()),
-                    ]
-                    headers += _trace_of(m.headers())
-                    _produce(producer, dl_topic, m.value(), m.key(), headers)
+                    dl = dead_letter(
+                        m.value(),
+                        reason=rej.reason,
+                        detail=rej.detail,
+                        topic=topic,
+                        partition=m.partition(),
+                        offset=m.offset(),
+                        key=m.key(),
+                        extra_headers=_trace_of(m.headers()),
+                        max_bytes=limit,
+                    )
+                    _produce(producer, dl_topic, dl.value, dl.key, list(dl.headers))
 
     def _deliver(self, batch: _Batch) -> bool:
         """Produce a batch's output and start committing it; False: it must be served again."""

@@ -116,6 +116,13 @@ def _worker(
     w._known_topics.update(
         KAFKA.topic(p, k) for p in ("fraud", "ghost") for k in ("results", "deadletter")
     )
+    w._limits.update(
+        {
+            KAFKA.topic(p, k): 1_000_000
+            for p in ("fraud", "ghost")
+            for k in ("results", "deadletter")
+        }
+    )
     return w, consumer
 
 
@@ -431,3 +438,25 @@ def test_a_replacement_producer_waits_for_the_broker_and_stop_ends_the_wait(
     with pytest.raises(ServiceError, match="stopped while waiting"):
         w._new_producer(wait=True)
     assert made[-1].calls == 1
+
+
+def test_a_dead_letter_copy_too_large_for_its_topic_is_truncated_not_retried() -> None:
+    producer = _Producer()
+    w, consumer = _worker(producer)
+    w._limits[KAFKA.topic("fraud", "deadletter")] = 50_000
+    huge = orjson.dumps({"tensor": [[1.0] * 200_000]})  # wrong width, ~800 kB
+    msgs = [
+        Message(topic=REQ, partition=0, offset=1, key=b"big", value=huge),
+        Message(
+            topic=REQ, partition=0, offset=2, key=b"ok", value=orjson.dumps({"tensor": [[1, 2]]})
+        ),
+    ]
+    w._serve(msgs)
+    w._finish_pending()
+    assert producer.log == ["begin", "offsets", "commit"] and consumer.seeks == []
+    (dead,) = [(v, k, dict(h)) for t, v, k, h in producer.produced if t.endswith("deadletter")]
+    value, key, headers = dead
+    assert key == b"big" and headers["driftline-error"] == b"wrong_width"
+    assert headers["driftline-truncated"] == str(len(huge)).encode()
+    assert value is not None and huge.startswith(value) and len(value) < 50_000
+    assert [k for t, _, k, _ in producer.produced if t.endswith("results")] == [b"ok"]
