@@ -146,6 +146,7 @@ def process_batch(
     default_times: Sequence[int],
     received_ns: int | None = None,
     max_message_bytes: int | None = None,
+    time_range: tuple[int, int] | None = None,
 ) -> BatchOutcome:
     """Serve one pipeline's micro-batch.
 
@@ -164,6 +165,9 @@ def process_batch(
         Kafka before.
     max_message_bytes:
         Size limit when the spec sets none.
+    time_range:
+        Earliest and latest accepted event time (epoch ms); others are dead-lettered as
+        ``time_out_of_range``.
     """
     t0 = time.perf_counter_ns() if received_ns is None else received_ns
     limit = runtime.max_message_bytes or max_message_bytes
@@ -175,6 +179,7 @@ def process_batch(
         input_names=runtime.input_names,
         allow_nan=runtime.allow_nan,
         max_bytes=limit,
+        time_range=time_range,
     )
     outcome = BatchOutcome(messages=len(values))
     if batch.num_rows:

@@ -492,6 +492,11 @@ class Worker:
             )
         )
         outputs: list[tuple[str, str, list[Message], BatchOutcome | None]] = []
+        now = int(time.time() * 1000)
+        time_range = (
+            now - self.settings.worker_max_event_age_ms,
+            now + self.settings.worker_max_event_skew_ms,
+        )
         for topic, group in by_topic.items():
             name = self._pipeline_of(topic)
             runtime = self._runtimes.get(name)
@@ -505,6 +510,7 @@ class Worker:
                 default_times=_event_times(group),
                 received_ns=received,
                 max_message_bytes=self.settings.worker_max_message_bytes,
+                time_range=time_range,
             )
             outputs.append((name, topic, group, outcome))
             INFERENCE.labels(name).observe(outcome.inference_s)

@@ -198,3 +198,56 @@ def test_batch_fast_path_decodes_exactly_as_message_by_message(
             assert fast.ids[k] == f"k{i}"
         if doc.get("time") is None:
             assert fast.times[k] == 1000 + i
+
+
+# Poisoned single messages (issue 18, findings 3): each used to raise out of decode_requests
+# (OverflowError, RecursionError) and so stop the worker on every restart.
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"tensor": [[1, 2, ' + b"9" * 400 + b"]]}", "number_out_of_range"),
+        (b'{"tensor": [[1, 2, -' + b"9" * 400 + b"]]}", "number_out_of_range"),
+        (b'{"tensor": [[1, 2, 1e400]]}', "number_out_of_range"),
+        (b'{"tensor": [[1, 2, -1e400]]}', "number_out_of_range"),
+        (b"[" * 100_000, "too_deep"),
+        (b'{"tensor": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}", "too_deep"),
+        # Deep, but within orjson's own limit: refused as a tensor, not by a recursion.
+        (b'{"tensor": [[1, 2, ' + b"[" * 1000 + b"1" + b"]" * 1000 + b"]]}", "non_numeric"),
+        (b'{"tensor": [[1, 2, 3]], "x": ' + b"7" * 5000 + b"}", "number_out_of_range"),
+    ],
+)
+def test_poisoned_messages_are_rejected_and_neighbours_survive(value: bytes, reason: str) -> None:
+    good = orjson.dumps({"tensor": [[1, 2, 3]]})
+    b = _decode([good, value, good])
+    assert [(r.index, r.reason) for r in b.rejected] == [(1, reason)]
+    assert reason in REASONS and len(b.rejected[0].detail) < 500
+    assert b.accepted == [0, 2] and b.rows.tolist() == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_a_huge_integer_reaching_the_strict_path_is_out_of_range() -> None:
+    from driftline.streams.codec import _check_one, _Reject
+
+    with pytest.raises(_Reject) as info:
+        _check_one([[1, 10**400]], 2)
+    assert info.value.reason == "number_out_of_range"
+
+
+def test_event_times_outside_the_accepted_range_are_rejected() -> None:
+    values = [
+        orjson.dumps({"time": 999, "tensor": [[1, 2, 3]]}),
+        orjson.dumps({"time": 1000, "tensor": [[1, 2, 3]]}),
+        orjson.dumps({"tensor": [[1, 2, 3]]}),  # default time 1002
+        orjson.dumps({"time": 2000, "tensor": [[1, 2, 3]]}),
+        orjson.dumps({"time": 32503680000000, "tensor": [[1, 2, 3]]}),  # year 3000
+        b'{"time": 1' + b"0" * 30 + b', "tensor": [[1, 2, 3]]}',  # no calendar date at all
+    ]
+    b = _decode(values, time_range=(1000, 2000))
+    assert b.accepted == [1, 2, 3] and b.times == [1000, 1002, 2000]
+    assert b.rows.shape == (3, 3)
+    assert [(r.index, r.reason) for r in b.rejected] == [
+        (0, "time_out_of_range"),
+        (4, "time_out_of_range"),
+        (5, "time_out_of_range"),
+    ]
+    assert "before" in b.rejected[0].detail and "3000-01-01" in b.rejected[1].detail
+    assert "DRIFTLINE_WORKER_MAX_EVENT_AGE_MS" in b.rejected[0].detail

@@ -3,6 +3,7 @@ fatal errors, retries, dead letters and the at-least-once path."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import numpy as np
@@ -94,11 +95,15 @@ def _json(value: bytes | None) -> Any:
 
 
 KAFKA = KafkaSettings(topic_prefix="t")
+#: A recent event time: within the worker's accepted range (90 days back by default).
+T0 = (int(time.time()) - 3600) * 1000
 REQ = KAFKA.topic("fraud", "requests")
 
 
 def _worker(
-    producer: _Producer, guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
+    producer: _Producer,
+    guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once",
+    **settings: Any,
 ) -> tuple[Worker, _Consumer]:
     runtime = PipelineRuntime(
         name="fraud",
@@ -108,7 +113,9 @@ def _worker(
         input_width=2,
     )
     w = Worker(
-        KAFKA, WorkerSettings(worker_guarantee=guarantee, worker_id="x"), StaticSource([runtime])
+        KAFKA,
+        WorkerSettings(worker_guarantee=guarantee, worker_id="x", **settings),
+        StaticSource([runtime]),
     )
     w._apply_changes(w.source.snapshot().items())
     consumer = _Consumer()
@@ -289,7 +296,9 @@ def test_metrics_count_requests_rows_checks_and_dead_letters() -> None:
 
 def test_event_times_the_broker_would_refuse_do_not_become_record_timestamps() -> None:
     producer = _Producer()
-    w, _ = _worker(producer)
+    # An operator may admit any event time; the record timestamp must still be one the
+    # broker accepts.
+    w, _ = _worker(producer, worker_max_event_age_ms=10**14, worker_max_event_skew_ms=10**14)
     far_future = 4_102_444_800_000  # 2100-01-01, beyond the broker's accepted skew
     msgs = [
         Message(
@@ -311,15 +320,15 @@ def test_event_times_the_broker_would_refuse_do_not_become_record_timestamps() -
             partition=0,
             offset=3,
             key=b"o",
-            value=orjson.dumps({"time": 1_700_000_000_000, "tensor": [[1, 2]]}),
+            value=orjson.dumps({"time": T0, "tensor": [[1, 2]]}),
         ),
     ]
     w._serve(msgs)
     w._finish_pending()
     assert producer.log[-1] == "commit"
     events = [_json(v) for t, v, _, _ in producer.produced if t.endswith("results")]
-    assert [e["time"] for e in events] == [far_future, -5, 1_700_000_000_000]
-    assert producer.timestamps == [0, 0, 1_700_000_000_000]
+    assert [e["time"] for e in events] == [far_future, -5, T0]
+    assert producer.timestamps == [0, 0, T0]
 
 
 def test_a_failed_commit_discards_the_batch_scored_meanwhile_and_rewinds_both() -> None:
@@ -351,9 +360,9 @@ def test_one_row_requests_keep_key_partition_and_event_time_per_record(
     results_topic = KAFKA.topic("fraud", "results")
     w._partition_counts.update({REQ: 3, results_topic: 3 if co_partitioned else 5})
     docs: list[dict[str, Any]] = [
-        {"id": "i0", "time": 1_700_000_000_005, "tensor": [[1, 2]]},
+        {"id": "i0", "time": T0 + 5, "tensor": [[1, 2]]},
         {"tensor": [[3, 4]]},
-        {"id": 7, "time": 1_700_000_000_001, "tensor": [[5, 6]]},
+        {"id": 7, "time": T0 + 1, "tensor": [[5, 6]]},
         {"id": "i3", "tensor": [[7, 8]]},
     ]
     keys = [b"k0", None, None, b""]
@@ -376,7 +385,7 @@ def test_one_row_requests_keep_key_partition_and_event_time_per_record(
     assert [e["id"] for _, e, _, _ in out] == ["i0", f"{REQ}:1:101", "7", "i3"]
     assert [e["inputs"] for _, e, _, _ in out] == [d["tensor"][0] for d in docs]
     assert [ts for _, _, ts, _ in out] == [e["time"] for _, e, _, _ in out]
-    assert out[0][2] == 1_700_000_000_005 and out[2][2] == 1_700_000_000_001
+    assert out[0][2] == T0 + 5 and out[2][2] == T0 + 1
     expected = [0, 1, 2, 0] if co_partitioned else [-1] * 4
     assert [part for _, _, _, part in out] == expected
 
@@ -460,3 +469,38 @@ def test_a_dead_letter_copy_too_large_for_its_topic_is_truncated_not_retried() -
     assert headers["driftline-truncated"] == str(len(huge)).encode()
     assert value is not None and huge.startswith(value) and len(value) < 50_000
     assert [k for t, _, k, _ in producer.produced if t.endswith("results")] == [b"ok"]
+
+
+def test_poisoned_requests_are_dead_lettered_with_reasons_and_the_batch_commits() -> None:
+    producer = _Producer()
+    w, consumer = _worker(producer)
+    now = int(time.time() * 1000)
+    poison = {
+        b"huge-int": b'{"tensor": [[1, ' + b"9" * 400 + b"]]}",
+        b"brackets": b"[" * 100_000,
+        b"deep": b'{"tensor": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}",
+        b"inf": b'{"tensor": [[1, 1e999]]}',
+        b"year-3000": orjson.dumps({"time": 32_503_680_000_000, "tensor": [[1, 2]]}),
+        b"too-old": orjson.dumps({"time": now - 91 * 24 * 3600 * 1000, "tensor": [[1, 2]]}),
+        b"too-soon": orjson.dumps({"time": now + 2 * 24 * 3600 * 1000, "tensor": [[1, 2]]}),
+    }
+    msgs = []
+    for i, (key, value) in enumerate(poison.items()):
+        msgs.append(Message(topic=REQ, partition=0, offset=2 * i, key=key, value=value))
+        good = orjson.dumps({"time": now - 30 * 24 * 3600 * 1000, "tensor": [[1, 2]]})
+        msgs.append(Message(topic=REQ, partition=0, offset=2 * i + 1, key=b"ok%d" % i, value=good))
+    w._serve(msgs)
+    w._finish_pending()
+    assert producer.log == ["begin", "offsets", "commit"] and consumer.seeks == []
+    dead = {k: dict(h)["driftline-error"] for t, _, k, h in producer.produced if "dead" in t}
+    assert dead == {
+        b"huge-int": b"number_out_of_range",
+        b"brackets": b"too_deep",
+        b"deep": b"too_deep",
+        b"inf": b"number_out_of_range",
+        b"year-3000": b"time_out_of_range",
+        b"too-old": b"time_out_of_range",
+        b"too-soon": b"time_out_of_range",
+    }
+    served = [k for t, _, k, _ in producer.produced if t.endswith("results")]
+    assert served == [b"ok%d" % i for i in range(len(poison))]
