@@ -16,7 +16,13 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from driftline.streams.codec import MODEL_ERROR, DecodedBatch, Rejection, decode_requests
+from driftline.streams.codec import (
+    MODEL_ERROR,
+    UNSERIALIZABLE_OUTPUT,
+    DecodedBatch,
+    Rejection,
+    decode_requests,
+)
 
 __all__ = [
     "BatchOutcome",
@@ -90,6 +96,26 @@ class BatchOutcome:
     messages: int = 0
     check_failures: dict[str, int] = field(default_factory=dict)
     inference_s: float = 0.0
+
+    def reject_messages(self, details: Mapping[int, str], reason: str) -> None:
+        """Move messages (by batch index) from the results to the dead letters.
+
+        Used when the results of a served message cannot be delivered (too large for the
+        results topic, say). Messages already rejected are left as they are.
+        """
+        drop = set(details).difference(r.index for r in self.rejected)
+        if not drop:
+            return
+        kept = [(k, v) for k, v in self.results if k not in drop]
+        self.rows -= len(self.results) - len(kept)
+        self.results = kept
+        for k in drop:
+            self.ids.pop(k, None)
+            self.times.pop(k, None)
+        self.rejected = sorted(
+            [*self.rejected, *(Rejection(k, reason, details[k]) for k in drop)],
+            key=lambda r: r.index,
+        )
 
 
 def _run_all(runtime: PipelineRuntime, x: np.ndarray) -> dict[str, list[np.ndarray]]:
@@ -194,11 +220,56 @@ def process_batch(
             rows = batch.rows
         outcome.inference_s = time.perf_counter() - t_inf
         if batch.num_rows:
+            unfit = _unserializable(runtime, outs)
+            if unfit is not None:
+                _reject_all(batch, UNSERIALIZABLE_OUTPUT, unfit)
+        if batch.num_rows:
             failures = _evaluate(runtime, rows, outs, batch, outcome)
             if batch.num_rows:
-                _build(runtime, batch, rows, outs, failures, t0, outcome)
+                try:
+                    _build(runtime, batch, rows, outs, failures, t0, outcome)
+                except (TypeError, ValueError) as exc:
+                    # orjson refuses what it cannot write; the batch's requests go to the
+                    # dead letters instead of stopping the worker on every restart.
+                    outcome.results, outcome.rows = [], 0
+                    _reject_all(batch, UNSERIALIZABLE_OUTPUT, f"results cannot be written: {exc}")
     outcome.rejected = sorted(batch.rejected, key=lambda r: r.index)
     return outcome
+
+
+def _reject_all(batch: DecodedBatch, reason: str, detail: str) -> None:
+    """Every accepted message of the batch becomes a dead letter with one reason."""
+    batch.rejected.extend(Rejection(idx, reason, detail[:500]) for idx in batch.accepted)
+    batch.accepted, batch.ids, batch.times, batch.counts = [], [], [], []
+    batch.rows = batch.rows[:0]
+
+
+def _describe(values: np.ndarray) -> str:
+    if values.dtype.kind == "O" and values.size:
+        first = values.flat[0]
+        if isinstance(first, dict):
+            return "a sequence of maps (a ZipMap of class probabilities)"
+        return f"{type(first).__name__} values"
+    if values.dtype.kind in "US":
+        return "strings"
+    return f"{values.dtype} values"
+
+
+def _unserializable(runtime: PipelineRuntime, outs: Mapping[str, list[np.ndarray]]) -> str | None:
+    """Why an output cannot go into a result event (numbers and booleans only), or None."""
+    for model in runtime.models:
+        for i, values in enumerate(outs.get(model.name, ())):
+            if values.dtype.kind in "biuf":
+                continue
+            names = getattr(model.runner, "output_names", None)
+            label = repr(names[i]) if isinstance(names, list) and i < len(names) else f"#{i}"
+            role = "shadow model" if model.shadow else "model"
+            return (
+                f"{role} {model.name!r}: output {label} holds {_describe(values)}, which a "
+                "result event cannot carry yet; export the model with numeric tensor outputs "
+                "(skl2onnx: options={'zipmap': False}), then redeploy"
+            )
+    return None
 
 
 def _evaluate(

@@ -50,14 +50,25 @@ from prometheus_client import Counter, Histogram
 
 from driftline.config import KafkaSettings, WorkerSettings
 from driftline.errors import ServiceError
-from driftline.kafka.deadletter import PRODUCER_MAX_BYTES, dead_letter
+from driftline.kafka.deadletter import (
+    PRODUCER_MAX_BYTES,
+    RECORD_OVERHEAD_BYTES,
+    dead_letter,
+    record_size,
+)
 from driftline.streams._worker_core import (
     BatchOutcome,
     PipelineRuntime,
     RuntimeModel,
     process_batch,
 )
-from driftline.streams.codec import UNDEPLOYED_PIPELINE, Rejection
+from driftline.streams.codec import (
+    PIPELINE_ERROR,
+    PRODUCE_FAILED,
+    RESULT_TOO_LARGE,
+    UNDEPLOYED_PIPELINE,
+    Rejection,
+)
 
 __all__ = [
     "PipelineRuntime",
@@ -96,6 +107,10 @@ DEAD_LETTERS = Counter(
     "driftline_worker_dead_letters",
     "Messages sent to the dead-letter topic.",
     ["pipeline", "reason"],
+)
+SPLITS = Counter(
+    "driftline_worker_transaction_splits",
+    "Micro-batches served in smaller transactions after one failed for a permanent reason.",
 )
 ABORTS = Counter(
     "driftline_worker_transaction_aborts",
@@ -162,6 +177,30 @@ _TXN_TIMEOUT_S = 30.0
 #: (the call's own timeout is _TXN_TIMEOUT_S, but it is not always honoured).
 _OFFSETS_STALL_S = _TXN_TIMEOUT_S + 10.0
 _MAX_FUTURE_MS = 30 * 60 * 1000
+#: Room left in a record's size budget for its key and trace headers before a batch's results
+#: are measured one by one.
+_KEY_AND_TRACE_BYTES = 4096
+#: The dead letter of a message whose own dead letter did not fit keeps this much of it.
+_LAST_RESORT_BYTES = 65_536
+
+#: Kafka errors a transaction fails with that a retry of the same records cannot change.
+_PERMANENT_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError._BAD_MSG,
+        KafkaError._INVALID_ARG,
+    }
+)
+
+
+def _permanent(exc: KafkaException) -> bool:
+    """Whether a failed transaction would fail again with the same records."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and not err.fatal() and err.code() in _PERMANENT_ERRORS
 
 
 @dataclass
@@ -474,6 +513,15 @@ class Worker:
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
             msgs = [m for m, err in zip(msgs, errors, strict=True) if err is None]
+        batch = self._score(msgs, received)
+        # The previous batch's commit ran while this one was decoded and scored; its result
+        # decides whether this one may be produced at all.
+        if not self._finish_pending(rewind_also=batch.groups):
+            return
+        self._deliver(batch)
+
+    def _score(self, msgs: list[Message], received: int) -> _Batch:
+        """Decode and score every pipeline's share of a micro-batch."""
         topics: list[str] = list(map(Message.topic, msgs))  # type: ignore[arg-type]
         by_topic: dict[str, list[Message]]
         if topics and topics.count(topics[0]) == len(topics):
@@ -503,28 +551,29 @@ class Worker:
             if runtime is None:
                 outputs.append((name, topic, group, None))
                 continue
-            outcome = process_batch(
-                runtime,
-                list(map(Message.value, group)),
-                default_ids=_Lazy(group, _default_id),
-                default_times=_event_times(group),
-                received_ns=received,
-                max_message_bytes=self.settings.worker_max_message_bytes,
-                time_range=time_range,
-            )
+            try:
+                outcome = process_batch(
+                    runtime,
+                    list(map(Message.value, group)),
+                    default_ids=_Lazy(group, _default_id),
+                    default_times=_event_times(group),
+                    received_ns=received,
+                    max_message_bytes=self.settings.worker_max_message_bytes,
+                    time_range=time_range,
+                )
+            except Exception as exc:
+                # Whatever went wrong is this pipeline's: its requests go to its dead letters
+                # and every other pipeline of the batch is served.
+                log.error("pipeline %s: serving a batch failed: %r", name, exc)
+                detail = f"serving pipeline {name!r} failed: {exc!r}"[:500]
+                outcome = BatchOutcome(
+                    rejected=[Rejection(i, PIPELINE_ERROR, detail) for i in range(len(group))],
+                    messages=len(group),
+                )
             outputs.append((name, topic, group, outcome))
             INFERENCE.labels(name).observe(outcome.inference_s)
         offsets = [TopicPartition(t, p or 0, (o or 0) + 1) for (t, p), o in last.items()]
-        batch = _Batch(outputs, offsets, list(by_topic.values()), received, len(msgs))
-        # The previous batch's commit ran while this one was decoded and scored; its result
-        # decides whether this one may be produced at all.
-        if not self._finish_pending(rewind_also=batch.groups):
-            return
-        if self._deliver(batch):
-            if not self.exactly_once:
-                self._done(batch)
-        else:
-            self._rewind(batch.groups)
+        return _Batch(outputs, offsets, list(by_topic.values()), received, len(msgs))
 
     def _done(self, batch: _Batch) -> None:
         self._count(batch.outputs)
@@ -560,7 +609,7 @@ class Worker:
             self._done(batch)
             return True
         self._recover(exc)
-        self._rewind([*batch.groups, *(rewind_also or [])])
+        self._after_failure(exc, batch.groups, rewind_also or [])
         return False
 
     def _count(self, outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]) -> None:
@@ -598,10 +647,12 @@ class Worker:
                     for i in range(len(group))
                 ]
             else:
-                rejected = outcome.rejected
                 if outcome.results:
                     results_topic = self.kafka.topic(name, "results")
                     self._ensure_topic(results_topic)
+                    self._check_result_sizes(results_topic, group, outcome)
+                rejected = outcome.rejected
+                if outcome.results:
                     ids, times = outcome.ids, outcome.times
                     # The broker rejects timestamps far in the future (Kafka 4 default: 1 h),
                     # which would abort every retry of the batch: such rows keep their event
@@ -669,11 +720,33 @@ class Worker:
                     )
                     _produce(producer, dl_topic, dl.value, dl.key, list(dl.headers))
 
-    def _deliver(self, batch: _Batch) -> bool:
-        """Produce a batch's output and start committing it; False: it must be served again."""
+    def _check_result_sizes(self, topic: str, group: list[Message], outcome: BatchOutcome) -> None:
+        """Dead-letter (``result_too_large``) each message with a result its topic refuses:
+        produced, it would fail the transaction on every retry."""
+        budget = self._record_limit(topic) - RECORD_OVERHEAD_BYTES
+        # Keys and trace headers are small; only a batch with a result near the limit is
+        # looked at record by record.
+        if max(map(len, (v for _, v in outcome.results))) + _KEY_AND_TRACE_BYTES <= budget:
+            return
+        over: dict[int, str] = {}
+        for k, value in outcome.results:
+            m = group[k]
+            size = record_size(m.key() or outcome.ids.get(k, "").encode(), value)
+            size += sum(len(n) + len(v or b"") for n, v in _trace_of(m.headers()))
+            if size > budget and k not in over:
+                over[k] = (
+                    f"a result of this request is {size} bytes, over the {budget}-byte limit "
+                    f"of {topic} (results repeat the request's inputs); send fewer values per "
+                    "row or raise the topic's max.message.bytes (options.max_message_bytes)"
+                )
+        outcome.reject_messages(over, RESULT_TOO_LARGE)
+
+    def _deliver(self, batch: _Batch) -> None:
+        """Produce a batch's output and start committing it; on failure, serve it again."""
         assert self._producer is not None and self._consumer is not None
         if not self.exactly_once:
-            return self._deliver_at_least_once(batch.outputs, batch.offsets)
+            self._deliver_at_least_once(batch)
+            return
         producer = self._producer
         try:
             producer.begin_transaction()
@@ -682,13 +755,124 @@ class Worker:
             meta = self._consumer.consumer_group_metadata()
         except KafkaException as exc:
             self._recover(exc)
-            return False
+            self._after_failure(exc, batch.groups, [])
+            return
         # Offsets and commit go to the committer thread (librdkafka releases the GIL), so the
         # next batch is decoded and scored meanwhile; it is produced only after this commit.
         state = _CommitState()
         future = self._committer.submit(self._commit_offsets, producer, batch.offsets, meta, state)
         self._pending = (future, batch, state)
-        return True
+
+    def _after_failure(
+        self,
+        exc: KafkaException,
+        groups: list[list[Message]],
+        rewind_also: list[list[Message]],
+    ) -> None:
+        """After a failed (and aborted) batch: serve it again.
+
+        A transient failure rewinds it (and ``rewind_also``, consumed meanwhile) to be read
+        again. A failure that will not change on a retry (a record too large for its topic,
+        say) would fail every retry: the batch is served in halves until the culprit is alone,
+        and that message is dead-lettered.
+        """
+        unserved = groups
+        if _permanent(exc):
+            unserved = self._serve_split([m for g in groups for m in g], exc)
+        if unserved or rewind_also:
+            # One rewind for both: each partition goes back to its earliest unserved offset.
+            self._rewind([*unserved, *rewind_also])
+
+    def _serve_split(self, msgs: list[Message], exc: KafkaException) -> list[list[Message]]:
+        """Serve ``msgs`` in ever smaller transactions; return what a transient failure left
+        unserved (to be rewound)."""
+        log.warning(
+            "a transaction of %d messages failed for a reason a retry will not change (%s); "
+            "serving them in smaller transactions to isolate the culprit",
+            len(msgs),
+            exc.args[0] if exc.args else exc,
+        )
+        SPLITS.inc()
+        self._fresh_producer()
+        todo = [msgs]
+        while todo:
+            part = todo.pop()
+            batch = self._score(part, time.perf_counter_ns())
+            err = self._deliver_now(batch)
+            if err is None:
+                self._done(batch)
+                continue
+            if not _permanent(err):
+                return [part, *reversed(todo)]
+            self._fresh_producer()
+            if len(part) > 1:
+                mid = len(part) // 2
+                todo += [part[mid:], part[:mid]]
+                continue
+            # One message whose output cannot be written even alone: its dead letter instead.
+            culprit = self._dead_batch(part[0], err)
+            err = self._deliver_now(culprit)
+            if err is not None and _permanent(err):
+                # Not even the dead letter fits (the topic's limit is smaller than it says):
+                # a small copy then.
+                self._fresh_producer()
+                dl_topic = self.kafka.topic(culprit.outputs[0][0], "deadletter")
+                self._limits[dl_topic] = min(self._record_limit(dl_topic), _LAST_RESORT_BYTES)
+                err = self._deliver_now(culprit)
+            if err is not None:
+                return [part, *reversed(todo)]
+            self._done(culprit)
+        return []
+
+    def _dead_batch(self, m: Message, exc: KafkaException) -> _Batch:
+        """A batch that dead-letters one message whose output could not be written."""
+        topic = str(m.topic())
+        name = self._pipeline_of(topic)
+        err = exc.args[0] if exc.args else exc
+        detail = (
+            f"its results or dead letter could not be written to Kafka ({err}); the other "
+            "messages of its batch were served"
+        )
+        outcome = BatchOutcome(rejected=[Rejection(0, PRODUCE_FAILED, detail)], messages=1)
+        offsets = [TopicPartition(topic, m.partition() or 0, (m.offset() or 0) + 1)]
+        return _Batch([(name, topic, [m], outcome)], offsets, [[m]], time.perf_counter_ns(), 1)
+
+    def _fresh_producer(self) -> None:
+        """A new transactional producer: after a failed transaction librdkafka may fail the
+        next one too (sequence numbers) until the producer epoch is bumped."""
+        if self.exactly_once:
+            self.stats.producer_restarts += 1
+            self._producer = self._new_producer(wait=True)
+
+    def _deliver_now(self, batch: _Batch) -> KafkaException | None:
+        """Produce and commit one batch synchronously; the error if it failed (then aborted)."""
+        assert self._producer is not None and self._consumer is not None
+        producer = self._producer
+        if not self.exactly_once:
+            try:
+                self._produce_all(batch.outputs)
+            except KafkaException as exc:
+                return exc
+            if producer.flush(_TXN_TIMEOUT_S):
+                return KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
+            try:
+                self._consumer.commit(offsets=batch.offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("offset commit failed (%s); results may be repeated", exc)
+            return None
+        try:
+            producer.begin_transaction()
+            self._in_txn = True
+            self._produce_all(batch.outputs)
+            producer.send_offsets_to_transaction(
+                batch.offsets, self._consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+            )
+            self._commit(producer)
+            self._in_txn = False
+        except KafkaException as exc:
+            self._recover(exc)
+            return exc
+        return None
 
     def _commit_offsets(
         self, producer: Producer, offsets: list[TopicPartition], meta: Any, state: _CommitState
@@ -750,24 +934,27 @@ class Worker:
         self.stats.producer_restarts += 1
         self._producer = self._new_producer(wait=True)
 
-    def _deliver_at_least_once(
-        self,
-        outputs: list[tuple[str, str, list[Message], BatchOutcome | None]],
-        offsets: list[TopicPartition],
-    ) -> bool:
+    def _deliver_at_least_once(self, batch: _Batch) -> None:
         assert self._producer is not None and self._consumer is not None
-        self._produce_all(outputs)
+        try:
+            self._produce_all(batch.outputs)
+        except KafkaException as exc:
+            self.stats.aborts += 1
+            ABORTS.labels("produce").inc()
+            self._after_failure(exc, batch.groups, [])
+            return
         # Offsets move only after every result of the batch is acknowledged.
         remaining = self._producer.flush(_TXN_TIMEOUT_S)
         if remaining:
             ABORTS.labels("flush").inc()
             self.stats.aborts += 1
-            return False
+            self._rewind(batch.groups)
+            return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=True)
+            self._consumer.commit(offsets=batch.offsets, asynchronous=True)
         except KafkaException as exc:
             log.warning("offset commit failed (%s); results may be repeated", exc)
-        return True
+        self._done(batch)
 
     def _rewind(self, groups: Iterable[list[Message]]) -> None:
         assert self._consumer is not None

@@ -504,3 +504,176 @@ def test_poisoned_requests_are_dead_lettered_with_reasons_and_the_batch_commits(
     }
     served = [k for t, _, k, _ in producer.produced if t.endswith("results")]
     assert served == [b"ok%d" % i for i in range(len(poison))]
+
+
+class _SizeLimitedBroker(_Producer):
+    """A transactional producer whose broker refuses any result record holding ``marker``
+    (as it refuses a record over the topic's max.message.bytes): the commit fails with
+    MSG_SIZE_TOO_LARGE and must be aborted, however often it is tried."""
+
+    def __init__(self, marker: bytes) -> None:
+        super().__init__()
+        self.marker = marker
+        self.txn: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self.committed: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self.committed_offsets: list[list[tuple[str, int, int]]] = []
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.txn = []
+
+    def produce(self, topic: str, value: bytes | None = None, *args: Any, **kw: Any) -> None:
+        super().produce(topic, value, *args, **kw)
+        self.txn.append(self.produced[-1])
+
+    def commit_transaction(self, timeout: float) -> None:
+        if any(t.endswith("results") and self.marker in (v or b"") for t, v, _, _ in self.txn):
+            raise KafkaException(
+                KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large", txn_requires_abort=True)
+            )
+        super().commit_transaction(timeout)
+        self.committed += self.txn
+        self.committed_offsets.append([(o.topic, o.partition, o.offset) for o in self.offsets])
+
+
+def test_a_transaction_failing_for_a_permanent_reason_is_split_until_the_culprit_is_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = _SizeLimitedBroker(marker=b"666")
+    w, consumer = _worker(producer)
+    monkeypatch.setattr(w, "_new_producer", lambda wait=False: producer)
+    msgs = [
+        Message(
+            topic=REQ,
+            partition=i % 2,
+            offset=100 + i,
+            key=b"k%d" % i,
+            value=orjson.dumps({"tensor": [[666 if i == 5 else i, 1]]}),
+        )
+        for i in range(8)
+    ]
+    w._serve(msgs)
+    w._finish_pending()
+    # Never retried forever: every healthy request served once, the culprit dead-lettered once.
+    served = [k for t, _, k, _ in producer.committed if t.endswith("results")]
+    assert sorted(served) == sorted(b"k%d" % i for i in range(8) if i != 5)
+    dead = [(k, dict(h)) for t, _, k, h in producer.committed if t.endswith("deadletter")]
+    assert [(k, h["driftline-error"]) for k, h in dead] == [(b"k5", b"produce_failed")]
+    assert b"MSG_SIZE_TOO_LARGE" in dead[0][1]["driftline-detail"]
+    assert consumer.seeks == []  # nothing to read again
+    # Offsets were committed in order per partition, ending past the batch.
+    last: dict[tuple[str, int], int] = {}
+    for offsets in producer.committed_offsets:
+        for topic, part, off in offsets:
+            assert off > last.get((topic, part), 0)
+            last[(topic, part)] = off
+    assert last == {(REQ, 0): 107, (REQ, 1): 108}
+    assert w.stats.dead_letter_reasons["produce_failed"] == 1 and w.stats.rows == 7
+
+
+def test_a_permanent_failure_then_a_transient_one_rewinds_what_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = _SizeLimitedBroker(marker=b"666")
+    w, consumer = _worker(producer)
+    monkeypatch.setattr(w, "_new_producer", lambda wait=False: producer)
+    msgs = [
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=i,
+            key=b"k%d" % i,
+            value=orjson.dumps({"tensor": [[666 if i == 0 else i, 1]]}),
+        )
+        for i in range(4)
+    ]
+    real_commit = producer.commit_transaction
+    calls = {"n": 0}
+
+    def flaky(timeout: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first half's transaction meets a broker going away
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "gone", txn_requires_abort=True))
+        real_commit(timeout)
+
+    monkeypatch.setattr(producer, "commit_transaction", flaky)
+    w._serve(msgs)
+    w._finish_pending()
+    assert consumer.seeks == [(REQ, 0, 0)]  # the whole batch is read again, none skipped
+    assert producer.committed == []
+
+
+def test_an_unexpected_error_in_one_pipeline_dead_letters_its_requests_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import driftline.streams.worker as worker_mod
+
+    producer = _Producer()
+    w, consumer = _worker(producer)
+    other = PipelineRuntime(
+        name="ghost",
+        version="sha256:g",
+        models=(RuntimeModel("m", "sha256:m", _Model()),),
+        input_width=2,
+    )
+    w._apply_changes([("ghost", other)])
+    real = worker_mod.process_batch
+
+    def broken_for_fraud(runtime: PipelineRuntime, *a: Any, **kw: Any) -> Any:
+        if runtime.name == "fraud":
+            raise RuntimeError("a bug in serving fraud")
+        return real(runtime, *a, **kw)
+
+    monkeypatch.setattr(worker_mod, "process_batch", broken_for_fraud)
+    ghost_req = KAFKA.topic("ghost", "requests")
+    msgs = [
+        Message(
+            topic=REQ, partition=0, offset=1, key=b"f", value=orjson.dumps({"tensor": [[1, 2]]})
+        ),
+        Message(
+            topic=ghost_req,
+            partition=0,
+            offset=1,
+            key=b"g",
+            value=orjson.dumps({"tensor": [[1, 2]]}),
+        ),
+    ]
+    w._serve(msgs)
+    w._finish_pending()
+    assert producer.log == ["begin", "offsets", "commit"] and consumer.seeks == []
+    out = {k: (t.split(".")[1:], dict(h or [])) for t, _, k, h in producer.produced}
+    assert set(out) == {b"f", b"g"}
+    assert out[b"g"][0] == ["ghost", "results"]
+    assert out[b"f"][0] == ["fraud", "deadletter"]
+    assert out[b"f"][1]["driftline-error"] == b"pipeline_error"
+    assert b"a bug in serving fraud" in out[b"f"][1]["driftline-detail"]
+
+
+def test_a_result_too_large_for_its_topic_is_dead_lettered_before_it_is_produced() -> None:
+    producer = _Producer()
+    w, consumer = _worker(producer)
+    w._limits[KAFKA.topic("fraud", "results")] = 6000
+    wide = PipelineRuntime(
+        name="fraud",
+        version="sha256:w",
+        models=(RuntimeModel("m", "sha256:m", _Model()),),
+    )
+    w._apply_changes([("fraud", wide)])
+    big = orjson.dumps({"tensor": [[0.123456789] * 1000]})  # ~13 kB of result, ~4 kB small
+    msgs = [
+        Message(topic=REQ, partition=0, offset=1, key=b"big", value=big),
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=2,
+            key=b"small",
+            value=orjson.dumps({"tensor": [[1.0] * 1000]}),
+        ),
+    ]
+    w._serve(msgs)
+    w._finish_pending()
+    assert producer.log == ["begin", "offsets", "commit"] and consumer.seeks == []
+    dead = [(k, dict(h)) for t, _, k, h in producer.produced if t.endswith("deadletter")]
+    assert [(k, h["driftline-error"]) for k, h in dead] == [(b"big", b"result_too_large")]
+    assert [k for t, _, k, _ in producer.produced if t.endswith("results")] == [b"small"]
+    assert w.stats.rows == 1
