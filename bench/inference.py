@@ -265,7 +265,9 @@ def serve_driftline(prefix: str, group: str, idle_s: float, store: str, name: st
         assert m.path is not None
         models.put(m.name, m.path)
     canonical = dict(spec.to_canonical(), name=name)
-    runtime = runtime_from_canonical(canonical, Path(store), lambda sha, path: LoadedModel(path))
+    runtime = runtime_from_canonical(
+        canonical, Path(store), lambda sha, path, name: LoadedModel(path, name)
+    )
     kafka = KafkaSettings(topic_prefix=prefix)
     settings = WorkerSettings(worker_group=group, worker_id=group)
     Worker(kafka, settings, StaticSource([runtime]), [name]).run(max_idle_s=idle_s)

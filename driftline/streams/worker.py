@@ -32,6 +32,7 @@ import contextlib
 import functools
 import gc
 import logging
+import operator
 import queue
 import re
 import signal
@@ -49,7 +50,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from prometheus_client import Counter, Histogram
 
 from driftline.config import KafkaSettings, WorkerSettings
-from driftline.errors import ServiceError
+from driftline.errors import DriftlineError, ServiceError
 from driftline.kafka.deadletter import (
     PRODUCER_MAX_BYTES,
     RECORD_OVERHEAD_BYTES,
@@ -301,7 +302,8 @@ class Worker:
         self.kafka = kafka
         self.settings = settings
         self.source = source
-        self.pipelines = list(pipelines) if pipelines else None
+        # Named twice is named once (a repeated topic makes the subscription invalid).
+        self.pipelines = list(dict.fromkeys(pipelines)) if pipelines else None
         self.exactly_once = settings.worker_guarantee == "exactly-once"
         self.stats = WorkerStats()
         self._runtimes: dict[str, PipelineRuntime] = {}
@@ -508,7 +510,8 @@ class Worker:
         received = time.perf_counter_ns()
         # Per-message attributes with the loops in C (map over the C methods).
         errors = list(map(Message.error, msgs))
-        if errors.count(None) != len(errors):
+        # Identity, not ==: comparing a KafkaError with None raises inside list.count.
+        if any(map(operator.is_not, errors, repeat(None))):
             for err in errors:
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
@@ -1090,9 +1093,22 @@ def run_worker(
     port = start_metrics_server(
         metrics_port if metrics_port is not None else ws.worker_metrics_port
     )
+    if pipelines:
+        pipelines = list(dict.fromkeys(pipelines))
     source = ControlSource(
         settings.kafka, settings.model_store, ws.worker_intra_op_threads, pipelines
     )
+    if pipelines:
+        names = source.deployed()
+        missing = [p for p in pipelines if p not in names]
+        if missing:
+            source.close()
+            known = ", ".join(sorted(names)) or "none"
+            raise DriftlineError(
+                f"--pipeline {', '.join(missing)}: not deployed (deployed: {known}); deploy it "
+                "first (`driftline deploy SPEC`), or leave out --pipeline to serve every "
+                "deployed pipeline"
+            )
     worker = Worker(settings.kafka, ws, source, pipelines)
     if log is not None:
         deployed = ", ".join(sorted(source.snapshot())) or "none yet"
@@ -1101,12 +1117,3 @@ def run_worker(
             + (f"; metrics on :{port}/metrics" if port else "")
         )
     return worker.run()
-
-
-if __name__ == "__main__":
-    import sys
-
-    from driftline.cli import main as _cli_main
-
-    sys.argv = ["driftline", "worker", *sys.argv[1:]]
-    _cli_main()

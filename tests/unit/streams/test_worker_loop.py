@@ -677,3 +677,24 @@ def test_a_result_too_large_for_its_topic_is_dead_lettered_before_it_is_produced
     assert [(k, h["driftline-error"]) for k, h in dead] == [(b"big", b"result_too_large")]
     assert [k for t, _, k, _ in producer.produced if t.endswith("results")] == [b"small"]
     assert w.stats.rows == 1
+
+
+def test_a_consumer_error_in_a_batch_is_logged_and_the_messages_served() -> None:
+    # KafkaError == None raised inside list.count, which surfaced as a SystemError.
+    producer = _Producer()
+    w, _ = _worker(producer)
+    msgs = [
+        Message(
+            topic=REQ, partition=0, offset=1, key=b"a", value=orjson.dumps({"tensor": [[1, 2]]})
+        ),
+        Message(topic=REQ, partition=0, error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)),
+    ]
+    w._serve(msgs)
+    w._finish_pending()
+    assert producer.log[-1] == "commit"
+    assert [k for t, _, k, _ in producer.produced if t.endswith("results")] == [b"a"]
+
+
+def test_a_pipeline_named_twice_is_subscribed_once() -> None:
+    w = Worker(KAFKA, WorkerSettings(worker_id="x"), StaticSource(), ["fraud", "fraud", "b"])
+    assert w.pipelines == ["fraud", "b"]
