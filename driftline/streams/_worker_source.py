@@ -8,16 +8,17 @@ between micro-batches, so a batch always finishes with the version it started wi
 from __future__ import annotations
 
 import logging
+import queue
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from driftline.config import KafkaSettings
 from driftline.streams._worker_core import PipelineRuntime, RuntimeModel, Validation
 
-__all__ = ["ControlSource", "runtime_from_canonical"]
+__all__ = ["ControlSource", "RuntimeSource", "StaticSource", "runtime_from_canonical"]
 
 log = logging.getLogger("driftline.worker")
 
@@ -69,6 +70,46 @@ def runtime_from_canonical(
         allow_nan=spec.options.allow_nan,
         max_message_bytes=spec.options.max_message_bytes,
     )
+
+
+class RuntimeSource(Protocol):
+    """Where the worker learns which pipelines are deployed, in which version."""
+
+    def snapshot(self) -> dict[str, PipelineRuntime]:
+        """Every deployed pipeline now."""
+        ...
+
+    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
+        """Changes since the last call, without blocking; ``None`` means undeployed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StaticSource:
+    """A source fed by the caller (tests, embedding): ``set()`` deploys, ``set(name, None)``
+    undeploys. Thread-safe, so a test can change versions while the worker runs."""
+
+    def __init__(self, runtimes: Iterable[PipelineRuntime] = ()):
+        self._initial = {r.name: r for r in runtimes}
+        self._changes: queue.SimpleQueue[tuple[str, PipelineRuntime | None]] = queue.SimpleQueue()
+
+    def set(self, name: str, runtime: PipelineRuntime | None) -> None:
+        self._changes.put((name, runtime))
+
+    def snapshot(self) -> dict[str, PipelineRuntime]:
+        return dict(self._initial)
+
+    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
+        out = []
+        while True:
+            try:
+                out.append(self._changes.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        pass
 
 
 class ControlSource:

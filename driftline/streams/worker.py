@@ -20,7 +20,19 @@ Failure handling, per batch:
   coordinator's broker went away and came back (a broker restart; librdkafka issues #5456,
   #5511). The commit had not started, so nothing of the batch is committed: the stuck producer
   is left behind, a new one with the same ``transactional.id`` fences it (its transaction is
-  aborted), and both batches are rewound.
+  aborted), and both batches are rewound;
+* a failure a retry cannot change (a record over its topic's size limit) is not retried: the
+  batch is served in halves until the message at fault is alone and dead-lettered
+  (:mod:`~driftline.streams._worker_split`);
+* anything else going wrong while serving one pipeline dead-letters that pipeline's share of
+  the batch (``pipeline_error``); the other pipelines are served. The process ends only when
+  Kafka itself cannot be used.
+
+The parts: :mod:`~driftline.streams._worker_core` (pure: decode, run models, validate, build
+events), :mod:`~driftline.streams._worker_output` (result records and dead letters within
+their topics' limits), :mod:`~driftline.streams._worker_txn` (the batch on its way to its
+commit, the committer thread), :mod:`~driftline.streams._worker_split` (after a failed
+transaction) and :mod:`~driftline.streams._worker_source` (the deployed pipelines).
 
 ``guarantee="at-least-once"`` uses an idempotent, non-transactional producer and commits offsets
 after the batch's results are acknowledged: lower latency, but a crash can duplicate results.
@@ -29,11 +41,9 @@ after the batch's results are acknowledged: lower latency, but a crash can dupli
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 import operator
-import queue
 import re
 import signal
 import threading
@@ -43,33 +53,32 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Protocol
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Histogram
 
 from driftline.config import KafkaSettings, WorkerSettings
 from driftline.errors import DriftlineError, ServiceError
-from driftline.kafka.deadletter import (
-    PRODUCER_MAX_BYTES,
-    RECORD_OVERHEAD_BYTES,
-    dead_letter,
-    record_size,
-)
 from driftline.streams._worker_core import (
     BatchOutcome,
     PipelineRuntime,
     RuntimeModel,
     process_batch,
 )
-from driftline.streams.codec import (
-    PIPELINE_ERROR,
-    PRODUCE_FAILED,
-    RESULT_TOO_LARGE,
-    UNDEPLOYED_PIPELINE,
-    Rejection,
+from driftline.streams._worker_output import _Output
+from driftline.streams._worker_source import RuntimeSource, StaticSource
+from driftline.streams._worker_split import _Split
+from driftline.streams._worker_txn import (
+    _OFFSETS_STALL_S,
+    _TXN_TIMEOUT_S,
+    _Batch,
+    _CommitState,
+    _Committer,
+    _first_offsets,
 )
+from driftline.streams.codec import PIPELINE_ERROR, UNDEPLOYED_PIPELINE, Rejection
 
 __all__ = [
     "PipelineRuntime",
@@ -109,55 +118,11 @@ DEAD_LETTERS = Counter(
     "Messages sent to the dead-letter topic.",
     ["pipeline", "reason"],
 )
-SPLITS = Counter(
-    "driftline_worker_transaction_splits",
-    "Micro-batches served in smaller transactions after one failed for a permanent reason.",
-)
 ABORTS = Counter(
     "driftline_worker_transaction_aborts",
     "Micro-batches whose transaction was aborted (and served again).",
     ["kind"],
 )
-
-
-class RuntimeSource(Protocol):
-    """Where the worker learns which pipelines are deployed, in which version."""
-
-    def snapshot(self) -> dict[str, PipelineRuntime]:
-        """Every deployed pipeline now."""
-        ...
-
-    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
-        """Changes since the last call, without blocking; ``None`` means undeployed."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class StaticSource:
-    """A source fed by the caller (tests, embedding): ``set()`` deploys, ``set(name, None)``
-    undeploys. Thread-safe, so a test can change versions while the worker runs."""
-
-    def __init__(self, runtimes: Iterable[PipelineRuntime] = ()):
-        self._initial = {r.name: r for r in runtimes}
-        self._changes: queue.SimpleQueue[tuple[str, PipelineRuntime | None]] = queue.SimpleQueue()
-
-    def set(self, name: str, runtime: PipelineRuntime | None) -> None:
-        self._changes.put((name, runtime))
-
-    def snapshot(self) -> dict[str, PipelineRuntime]:
-        return dict(self._initial)
-
-    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
-        out = []
-        while True:
-            try:
-                out.append(self._changes.get_nowait())
-            except queue.Empty:
-                return out
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -171,95 +136,6 @@ class WorkerStats:
     aborts: int = 0
     producer_restarts: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-_TXN_TIMEOUT_S = 30.0
-#: How long sending a batch's offsets may take before the producer is deemed stuck in librdkafka
-#: (the call's own timeout is _TXN_TIMEOUT_S, but it is not always honoured).
-_OFFSETS_STALL_S = _TXN_TIMEOUT_S + 10.0
-_MAX_FUTURE_MS = 30 * 60 * 1000
-#: Room left in a record's size budget for its key and trace headers before a batch's results
-#: are measured one by one.
-_KEY_AND_TRACE_BYTES = 4096
-#: The dead letter of a message whose own dead letter did not fit keeps this much of it.
-_LAST_RESORT_BYTES = 65_536
-
-#: Kafka errors a transaction fails with that a retry of the same records cannot change.
-_PERMANENT_ERRORS = frozenset(
-    {
-        KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.INVALID_MSG_SIZE,
-        KafkaError.INVALID_RECORD,
-        KafkaError.INVALID_TIMESTAMP,
-        KafkaError._BAD_MSG,
-        KafkaError._INVALID_ARG,
-    }
-)
-
-
-def _permanent(exc: KafkaException) -> bool:
-    """Whether a failed transaction would fail again with the same records."""
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and not err.fatal() and err.code() in _PERMANENT_ERRORS
-
-
-@dataclass
-class _Batch:
-    """One micro-batch between its scoring and its commit."""
-
-    outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]
-    offsets: list[TopicPartition]
-    groups: list[list[Message]]
-    received_ns: int
-    messages: int
-
-
-@dataclass
-class _CommitState:
-    """Where the committer is with one batch: a stuck call may be given up on only while the
-    transaction cannot have been committed, i.e. before ``commit_transaction`` starts."""
-
-    started: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    committing: bool = False
-    abandoned: bool = False
-
-
-class _Committer:
-    """Runs commits in order on one daemon thread.
-
-    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, so a thread stuck
-    for good inside librdkafka would keep a stopped worker from ever exiting.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="driftline-commit", daemon=True)
-            self._thread.start()
-        future: Future[Any] = Future()
-        self._jobs.put((future, functools.partial(fn, *args)))
-        return future
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, fn = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._jobs.put(None)
-        if wait and self._thread is not None:
-            self._thread.join()
 
 
 class _Lazy(Sequence[Any]):
@@ -276,7 +152,7 @@ class _Lazy(Sequence[Any]):
         return self._fn(self._msgs[i])
 
 
-class Worker:
+class Worker(_Output, _Split):
     """Serve the requests of deployed pipelines.
 
     Parameters
@@ -416,48 +292,6 @@ class Worker:
         if topic.startswith(self._prefix) and topic.endswith(".requests"):
             return topic[len(self._prefix) : -len(".requests")]
         return topic
-
-    def _ensure_topic(self, topic: str) -> None:
-        # Producing to a missing topic inside a transaction would abort every batch after it.
-        if topic in self._known_topics:
-            return
-        from driftline.streams.control import ensure_topics
-
-        ensure_topics(self.kafka, [topic])
-        self._known_topics.add(topic)
-
-    def _admin(self) -> AdminClient:
-        if self._admin_client is None:
-            self._admin_client = AdminClient(self.kafka.client_config())
-        return self._admin_client
-
-    def _record_limit(self, topic: str) -> int:
-        """The largest record this worker can write to ``topic``: the smaller of the producer's
-        ``message.max.bytes`` and the topic's ``max.message.bytes``."""
-        limit = self._limits.get(topic)
-        if limit is None:
-            limit = int(self.kafka.kafka_options.get("message.max.bytes", PRODUCER_MAX_BYTES))
-            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-            try:
-                entries = self._admin().describe_configs([resource])[resource].result(15)
-                entry = entries.get("max.message.bytes")
-                if entry is not None and entry.value:
-                    limit = min(limit, int(entry.value))
-            except (KafkaException, ValueError) as exc:
-                # Unknown: the producer's own limit still holds; a smaller topic limit then
-                # fails a transaction, which is split until the record is found.
-                log.warning("cannot read max.message.bytes of %s (%s)", topic, exc)
-            self._limits[topic] = limit
-        return limit
-
-    def _partition_count(self, topic: str) -> int:
-        count = self._partition_counts.get(topic)
-        if count is None:
-            md = self._admin().list_topics(topic, timeout=15)
-            tmd = md.topics.get(topic)
-            count = len(tmd.partitions) if tmd is not None and tmd.error is None else 0
-            self._partition_counts[topic] = count
-        return count
 
     # ------------------------------------------------------------------ loop
     def run(self, max_idle_s: float | None = None) -> WorkerStats:
@@ -634,116 +468,6 @@ class Worker:
                 self.stats.dead_letters += 1
                 self.stats.dead_letter_reasons[rej.reason] += 1
 
-    def _produce_all(
-        self, outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]
-    ) -> None:
-        producer = self._producer
-        assert producer is not None
-        for name, topic, group, outcome in outputs:
-            if outcome is None:
-                rejected = [
-                    Rejection(
-                        i,
-                        UNDEPLOYED_PIPELINE,
-                        f"no pipeline {name!r} is deployed; deploy it, then replay this message",
-                    )
-                    for i in range(len(group))
-                ]
-            else:
-                if outcome.results:
-                    results_topic = self.kafka.topic(name, "results")
-                    self._ensure_topic(results_topic)
-                    self._check_result_sizes(results_topic, group, outcome)
-                rejected = outcome.rejected
-                if outcome.results:
-                    ids, times = outcome.ids, outcome.times
-                    # The broker rejects timestamps far in the future (Kafka 4 default: 1 h),
-                    # which would abort every retry of the batch: such rows keep their event
-                    # time in the event only, and the record gets the produce time.
-                    latest = int(time.time() * 1000) + _MAX_FUTURE_MS
-                    # Co-partitioned topics: a result goes to its request's partition number,
-                    # so each results partition keeps its requests' order and event time stays
-                    # ordered per partition for the monitor's watermark and lateness rules.
-                    n_results = self._partition_count(results_topic)
-                    same = n_results > 0 and n_results == self._partition_count(topic)
-                    # Key, record timestamp and partition of each message, then of each row.
-                    keys = list(map(Message.key, group))
-                    if None in keys or b"" in keys:
-                        keys = [
-                            key or (ids[k].encode() if k in ids else key)
-                            for k, key in enumerate(keys)
-                        ]
-                    # The record timestamp is the event time, so replay and rebuild can find a
-                    # range of event time with offsets_for_times.
-                    stamps = [
-                        t if 0 < t <= latest else 0
-                        for t in map(times.get, range(len(group)), repeat(0))
-                    ]
-                    parts = (
-                        [p or 0 for p in map(Message.partition, group)]
-                        if same
-                        else [-1] * len(group)
-                    )
-                    traces = _trace_headers(group)
-                    # Every message accepted, with as many rows: one row each, else expand.
-                    if not len(outcome.results) == len(ids) == len(group):
-                        row_msg = [k for k, _ in outcome.results]
-                        keys = [keys[k] for k in row_msg]
-                        stamps = [stamps[k] for k in row_msg]
-                        parts = [parts[k] for k in row_msg]
-                        if traces is not None:
-                            traces = [traces[k] for k in row_msg]
-                    _produce_rows(
-                        producer,
-                        results_topic,
-                        [v for _, v in outcome.results],
-                        keys,
-                        parts,
-                        stamps,
-                        traces,
-                    )
-            if rejected:
-                dl_topic = self.kafka.topic(name, "deadletter")
-                self._ensure_topic(dl_topic)
-                # A copy too large for the dead-letter topic would fail the transaction on
-                # every retry: the contract truncates it to what the topic takes.
-                limit = self._record_limit(dl_topic)
-                for rej in rejected:
-                    m = group[rej.index]
-                    dl = dead_letter(
-                        m.value(),
-                        reason=rej.reason,
-                        detail=rej.detail,
-                        topic=topic,
-                        partition=m.partition(),
-                        offset=m.offset(),
-                        key=m.key(),
-                        extra_headers=_trace_of(m.headers()),
-                        max_bytes=limit,
-                    )
-                    _produce(producer, dl_topic, dl.value, dl.key, list(dl.headers))
-
-    def _check_result_sizes(self, topic: str, group: list[Message], outcome: BatchOutcome) -> None:
-        """Dead-letter (``result_too_large``) each message with a result its topic refuses:
-        produced, it would fail the transaction on every retry."""
-        budget = self._record_limit(topic) - RECORD_OVERHEAD_BYTES
-        # Keys and trace headers are small; only a batch with a result near the limit is
-        # looked at record by record.
-        if max(map(len, (v for _, v in outcome.results))) + _KEY_AND_TRACE_BYTES <= budget:
-            return
-        over: dict[int, str] = {}
-        for k, value in outcome.results:
-            m = group[k]
-            size = record_size(m.key() or outcome.ids.get(k, "").encode(), value)
-            size += sum(len(n) + len(v or b"") for n, v in _trace_of(m.headers()))
-            if size > budget and k not in over:
-                over[k] = (
-                    f"a result of this request is {size} bytes, over the {budget}-byte limit "
-                    f"of {topic} (results repeat the request's inputs); send fewer values per "
-                    "row or raise the topic's max.message.bytes (options.max_message_bytes)"
-                )
-        outcome.reject_messages(over, RESULT_TOO_LARGE)
-
     def _deliver(self, batch: _Batch) -> None:
         """Produce a batch's output and start committing it; on failure, serve it again."""
         assert self._producer is not None and self._consumer is not None
@@ -765,117 +489,6 @@ class Worker:
         state = _CommitState()
         future = self._committer.submit(self._commit_offsets, producer, batch.offsets, meta, state)
         self._pending = (future, batch, state)
-
-    def _after_failure(
-        self,
-        exc: KafkaException,
-        groups: list[list[Message]],
-        rewind_also: list[list[Message]],
-    ) -> None:
-        """After a failed (and aborted) batch: serve it again.
-
-        A transient failure rewinds it (and ``rewind_also``, consumed meanwhile) to be read
-        again. A failure that will not change on a retry (a record too large for its topic,
-        say) would fail every retry: the batch is served in halves until the culprit is alone,
-        and that message is dead-lettered.
-        """
-        unserved = groups
-        if _permanent(exc):
-            unserved = self._serve_split([m for g in groups for m in g], exc)
-        if unserved or rewind_also:
-            # One rewind for both: each partition goes back to its earliest unserved offset.
-            self._rewind([*unserved, *rewind_also])
-
-    def _serve_split(self, msgs: list[Message], exc: KafkaException) -> list[list[Message]]:
-        """Serve ``msgs`` in ever smaller transactions; return what a transient failure left
-        unserved (to be rewound)."""
-        log.warning(
-            "a transaction of %d messages failed for a reason a retry will not change (%s); "
-            "serving them in smaller transactions to isolate the culprit",
-            len(msgs),
-            exc.args[0] if exc.args else exc,
-        )
-        SPLITS.inc()
-        self._fresh_producer()
-        todo = [msgs]
-        while todo:
-            part = todo.pop()
-            batch = self._score(part, time.perf_counter_ns())
-            err = self._deliver_now(batch)
-            if err is None:
-                self._done(batch)
-                continue
-            if not _permanent(err):
-                return [part, *reversed(todo)]
-            self._fresh_producer()
-            if len(part) > 1:
-                mid = len(part) // 2
-                todo += [part[mid:], part[:mid]]
-                continue
-            # One message whose output cannot be written even alone: its dead letter instead.
-            culprit = self._dead_batch(part[0], err)
-            err = self._deliver_now(culprit)
-            if err is not None and _permanent(err):
-                # Not even the dead letter fits (the topic's limit is smaller than it says):
-                # a small copy then.
-                self._fresh_producer()
-                dl_topic = self.kafka.topic(culprit.outputs[0][0], "deadletter")
-                self._limits[dl_topic] = min(self._record_limit(dl_topic), _LAST_RESORT_BYTES)
-                err = self._deliver_now(culprit)
-            if err is not None:
-                return [part, *reversed(todo)]
-            self._done(culprit)
-        return []
-
-    def _dead_batch(self, m: Message, exc: KafkaException) -> _Batch:
-        """A batch that dead-letters one message whose output could not be written."""
-        topic = str(m.topic())
-        name = self._pipeline_of(topic)
-        err = exc.args[0] if exc.args else exc
-        detail = (
-            f"its results or dead letter could not be written to Kafka ({err}); the other "
-            "messages of its batch were served"
-        )
-        outcome = BatchOutcome(rejected=[Rejection(0, PRODUCE_FAILED, detail)], messages=1)
-        offsets = [TopicPartition(topic, m.partition() or 0, (m.offset() or 0) + 1)]
-        return _Batch([(name, topic, [m], outcome)], offsets, [[m]], time.perf_counter_ns(), 1)
-
-    def _fresh_producer(self) -> None:
-        """A new transactional producer: after a failed transaction librdkafka may fail the
-        next one too (sequence numbers) until the producer epoch is bumped."""
-        if self.exactly_once:
-            self.stats.producer_restarts += 1
-            self._producer = self._new_producer(wait=True)
-
-    def _deliver_now(self, batch: _Batch) -> KafkaException | None:
-        """Produce and commit one batch synchronously; the error if it failed (then aborted)."""
-        assert self._producer is not None and self._consumer is not None
-        producer = self._producer
-        if not self.exactly_once:
-            try:
-                self._produce_all(batch.outputs)
-            except KafkaException as exc:
-                return exc
-            if producer.flush(_TXN_TIMEOUT_S):
-                return KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
-            try:
-                self._consumer.commit(offsets=batch.offsets, asynchronous=False)
-            except KafkaException as exc:
-                log.warning("offset commit failed (%s); results may be repeated", exc)
-            return None
-        try:
-            producer.begin_transaction()
-            self._in_txn = True
-            self._produce_all(batch.outputs)
-            producer.send_offsets_to_transaction(
-                batch.offsets, self._consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
-            )
-            self._commit(producer)
-            self._in_txn = False
-        except KafkaException as exc:
-            self._recover(exc)
-            return exc
-        return None
 
     def _commit_offsets(
         self, producer: Producer, offsets: list[TopicPartition], meta: Any, state: _CommitState
@@ -969,76 +582,6 @@ class Worker:
                 log.info("cannot rewind %s[%d]: %s", tp.topic, tp.partition, exc)
 
 
-def _produce(
-    producer: Producer,
-    topic: str,
-    value: bytes | None,
-    key: bytes | None,
-    headers: list[tuple[str, str | bytes | None]] | None = None,
-    timestamp: int = 0,
-    partition: int = -1,
-) -> None:
-    while True:
-        try:
-            if headers is None:
-                producer.produce(topic, value, key, timestamp=timestamp, partition=partition)
-            else:
-                producer.produce(
-                    topic, value, key, headers=headers, timestamp=timestamp, partition=partition
-                )
-            return
-        except BufferError:
-            # The local queue is full: let deliveries drain, then try again.
-            producer.poll(0.05)
-
-
-#: W3C trace context headers, carried from a request to its results and dead letters.
-TRACE_HEADERS = ("traceparent", "tracestate")
-
-_TraceHeaders = list[tuple[str, str | bytes | None]]
-
-
-def _trace_of(headers: Any) -> _TraceHeaders:
-    # A consumed message's headers are a list of (name, bytes) pairs, or None.
-    return [(k, v) for k, v in headers or () if k in TRACE_HEADERS]
-
-
-def _trace_headers(group: list[Message]) -> list[_TraceHeaders | None] | None:
-    """Trace context of each message, or None when no message of the batch has headers."""
-    headers = list(map(Message.headers, group))
-    if not any(headers):
-        return None
-    return [_trace_of(h) or None for h in headers]
-
-
-def _produce_rows(
-    producer: Producer,
-    topic: str,
-    values: list[bytes],
-    keys: list[bytes | None],
-    partitions: list[int],
-    timestamps: list[int],
-    traces: list[_TraceHeaders | None] | None = None,
-) -> None:
-    """Produce many records; the hot loop does nothing but the call.
-
-    Positional arguments (topic, value, key, partition, on_delivery, callback, timestamp):
-    parsing keyword arguments costs more than the rest of ``produce``.
-    """
-    produce = producer.produce
-    if traces is not None:
-        for value, key, part, ts, trace in zip(
-            values, keys, partitions, timestamps, traces, strict=True
-        ):
-            _produce(producer, topic, value, key, trace, timestamp=ts, partition=part)
-        return
-    for value, key, part, ts in zip(values, keys, partitions, timestamps, strict=True):
-        try:
-            produce(topic, value, key, part, None, None, ts)
-        except BufferError:
-            _produce(producer, topic, value, key, timestamp=ts, partition=part)
-
-
 def _default_id(m: Message) -> str:
     key = m.key()
     if key:
@@ -1051,17 +594,6 @@ def _event_times(group: list[Message]) -> list[int]:
     without a ``time``. One list per batch (most requests carry no time of their own)."""
     now = int(time.time() * 1000)
     return [ts if kind != 0 and ts > 0 else now for kind, ts in map(Message.timestamp, group)]
-
-
-def _first_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:
-    first: dict[tuple[str, int], int] = {}
-    for group in groups:
-        for m in group:
-            tp = (str(m.topic()), int(m.partition() or 0))
-            off = int(m.offset() or 0)
-            if off < first.get(tp, off + 1):
-                first[tp] = off
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
 
 def run_worker(
