@@ -244,15 +244,26 @@ def _reject_all(batch: DecodedBatch, reason: str, detail: str) -> None:
     batch.rows = batch.rows[:0]
 
 
-def _describe(values: np.ndarray) -> str:
+def _describe(values: np.ndarray) -> tuple[str, str]:
+    """What an output holds that a result cannot carry, and how to export it instead."""
+    strings = (
+        "strings",
+        "string outputs are not carried yet: train on integer class labels (e.g. with "
+        "sklearn's LabelEncoder) or export without that output",
+    )
     if values.dtype.kind == "O" and values.size:
         first = values.flat[0]
         if isinstance(first, dict):
-            return "a sequence of maps (a ZipMap of class probabilities)"
-        return f"{type(first).__name__} values"
+            return (
+                "a sequence of maps (a ZipMap of class probabilities)",
+                "export the classifier with skl2onnx options={'zipmap': False}",
+            )
+        if isinstance(first, str | bytes):
+            return strings
+        return f"{type(first).__name__} values", "export numeric tensor outputs"
     if values.dtype.kind in "US":
-        return "strings"
-    return f"{values.dtype} values"
+        return strings
+    return f"{values.dtype} values", "export numeric tensor outputs"
 
 
 def _unserializable(runtime: PipelineRuntime, outs: Mapping[str, list[np.ndarray]]) -> str | None:
@@ -264,10 +275,10 @@ def _unserializable(runtime: PipelineRuntime, outs: Mapping[str, list[np.ndarray
             names = getattr(model.runner, "output_names", None)
             label = repr(names[i]) if isinstance(names, list) and i < len(names) else f"#{i}"
             role = "shadow model" if model.shadow else "model"
+            what, fix = _describe(values)
             return (
-                f"{role} {model.name!r}: output {label} holds {_describe(values)}, which a "
-                "result event cannot carry yet; export the model with numeric tensor outputs "
-                "(skl2onnx: options={'zipmap': False}), then redeploy"
+                f"{role} {model.name!r}: output {label} holds {what}, which a result event "
+                f"cannot carry; {fix}, then redeploy"
             )
     return None
 

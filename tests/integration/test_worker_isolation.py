@@ -131,34 +131,48 @@ def _assert_served_once_in_time(
     return waits
 
 
-def test_a_zipmap_model_is_dead_lettered_and_the_other_pipeline_keeps_serving(
+def test_an_unservable_model_is_dead_lettered_and_the_other_pipelines_keep_serving(
     tmp_path: Path, unique: str, topic_factory: Callable[..., str]
 ) -> None:
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
     kafka = KafkaSettings(topic_prefix=f"test.{unique}")
-    _topics(kafka, topic_factory, "fraud", "iris")
+    _topics(kafka, topic_factory, "fraud", "iris", "digits")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 4)).astype(np.float32)
-    # skl2onnx's defaults: an int64 label and a ZipMap seq(map(int64, float)) of probabilities.
-    onx = to_onnx(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), x[:1])
-    (tmp_path / "iris.onnx").write_bytes(onx.SerializeToString())
-    iris = PipelineRuntime(
-        name="iris",
-        version="sha256:i",
-        models=(RuntimeModel("clf", "sha256:z", LoadedModel(tmp_path / "iris.onnx")),),
-        input_width=4,
-    )
+    classifiers = {}
+    # skl2onnx's defaults: a label tensor and a ZipMap seq(map) of probabilities. With string
+    # labels ("iris") the label output is strings, which a result cannot carry yet; with int
+    # labels ("digits") the ZipMap is served as one probability column per class.
+    for name, y in (
+        ("iris", np.where(x[:, 0] > 0, "setosa", "virginica")),
+        ("digits", (x[:, 0] > 0).astype(int)),
+    ):
+        onx = to_onnx(LogisticRegression().fit(x, y), x[:1])
+        (tmp_path / f"{name}.onnx").write_bytes(onx.SerializeToString())
+        classifiers[name] = PipelineRuntime(
+            name=name,
+            version=f"sha256:{name}",
+            models=(
+                RuntimeModel("clf", "sha256:z", LoadedModel(tmp_path / f"{name}.onnx", "clf")),
+            ),
+            input_width=4,
+        )
     worker = Worker(
         kafka,
         WorkerSettings(worker_group=f"g-{unique}", worker_id=unique),
-        StaticSource([_fraud(tmp_path), iris]),
-        ["fraud", "iris"],
+        StaticSource([_fraud(tmp_path), *classifiers.values()]),
+        ["fraud", "iris", "digits"],
     )
     running = _Running(worker)
     results, dead = kafka.topic("fraud", "results"), kafka.topic("iris", "deadletter")
-    collector = _Collector(kafka, [results, dead, kafka.topic("iris", "results")])
+    digits = kafka.topic("digits", "results")
+    collector = _Collector(kafka, [results, dead, kafka.topic("iris", "results"), digits])
+
+    def row(i: int) -> bytes:
+        return orjson.dumps({"tensor": x[i : i + 1].tolist()})
+
     try:
         _warm_up(kafka, collector)
         waves = [
@@ -168,11 +182,11 @@ def test_a_zipmap_model_is_dead_lettered_and_the_other_pipeline_keeps_serving(
                     for i in range(10)
                 ),
                 *(
-                    (
-                        kafka.topic("iris", "requests"),
-                        b"z%d" % (10 * w + i),
-                        orjson.dumps({"tensor": x[10 * w + i : 10 * w + i + 1].tolist()}),
-                    )
+                    (kafka.topic("iris", "requests"), b"z%d" % (10 * w + i), row(10 * w + i))
+                    for i in range(10)
+                ),
+                *(
+                    (kafka.topic("digits", "requests"), b"d%d" % (10 * w + i), row(10 * w + i))
                     for i in range(10)
                 ),
             ]
@@ -182,7 +196,11 @@ def test_a_zipmap_model_is_dead_lettered_and_the_other_pipeline_keeps_serving(
         healthy = {k: t for k, t in sent.items() if k.startswith(b"h")}
         bad = {k for k in sent if k.startswith(b"z")}
         collector.wait(
-            lambda: len(collector.of(results)) > len(healthy) and len(collector.of(dead)) >= 50
+            lambda: (
+                len(collector.of(results)) > len(healthy)
+                and len(collector.of(dead)) >= 50
+                and len(collector.of(digits)) >= 50
+            )
         )
         assert running.thread.is_alive() and running.error is None
     finally:
@@ -193,9 +211,18 @@ def test_a_zipmap_model_is_dead_lettered_and_the_other_pipeline_keeps_serving(
     assert sorted(k for k, *_ in dead_letters) == sorted(bad), "each dead-lettered exactly once"
     assert {h["driftline-error"] for _, _, h, _ in dead_letters} == {b"unserializable_output"}
     detail = dead_letters[0][2]["driftline-detail"].decode()
-    assert "'clf'" in detail and "'output_probability'" in detail and "zipmap" in detail
+    assert "'clf'" in detail and "'output_label'" in detail and "strings" in detail
     assert collector.of(kafka.topic("iris", "results")) == []
     assert worker.stats.dead_letter_reasons["unserializable_output"] == 50
+    # The int-label classifier's ZipMap is served: a label and a probability per class.
+    served = {k: orjson.loads(v or b"") for k, v, _, _ in collector.of(digits)}
+    assert sorted(served) == sorted(k for k in sent if k.startswith(b"d"))
+    label, proba = classifiers["digits"].models[0].runner.run(x[:50])
+    for i in range(50):
+        assert served[b"d%d" % i]["outputs"]["clf"] == [
+            [int(label[i, 0])],
+            proba[i].astype(np.float64).tolist(),
+        ]
 
 
 def _free_width_model(path: Path) -> Path:

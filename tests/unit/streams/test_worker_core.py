@@ -348,3 +348,61 @@ def test_reject_messages_moves_every_row_of_a_message_to_the_dead_letters(
     ]
     out.reject_messages({0: "again"}, "result_too_large")  # idempotent
     assert len(out.rejected) == 3
+
+
+def _sk_classifier(tmp_path: Path, labels: list[object], zipmap: bool) -> tuple[Path, np.ndarray]:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(60, WIDTH)).astype(np.float32)
+    x[:, 0] += np.arange(60) % len(labels)
+    y = np.array([labels[i % len(labels)] for i in range(60)])
+    onx = to_onnx(
+        LogisticRegression(max_iter=500).fit(x, y),
+        x[:1],
+        options=None if zipmap else {"zipmap": False},
+    )
+    path = tmp_path / f"clf-{zipmap}.onnx"
+    path.write_bytes(onx.SerializeToString())
+    return path, x
+
+
+def test_a_default_skl2onnx_classifier_with_int_labels_is_served(tmp_path: Path) -> None:
+    from driftline.models import LoadedModel
+
+    path, x = _sk_classifier(tmp_path, [0, 1, 2], zipmap=True)
+    plain, _ = _sk_classifier(tmp_path, [0, 1, 2], zipmap=False)
+    rt = PipelineRuntime(
+        name="iris",
+        version="sha256:v",
+        models=(RuntimeModel("clf", "sha256:c", LoadedModel(path, "clf")),),
+        validations={"not_class_2": lambda t: t[("clf", "outputs")][1][:, 2] < 0.5},
+        input_width=WIDTH,
+    )
+    values = [orjson.dumps({"id": f"r{i}", "tensor": [row]}) for i, row in enumerate(x.tolist())]
+    out = _process(rt, values)
+    assert out.rejected == [] and out.rows == 60
+    label, proba = LoadedModel(plain, "plain").run(x)
+    events = [orjson.loads(v) for _, v in out.results]
+    for i, ev in enumerate(events):
+        assert ev["outputs"]["clf"] == [[int(label[i, 0])], proba[i].astype(np.float64).tolist()]
+        assert ev["check_failures"] == (["not_class_2"] if proba[i, 2] >= 0.5 else [])
+    assert out.check_failures["not_class_2"] == int((proba[:, 2] >= 0.5).sum()) > 0
+
+
+def test_a_classifier_with_string_labels_is_dead_lettered_with_the_fix(tmp_path: Path) -> None:
+    from driftline.models import LoadedModel
+
+    path, x = _sk_classifier(tmp_path, ["setosa", "versicolor"], zipmap=True)
+    rt = PipelineRuntime(
+        name="iris",
+        version="sha256:v",
+        models=(RuntimeModel("clf", "sha256:c", LoadedModel(path, "clf")),),
+        input_width=WIDTH,
+    )
+    out = _process(rt, [orjson.dumps({"tensor": x[:2].tolist()})])
+    assert [(r.index, r.reason) for r in out.rejected] == [(0, "unserializable_output")]
+    detail = out.rejected[0].detail
+    assert "'clf'" in detail and "'output_label'" in detail and "strings" in detail
+    assert "LabelEncoder" in detail
