@@ -698,3 +698,33 @@ def test_a_consumer_error_in_a_batch_is_logged_and_the_messages_served() -> None
 def test_a_pipeline_named_twice_is_subscribed_once() -> None:
     w = Worker(KAFKA, WorkerSettings(worker_id="x"), StaticSource(), ["fraud", "fraud", "b"])
     assert w.pipelines == ["fraud", "b"]
+
+
+def test_at_least_once_a_record_the_producer_refuses_is_isolated_and_dead_lettered() -> None:
+    class Refusing(_Producer):
+        # librdkafka refuses a record over message.max.bytes in produce() itself.
+        def produce(self, topic: str, value: bytes | None = None, *a: Any, **kw: Any) -> None:
+            if topic.endswith("results") and b"666" in (value or b""):
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
+            super().produce(topic, value, *a, **kw)
+
+    producer = Refusing()
+    w, consumer = _worker(producer, "at-least-once")
+    msgs = [
+        Message(
+            topic=REQ,
+            partition=0,
+            offset=i,
+            key=b"k%d" % i,
+            value=orjson.dumps({"tensor": [[666 if i == 2 else i, 1]]}),
+        )
+        for i in range(5)
+    ]
+    w._serve(msgs)
+    assert consumer.seeks == []
+    results = [k for t, _, k, _ in producer.produced if t.endswith("results")]
+    # At least once: what was produced before the refusal may come again, none is lost.
+    assert set(results) == {b"k0", b"k1", b"k3", b"k4"}
+    dead = [(k, dict(h)["driftline-error"]) for t, _, k, h in producer.produced if "dead" in t]
+    assert dead == [(b"k2", b"produce_failed")]
+    assert max(tp.offset for c in consumer.commits for tp in c) == 5
