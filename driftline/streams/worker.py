@@ -78,7 +78,15 @@ from driftline.streams._worker_txn import (
     _Committer,
     _first_offsets,
 )
-from driftline.streams.codec import PIPELINE_ERROR, UNDEPLOYED_PIPELINE, Rejection
+from driftline.streams.codec import (
+    MODEL_ERROR,
+    PIPELINE_ERROR,
+    PRODUCE_FAILED,
+    RESULT_TOO_LARGE,
+    UNDEPLOYED_PIPELINE,
+    UNSERIALIZABLE_OUTPUT,
+    Rejection,
+)
 
 __all__ = [
     "PipelineRuntime",
@@ -91,6 +99,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("driftline.worker")
+
+#: Dead-letter reasons that say something about a pipeline (its model, its spec, its topics),
+#: not about one request: each is logged once per pipeline version.
+_PIPELINE_REASONS = frozenset(
+    {MODEL_ERROR, PIPELINE_ERROR, PRODUCE_FAILED, RESULT_TOO_LARGE, UNSERIALIZABLE_OUTPUT}
+)
 
 REQUESTS = Counter("driftline_worker_requests", "Request messages consumed.", ["pipeline"])
 ROWS = Counter("driftline_worker_rows", "Rows served (one result event each).", ["pipeline"])
@@ -186,6 +200,7 @@ class Worker(_Output, _Split):
         self._known_topics: set[str] = set()
         self._partition_counts: dict[str, int] = {}
         self._limits: dict[str, int] = {}
+        self._reported: set[tuple[str, str]] = set()
         self._admin_client: AdminClient | None = None
         self._stop = threading.Event()
         self._prefix = kafka.topic_prefix + "."
@@ -287,6 +302,7 @@ class Worker(_Output, _Split):
                 self._runtimes[name] = runtime
                 if old is None or old.version != runtime.version:
                     log.info("pipeline %s now at %s", name, runtime.version)
+                    self._reported = {r for r in self._reported if r[0] != name}
 
     def _pipeline_of(self, topic: str) -> str:
         if topic.startswith(self._prefix) and topic.endswith(".requests"):
@@ -401,7 +417,6 @@ class Worker(_Output, _Split):
             except Exception as exc:
                 # Whatever went wrong is this pipeline's: its requests go to its dead letters
                 # and every other pipeline of the batch is served.
-                log.error("pipeline %s: serving a batch failed: %r", name, exc)
                 detail = f"serving pipeline {name!r} failed: {exc!r}"[:500]
                 outcome = BatchOutcome(
                     rejected=[Rejection(i, PIPELINE_ERROR, detail) for i in range(len(group))],
@@ -467,6 +482,16 @@ class Worker(_Output, _Split):
                 DEAD_LETTERS.labels(name, rej.reason).inc()
                 self.stats.dead_letters += 1
                 self.stats.dead_letter_reasons[rej.reason] += 1
+                if rej.reason in _PIPELINE_REASONS and (name, rej.reason) not in self._reported:
+                    # One line per pipeline version and cause, not one per batch.
+                    self._reported.add((name, rej.reason))
+                    log.error(
+                        "pipeline %s: requests dead-lettered as %s: %s (further ones are "
+                        "counted in driftline_worker_dead_letters_total)",
+                        name,
+                        rej.reason,
+                        rej.detail,
+                    )
 
     def _deliver(self, batch: _Batch) -> None:
         """Produce a batch's output and start committing it; on failure, serve it again."""

@@ -539,7 +539,7 @@ class _SizeLimitedBroker(_Producer):
 def test_a_transaction_failing_for_a_permanent_reason_is_split_until_the_culprit_is_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    producer = _SizeLimitedBroker(marker=b"666")
+    producer = _SizeLimitedBroker(marker=b"[666.0,")
     w, consumer = _worker(producer)
     monkeypatch.setattr(w, "_new_producer", lambda wait=False: producer)
     msgs = [
@@ -574,7 +574,7 @@ def test_a_transaction_failing_for_a_permanent_reason_is_split_until_the_culprit
 def test_a_permanent_failure_then_a_transient_one_rewinds_what_is_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    producer = _SizeLimitedBroker(marker=b"666")
+    producer = _SizeLimitedBroker(marker=b"[666.0,")
     w, consumer = _worker(producer)
     monkeypatch.setattr(w, "_new_producer", lambda wait=False: producer)
     msgs = [
@@ -704,7 +704,7 @@ def test_at_least_once_a_record_the_producer_refuses_is_isolated_and_dead_letter
     class Refusing(_Producer):
         # librdkafka refuses a record over message.max.bytes in produce() itself.
         def produce(self, topic: str, value: bytes | None = None, *a: Any, **kw: Any) -> None:
-            if topic.endswith("results") and b"666" in (value or b""):
+            if topic.endswith("results") and b"[666.0," in (value or b""):
                 raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
             super().produce(topic, value, *a, **kw)
 
@@ -728,3 +728,32 @@ def test_at_least_once_a_record_the_producer_refuses_is_isolated_and_dead_letter
     dead = [(k, dict(h)["driftline-error"]) for t, _, k, h in producer.produced if "dead" in t]
     assert dead == [(b"k2", b"produce_failed")]
     assert max(tp.offset for c in consumer.commits for tp in c) == 5
+
+
+def test_a_pipeline_failure_is_logged_once_per_version_not_once_per_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Labels:
+        def run(self, x: np.ndarray) -> list[np.ndarray]:
+            return [np.array(["setosa"] * x.shape[0])]
+
+    def version(v: str) -> PipelineRuntime:
+        return PipelineRuntime(
+            name="fraud", version=v, models=(RuntimeModel("clf", "sha256:c", Labels()),)
+        )
+
+    producer = _Producer()
+    w, _ = _worker(producer)
+    w._apply_changes([("fraud", version("sha256:1"))])
+    request = orjson.dumps({"tensor": [[1, 2]]})
+    with caplog.at_level("ERROR", logger="driftline.worker"):
+        for offset in range(3):
+            w._serve([Message(topic=REQ, partition=0, offset=offset, key=b"k", value=request)])
+            w._finish_pending()
+        w._apply_changes([("fraud", version("sha256:2"))])  # a redeploy that still fails
+        w._serve([Message(topic=REQ, partition=0, offset=3, key=b"k", value=request)])
+        w._finish_pending()
+    lines = [r.getMessage() for r in caplog.records if r.name == "driftline.worker"]
+    assert len(lines) == 2
+    assert all("unserializable_output" in line and "'clf'" in line for line in lines)
+    assert w.stats.dead_letter_reasons["unserializable_output"] == 4
