@@ -252,12 +252,10 @@ def serve_ceiling(in_topic: str, out_topic: str, group: str, idle_s: float) -> N
 
 
 # ----------------------------------------------------------------------------- (b) driftline
-def serve_driftline(prefix: str, group: str, idle_s: float, store: str, name: str) -> None:
-    from driftline.config import KafkaSettings, WorkerSettings
+def _fraud_runtime(store: str, name: str) -> Any:
     from driftline.models import LoadedModel, ModelStore
     from driftline.spec import load_spec
     from driftline.streams._worker_source import runtime_from_canonical
-    from driftline.streams.worker import StaticSource, Worker
 
     spec = load_spec(FRAUD / "pipeline.yaml")
     models = ModelStore(store)
@@ -265,10 +263,68 @@ def serve_driftline(prefix: str, group: str, idle_s: float, store: str, name: st
         assert m.path is not None
         models.put(m.name, m.path)
     canonical = dict(spec.to_canonical(), name=name)
-    runtime = runtime_from_canonical(canonical, Path(store), lambda sha, path: LoadedModel(path))
+    return runtime_from_canonical(
+        canonical, Path(store), lambda sha, path, name: LoadedModel(path, name)
+    )
+
+
+def serve_driftline(prefix: str, group: str, idle_s: float, store: str, name: str) -> None:
+    from driftline.config import KafkaSettings, WorkerSettings
+    from driftline.streams.worker import StaticSource, Worker
+
+    runtime = _fraud_runtime(store, name)
     kafka = KafkaSettings(topic_prefix=prefix)
     settings = WorkerSettings(worker_group=group, worker_id=group)
-    Worker(kafka, settings, StaticSource([runtime]), [name]).run(max_idle_s=idle_s)
+    # The worker is one Python thread: its CPU clock over the run bounds its throughput
+    # (start-up and the final idle seconds included, so slightly more than per request).
+    cpu = time.thread_time()
+    stats = Worker(kafka, settings, StaticSource([runtime]), [name]).run(max_idle_s=idle_s)
+    cpu = time.thread_time() - cpu
+    if stats.messages:
+        print(
+            f"    driftline worker thread: {cpu / stats.messages * 1e6:.2f} µs CPU per request "
+            f"({stats.messages} requests)",
+            flush=True,
+        )
+
+
+def core_breakdown(rows: np.ndarray, store: str, batch: int = 2000) -> dict[str, float]:
+    """CPU µs per request (thread clock, best of 3) of the worker's pure core and its parts,
+    on the example pipeline, in batches as the worker serves them; no Kafka."""
+    from driftline.streams._worker_core import process_batch
+    from driftline.streams.codec import decode_requests
+
+    runtime = _fraud_runtime(store, "fraud")
+    values = [v for _, v, _ in _driftline_messages(rows, "c")]
+    batches = [values[i : i + batch] for i in range(0, len(values), batch)]
+    ids = [[f"k{i}" for i in range(len(b))] for b in batches]
+    times = [[int(time.time() * 1000)] * len(b) for b in batches]
+    matrices = [rows[i : i + batch].astype(np.float32) for i in range(0, len(rows), batch)]
+
+    def per_request(fn: Any) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t = time.thread_time()
+            for k in range(len(batches)):
+                fn(k)
+            best = min(best, time.thread_time() - t)
+        return best / len(values) * 1e6
+
+    parse = per_request(lambda k: list(map(orjson.loads, batches[k])))
+    decode = per_request(
+        lambda k: decode_requests(batches[k], width=29, default_ids=ids[k], default_times=times[k])
+    )
+    models = per_request(lambda k: [m.runner.run(matrices[k]) for m in runtime.models])
+    core = per_request(
+        lambda k: process_batch(runtime, batches[k], default_ids=ids[k], default_times=times[k])
+    )
+    return {
+        "parse": parse,
+        "matrix": decode - parse,
+        "models": models,
+        "checks_and_events": core - decode - models,
+        "core": core,
+    }
 
 
 # ----------------------------------------------------------------------------- (c) MLServer
@@ -433,6 +489,14 @@ def run(args: argparse.Namespace) -> int:
     rows = _rows(max(n, lat_n), seed=1)
     results: dict[str, dict[str, float]] = {}
     store = tempfile.mkdtemp(prefix="driftline-bench-")
+    parts = core_breakdown(rows[: min(n, 20_000)], store)
+    results["core_us_per_request"] = parts
+    print(
+        "driftline pure core, CPU per request (thread clock, batches of 2,000): "
+        f"{parts['core']:.2f} µs = parse {parts['parse']:.2f} + float matrix "
+        f"{parts['matrix']:.2f} + champion and shadow {parts['models']:.2f} + validations "
+        f"and result events {parts['checks_and_events']:.2f}"
+    )
     try:
         _send(topics["requests"], _driftline_messages(rows[:n], "t"), None)
 

@@ -333,6 +333,20 @@ class WorkerSettings(_Base):
     worker_metrics_port: int | None = Field(default=None)
     worker_intra_op_threads: int = Field(default=1, ge=0, description="0: onnxruntime decides.")
     worker_transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    worker_max_event_age_ms: int = Field(
+        default=90 * 24 * 3600 * 1000,
+        ge=0,
+        description="Requests whose event time is older than this (default 90 days) are "
+        "dead-lettered as time_out_of_range: backfills of weeks are served, a time in the "
+        "wrong unit (seconds, microseconds) or a made-up one is not.",
+    )
+    worker_max_event_skew_ms: int = Field(
+        default=24 * 3600 * 1000,
+        ge=0,
+        description="Requests whose event time is further ahead of the worker's clock than "
+        "this (default 1 day) are dead-lettered as time_out_of_range: a device with a skewed "
+        "clock is served, a year-3000 time that would hold every window open is not.",
+    )
 
 
 class MonitorSettings(_Base):

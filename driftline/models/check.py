@@ -10,11 +10,12 @@ What the worker serves today, and so what this check accepts:
 
 - one numeric input tensor (float, double, int32, int64), whose shape is fixed apart from the
   batch dimension; shadows take the champion's rows, so their input width must match;
-- numeric or boolean tensor outputs (a classifier's label and probability tensors).
+- numeric or boolean tensor outputs (a classifier's label and probability tensors), and ZipMap
+  outputs (skl2onnx's default classifier export), served as one probability column per class.
 
 Everything else is refused with the model's spec name, the reason and the fix, for example a
-scikit-learn classifier exported with skl2onnx's defaults, whose ``output_probability`` is a
-sequence of maps (convert it with ``options={id(model): {'zipmap': False}}``).
+classifier with string class labels, or a sequence output that is not a ZipMap (convert it
+with ``options={id(model): {'zipmap': False}}``).
 """
 
 from __future__ import annotations
@@ -96,19 +97,14 @@ def _input_problem(info: ModelInfo) -> str | None:
 
 def _output_problem(info: ModelInfo) -> str | None:
     for t in info.outputs:
-        if t.dtype.startswith("seq(") or t.dtype.startswith("map("):
-            return (
-                f"output {t.name!r} is a {t.dtype}, not a tensor; the worker writes numeric "
-                "tensors into results. For scikit-learn classifiers convert with "
-                "skl2onnx.to_onnx(model, X, options={id(model): {'zipmap': False}}) to get a "
-                "probability tensor"
-            )
         if t.dtype == "string":
             return (
                 f"output {t.name!r} is a string tensor; the worker writes numeric tensors into "
-                "results: train on integer class labels (0..k-1) or drop the label output "
-                "and keep the probabilities"
+                "results: train on integer class labels (0..k-1), or export without the label "
+                "output and keep the probabilities"
             )
+    # Sequences and maps are judged by running the model: a ZipMap of class probabilities
+    # (skl2onnx's default classifier export) is served as one column per class; others are not.
     return None
 
 
@@ -125,7 +121,8 @@ def _run_problem(model: object, x: np.ndarray, expected: int) -> str | None:
         if arr.dtype.kind not in "fiub":
             return (
                 f"output {name!r} comes back as {arr.dtype} values, which the worker cannot "
-                "write into results; export numeric tensor outputs"
+                "write into results; export numeric tensor outputs (for a scikit-learn "
+                "classifier: skl2onnx.to_onnx(model, X, options={id(model): {'zipmap': False}}))"
             )
         if arr.shape[0] != expected:
             return (

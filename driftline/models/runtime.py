@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,7 @@ class LoadedModel:
                 "only numeric tensor inputs are supported"
             )
         self._output_names = [t.name for t in self.info.outputs]
+        self._classes = _zipmap_classes(Path(path), self._output_names)
 
     @property
     def name(self) -> str:
@@ -85,6 +87,12 @@ class LoadedModel:
     @property
     def output_names(self) -> list[str]:
         return list(self._output_names)
+
+    @property
+    def output_classes(self) -> dict[str, list[int | str]]:
+        """Class labels of each ZipMap output (a classifier's per-class probabilities), in
+        the order of the columns :meth:`run` returns for it."""
+        return {name: list(labels) for name, labels in self._classes.items()}
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Score a batch: ``x`` has shape (n_rows, input_width); each output is (n_rows, -1)."""
@@ -110,7 +118,45 @@ class LoadedModel:
             outputs = self._session.run(self._output_names, {self._input_name: batch})
         except Exception as exc:
             raise ModelError(f"model {self.name!r} failed on a batch of {n}: {exc}") from None
-        return [np.asarray(o).reshape(n, -1) for o in outputs]
+        return [
+            _columns(o, self._classes[name], n) if name in self._classes else o.reshape(n, -1)
+            for name, o in zip(self._output_names, map(np.asarray, outputs), strict=True)
+        ]
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, sha256={self.info.sha256[:12]})"
+
+
+def _zipmap_classes(path: Path, outputs: list[str]) -> dict[str, tuple[int | str, ...]]:
+    """Class labels of each graph output produced by a ``ZipMap`` node (skl2onnx's default
+    classifier export: a sequence of ``{class: probability}`` maps, one per row)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    found: dict[str, tuple[int | str, ...]] = {}
+    for node in model.graph.node:
+        if node.op_type != "ZipMap" or node.output[0] not in outputs:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "classlabels_int64s":
+                found[node.output[0]] = tuple(int(v) for v in attribute.ints)
+            elif attribute.name == "classlabels_strings":
+                found[node.output[0]] = tuple(v.decode() for v in attribute.strings)
+    return found
+
+
+def _columns(maps: Any, classes: tuple[int | str, ...], n: int) -> np.ndarray:
+    """A ZipMap output as one probability column per class, in the node's class order.
+
+    >>> _columns([{0: 0.25, 1: 0.75}, {0: 1.0, 1: 0.0}], (0, 1), 2).tolist()
+    [[0.25, 0.75], [1.0, 0.0]]
+    """
+    rows = list(maps)
+    if len(rows) != n:
+        raise ModelError(f"a ZipMap output has {len(rows)} maps for {n} rows")
+    try:
+        return np.array([[row[c] for c in classes] for row in rows], dtype=np.float32).reshape(
+            n, len(classes)
+        )
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"a ZipMap output lacks class {exc} in some row") from None

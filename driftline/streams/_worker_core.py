@@ -16,7 +16,13 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from driftline.streams.codec import MODEL_ERROR, DecodedBatch, Rejection, decode_requests
+from driftline.streams.codec import (
+    MODEL_ERROR,
+    UNSERIALIZABLE_OUTPUT,
+    DecodedBatch,
+    Rejection,
+    decode_requests,
+)
 
 __all__ = [
     "BatchOutcome",
@@ -91,6 +97,26 @@ class BatchOutcome:
     check_failures: dict[str, int] = field(default_factory=dict)
     inference_s: float = 0.0
 
+    def reject_messages(self, details: Mapping[int, str], reason: str) -> None:
+        """Move messages (by batch index) from the results to the dead letters.
+
+        Used when the results of a served message cannot be delivered (too large for the
+        results topic, say). Messages already rejected are left as they are.
+        """
+        drop = set(details).difference(r.index for r in self.rejected)
+        if not drop:
+            return
+        kept = [(k, v) for k, v in self.results if k not in drop]
+        self.rows -= len(self.results) - len(kept)
+        self.results = kept
+        for k in drop:
+            self.ids.pop(k, None)
+            self.times.pop(k, None)
+        self.rejected = sorted(
+            [*self.rejected, *(Rejection(k, reason, details[k]) for k in drop)],
+            key=lambda r: r.index,
+        )
+
 
 def _run_all(runtime: PipelineRuntime, x: np.ndarray) -> dict[str, list[np.ndarray]]:
     n = x.shape[0]
@@ -146,6 +172,7 @@ def process_batch(
     default_times: Sequence[int],
     received_ns: int | None = None,
     max_message_bytes: int | None = None,
+    time_range: tuple[int, int] | None = None,
 ) -> BatchOutcome:
     """Serve one pipeline's micro-batch.
 
@@ -164,6 +191,9 @@ def process_batch(
         Kafka before.
     max_message_bytes:
         Size limit when the spec sets none.
+    time_range:
+        Earliest and latest accepted event time (epoch ms); others are dead-lettered as
+        ``time_out_of_range``.
     """
     t0 = time.perf_counter_ns() if received_ns is None else received_ns
     limit = runtime.max_message_bytes or max_message_bytes
@@ -175,6 +205,7 @@ def process_batch(
         input_names=runtime.input_names,
         allow_nan=runtime.allow_nan,
         max_bytes=limit,
+        time_range=time_range,
     )
     outcome = BatchOutcome(messages=len(values))
     if batch.num_rows:
@@ -189,11 +220,67 @@ def process_batch(
             rows = batch.rows
         outcome.inference_s = time.perf_counter() - t_inf
         if batch.num_rows:
+            unfit = _unserializable(runtime, outs)
+            if unfit is not None:
+                _reject_all(batch, UNSERIALIZABLE_OUTPUT, unfit)
+        if batch.num_rows:
             failures = _evaluate(runtime, rows, outs, batch, outcome)
             if batch.num_rows:
-                _build(runtime, batch, rows, outs, failures, t0, outcome)
+                try:
+                    _build(runtime, batch, rows, outs, failures, t0, outcome)
+                except (TypeError, ValueError) as exc:
+                    # orjson refuses what it cannot write; the batch's requests go to the
+                    # dead letters instead of stopping the worker on every restart.
+                    outcome.results, outcome.rows = [], 0
+                    _reject_all(batch, UNSERIALIZABLE_OUTPUT, f"results cannot be written: {exc}")
     outcome.rejected = sorted(batch.rejected, key=lambda r: r.index)
     return outcome
+
+
+def _reject_all(batch: DecodedBatch, reason: str, detail: str) -> None:
+    """Every accepted message of the batch becomes a dead letter with one reason."""
+    batch.rejected.extend(Rejection(idx, reason, detail[:500]) for idx in batch.accepted)
+    batch.accepted, batch.ids, batch.times, batch.counts = [], [], [], []
+    batch.rows = batch.rows[:0]
+
+
+def _describe(values: np.ndarray) -> tuple[str, str]:
+    """What an output holds that a result cannot carry, and how to export it instead."""
+    strings = (
+        "strings",
+        "string outputs are not carried yet: train on integer class labels (e.g. with "
+        "sklearn's LabelEncoder) or export without that output",
+    )
+    if values.dtype.kind == "O" and values.size:
+        first = values.flat[0]
+        if isinstance(first, dict):
+            return (
+                "a sequence of maps (a ZipMap of class probabilities)",
+                "export the classifier with skl2onnx options={'zipmap': False}",
+            )
+        if isinstance(first, str | bytes):
+            return strings
+        return f"{type(first).__name__} values", "export numeric tensor outputs"
+    if values.dtype.kind in "US":
+        return strings
+    return f"{values.dtype} values", "export numeric tensor outputs"
+
+
+def _unserializable(runtime: PipelineRuntime, outs: Mapping[str, list[np.ndarray]]) -> str | None:
+    """Why an output cannot go into a result event (numbers and booleans only), or None."""
+    for model in runtime.models:
+        for i, values in enumerate(outs.get(model.name, ())):
+            if values.dtype.kind in "biuf":
+                continue
+            names = getattr(model.runner, "output_names", None)
+            label = repr(names[i]) if isinstance(names, list) and i < len(names) else f"#{i}"
+            role = "shadow model" if model.shadow else "model"
+            what, fix = _describe(values)
+            return (
+                f"{role} {model.name!r}: output {label} holds {what}, which a result event "
+                f"cannot carry; {fix}, then redeploy"
+            )
+    return None
 
 
 def _evaluate(

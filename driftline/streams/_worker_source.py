@@ -8,16 +8,17 @@ between micro-batches, so a batch always finishes with the version it started wi
 from __future__ import annotations
 
 import logging
+import queue
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from driftline.config import KafkaSettings
 from driftline.streams._worker_core import PipelineRuntime, RuntimeModel, Validation
 
-__all__ = ["ControlSource", "runtime_from_canonical"]
+__all__ = ["ControlSource", "RuntimeSource", "StaticSource", "runtime_from_canonical"]
 
 log = logging.getLogger("driftline.worker")
 
@@ -34,9 +35,10 @@ def _validation(expr: Any, names: Mapping[tuple[str, str], list[str]]) -> Valida
 def runtime_from_canonical(
     canonical: Mapping[str, Any],
     model_store: Path,
-    load: Callable[[str, Path], Any],
+    load: Callable[[str, Path, str], Any],
 ) -> PipelineRuntime:
-    """Build the runtime of one deployed spec; ``load(sha256, path)`` returns a loaded model.
+    """Build the runtime of one deployed spec; ``load(sha256, path, name)`` returns the loaded
+    model, ``name`` being its name in the spec (what its errors call it).
 
     Raises :class:`~driftline.errors.SpecError` or :class:`~driftline.errors.ModelError` when
     the spec is malformed or a model is missing from the store.
@@ -54,7 +56,8 @@ def runtime_from_canonical(
             from driftline.errors import ModelError
 
             raise ModelError(f"model {m.name!r} of pipeline {spec.name!r} has no stored file")
-        models.append(RuntimeModel(m.name, f"sha256:{m.sha256}", load(m.sha256, m.path), m.shadow))
+        runner = load(m.sha256, m.path, m.name)
+        models.append(RuntimeModel(m.name, f"sha256:{m.sha256}", runner, m.shadow))
     info = spec.champion.info
     names = spec.tensor_names()
     return PipelineRuntime(
@@ -67,6 +70,46 @@ def runtime_from_canonical(
         allow_nan=spec.options.allow_nan,
         max_message_bytes=spec.options.max_message_bytes,
     )
+
+
+class RuntimeSource(Protocol):
+    """Where the worker learns which pipelines are deployed, in which version."""
+
+    def snapshot(self) -> dict[str, PipelineRuntime]:
+        """Every deployed pipeline now."""
+        ...
+
+    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
+        """Changes since the last call, without blocking; ``None`` means undeployed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StaticSource:
+    """A source fed by the caller (tests, embedding): ``set()`` deploys, ``set(name, None)``
+    undeploys. Thread-safe, so a test can change versions while the worker runs."""
+
+    def __init__(self, runtimes: Iterable[PipelineRuntime] = ()):
+        self._initial = {r.name: r for r in runtimes}
+        self._changes: queue.SimpleQueue[tuple[str, PipelineRuntime | None]] = queue.SimpleQueue()
+
+    def set(self, name: str, runtime: PipelineRuntime | None) -> None:
+        self._changes.put((name, runtime))
+
+    def snapshot(self) -> dict[str, PipelineRuntime]:
+        return dict(self._initial)
+
+    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
+        out = []
+        while True:
+            try:
+                out.append(self._changes.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        pass
 
 
 class ControlSource:
@@ -96,18 +139,23 @@ class ControlSource:
         self.model_store = Path(model_store)
         self.threads = intra_op_threads
         self.only = set(pipelines) if pipelines else None
-        self._models: dict[str, Any] = {}
+        # By file and spec name: a model's errors name it as the spec does, never by hash.
+        self._models: dict[tuple[str, str], Any] = {}
         self._current: dict[str, PipelineRuntime] = {}
         self._follower = Follower(kafka)
 
-    def _load(self, sha256: str, path: Path) -> Any:
-        model = self._models.get(sha256)
+    def _load(self, sha256: str, path: Path, name: str) -> Any:
+        model = self._models.get((sha256, name))
         if model is None:
             from driftline.models import LoadedModel
 
-            model = LoadedModel(path, intra_op_threads=max(self.threads, 1))
-            self._models[sha256] = model
+            model = LoadedModel(path, name, intra_op_threads=max(self.threads, 1))
+            self._models[(sha256, name)] = model
         return model
+
+    def deployed(self) -> set[str]:
+        """Names of every pipeline deployed on the control topic (loadable or not)."""
+        return set(self._follower.snapshot())
 
     def _build(self, name: str, doc: Mapping[str, Any] | None) -> PipelineRuntime | None:
         if doc is None:
@@ -125,9 +173,13 @@ class ControlSource:
         return runtime
 
     def _prune(self) -> None:
-        used = {m.sha256.removeprefix("sha256:") for r in self._current.values() for m in r.models}
-        for sha in [s for s in self._models if s not in used]:
-            del self._models[sha]
+        used = {
+            (m.sha256.removeprefix("sha256:"), m.name)
+            for r in self._current.values()
+            for m in r.models
+        }
+        for key in [k for k in self._models if k not in used]:
+            del self._models[key]
 
     def snapshot(self) -> dict[str, PipelineRuntime]:
         out = {}

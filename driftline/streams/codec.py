@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, Final, cast
 
@@ -39,6 +41,13 @@ NON_FINITE: Final = "non_finite"
 TOO_LARGE: Final = "too_large"
 MODEL_ERROR: Final = "model_error"
 UNDEPLOYED_PIPELINE: Final = "undeployed_pipeline"
+NUMBER_OUT_OF_RANGE: Final = "number_out_of_range"
+TOO_DEEP: Final = "too_deep"
+TIME_OUT_OF_RANGE: Final = "time_out_of_range"
+UNSERIALIZABLE_OUTPUT: Final = "unserializable_output"
+RESULT_TOO_LARGE: Final = "result_too_large"
+PIPELINE_ERROR: Final = "pipeline_error"
+PRODUCE_FAILED: Final = "produce_failed"
 
 #: Every reason code a dead letter can carry in its ``driftline-error`` header.
 REASONS: Final = (
@@ -50,7 +59,25 @@ REASONS: Final = (
     TOO_LARGE,
     MODEL_ERROR,
     UNDEPLOYED_PIPELINE,
+    NUMBER_OUT_OF_RANGE,
+    TOO_DEEP,
+    TIME_OUT_OF_RANGE,
+    UNSERIALIZABLE_OUTPUT,
+    RESULT_TOO_LARGE,
+    PIPELINE_ERROR,
+    PRODUCE_FAILED,
 )
+
+
+def _quoter() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxstring, r.maxother, r.maxlong = 3, 4, 40, 40, 40
+    return r
+
+
+#: Details quote offending values through this: bounded in length and in nesting depth, so a
+#: hostile value cannot make the quote itself expensive or recursive.
+_quote = _quoter().repr
 
 
 @dataclass(frozen=True)
@@ -102,13 +129,44 @@ class _Reject(Exception):
         self.detail = detail
 
 
+def _float_in_range(text: str) -> float:
+    x = float(text)
+    if math.isinf(x):
+        raise _Reject(
+            NUMBER_OUT_OF_RANGE,
+            f"number {text[:40]} is outside the range of a float (about ±1.8e308)",
+        )
+    return x
+
+
+#: Digits beyond which an integer cannot be a float (10**309 > the largest float).
+_MAX_INT_DIGITS: Final = 309
+
+
+def _int_in_range(text: str) -> int:
+    if len(text.lstrip("-")) >= _MAX_INT_DIGITS:
+        raise _Reject(
+            NUMBER_OUT_OF_RANGE,
+            f"a {len(text.lstrip('-'))}-digit integer ({text[:20]}...) is outside the range "
+            "of a float (about ±1.8e308)",
+        )
+    return int(text)
+
+
 def _loads(value: bytes) -> Any:
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         # Python's own json writes NaN/Infinity literals; accept them on this slow path only.
+        # Numbers are range-checked as they are parsed (orjson refuses what a float cannot
+        # hold; json would turn it into inf or a huge int), and depth is bounded.
         try:
-            return json.loads(value)
+            return json.loads(value, parse_float=_float_in_range, parse_int=_int_in_range)
+        except RecursionError:
+            raise _Reject(
+                TOO_DEEP,
+                "JSON nested too deeply; a request is an object with a list of rows",
+            ) from None
         except (ValueError, UnicodeDecodeError):
             raise _Reject(MALFORMED_JSON, f"not valid JSON: {exc}") from None
 
@@ -174,9 +232,14 @@ def _check_one(tensor: Any, width: int | None) -> np.ndarray:
     for r, row in enumerate(tensor):
         for c, x in enumerate(row):
             if not _is_number(x):
-                raise _Reject(NON_NUMERIC, f"tensor[{r}][{c}] = {x!r:.40} is not a number")
+                raise _Reject(NON_NUMERIC, f"tensor[{r}][{c}] = {_quote(x)} is not a number")
     # null means a missing value: NaN, as driftline itself writes NaN as null.
-    return np.array(tensor, dtype=np.float64)
+    try:
+        return np.array(tensor, dtype=np.float64)
+    except OverflowError:
+        raise _Reject(
+            NUMBER_OUT_OF_RANGE, "tensor holds an integer outside the range of a float"
+        ) from None
 
 
 def decode_requests(
@@ -188,6 +251,7 @@ def decode_requests(
     input_names: Sequence[str] | None = None,
     allow_nan: bool = True,
     max_bytes: int | None = None,
+    time_range: tuple[int, int] | None = None,
 ) -> DecodedBatch:
     """Decode the request messages of one pipeline's micro-batch.
 
@@ -206,6 +270,9 @@ def decode_requests(
         Whether NaN and ±inf (and ``null``) values are accepted.
     max_bytes:
         Messages larger than this are rejected as ``too_large`` before parsing.
+    time_range:
+        Earliest and latest accepted event time (epoch ms, inclusive); a message whose event
+        time (its own or its default) lies outside is rejected as ``time_out_of_range``.
 
     Examples
     --------
@@ -227,6 +294,8 @@ def decode_requests(
     tensors = _scan_batch(out, values, default_ids, default_times, limit)
     if tensors is None:
         tensors = _scan_each(out, values, default_ids, default_times, limit, input_names)
+    if time_range is not None and tensors:
+        tensors = _drop_out_of_time(out, tensors, time_range)
     if not tensors:
         return out
     # numpy silently turns JSON booleans into numbers; one search over the whole batch sends
@@ -410,3 +479,35 @@ def _drop_non_finite(out: DecodedBatch, matrix: np.ndarray) -> np.ndarray:
     out.times = [a for a, keep in zip(out.times, keep_msg.tolist(), strict=True) if keep]
     out.counts = [a for a, keep in zip(out.counts, keep_msg.tolist(), strict=True) if keep]
     return matrix[keep_msg[msg_of_row]]
+
+
+def _when(t: int) -> str:
+    try:
+        return datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "beyond any calendar date"
+
+
+def _drop_out_of_time(out: DecodedBatch, tensors: list[Any], bounds: tuple[int, int]) -> list[Any]:
+    lo, hi = bounds
+    if lo <= min(out.times) and max(out.times) <= hi:
+        return tensors
+    keep: list[int] = []
+    for k, t in enumerate(out.times):
+        if lo <= t <= hi:
+            keep.append(k)
+            continue
+        side = "before" if t < lo else "after"
+        out.rejected.append(
+            Rejection(
+                out.accepted[k],
+                TIME_OUT_OF_RANGE,
+                f"event time {t} ({_when(t)}) is {side} the accepted range "
+                f"{_when(lo)} .. {_when(hi)}; send 'time' in epoch milliseconds, or widen "
+                "DRIFTLINE_WORKER_MAX_EVENT_AGE_MS / DRIFTLINE_WORKER_MAX_EVENT_SKEW_MS",
+            )
+        )
+    out.accepted = [out.accepted[k] for k in keep]
+    out.ids = [out.ids[k] for k in keep]
+    out.times = [out.times[k] for k in keep]
+    return [tensors[k] for k in keep]

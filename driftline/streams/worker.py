@@ -20,7 +20,19 @@ Failure handling, per batch:
   coordinator's broker went away and came back (a broker restart; librdkafka issues #5456,
   #5511). The commit had not started, so nothing of the batch is committed: the stuck producer
   is left behind, a new one with the same ``transactional.id`` fences it (its transaction is
-  aborted), and both batches are rewound.
+  aborted), and both batches are rewound;
+* a failure a retry cannot change (a record over its topic's size limit) is not retried: the
+  batch is served in halves until the message at fault is alone and dead-lettered
+  (:mod:`~driftline.streams._worker_split`);
+* anything else going wrong while serving one pipeline dead-letters that pipeline's share of
+  the batch (``pipeline_error``); the other pipelines are served. The process ends only when
+  Kafka itself cannot be used.
+
+The parts: :mod:`~driftline.streams._worker_core` (pure: decode, run models, validate, build
+events), :mod:`~driftline.streams._worker_output` (result records and dead letters within
+their topics' limits), :mod:`~driftline.streams._worker_txn` (the batch on its way to its
+commit, the committer thread), :mod:`~driftline.streams._worker_split` (after a failed
+transaction) and :mod:`~driftline.streams._worker_source` (the deployed pipelines).
 
 ``guarantee="at-least-once"`` uses an idempotent, non-transactional producer and commits offsets
 after the batch's results are acknowledged: lower latency, but a crash can duplicate results.
@@ -29,10 +41,9 @@ after the batch's results are acknowledged: lower latency, but a crash can dupli
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
-import queue
+import operator
 import re
 import signal
 import threading
@@ -42,20 +53,40 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Protocol
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Histogram
 
 from driftline.config import KafkaSettings, WorkerSettings
-from driftline.errors import ServiceError
+from driftline.errors import DriftlineError, ServiceError
 from driftline.streams._worker_core import (
     BatchOutcome,
     PipelineRuntime,
     RuntimeModel,
     process_batch,
 )
-from driftline.streams.codec import UNDEPLOYED_PIPELINE, Rejection
+from driftline.streams._worker_output import _Output
+from driftline.streams._worker_source import RuntimeSource, StaticSource
+from driftline.streams._worker_split import _Split
+from driftline.streams._worker_txn import (
+    _OFFSETS_STALL_S,
+    _TXN_TIMEOUT_S,
+    _Batch,
+    _CommitState,
+    _Committer,
+    _first_offsets,
+)
+from driftline.streams.codec import (
+    MODEL_ERROR,
+    PIPELINE_ERROR,
+    PRODUCE_FAILED,
+    RESULT_TOO_LARGE,
+    UNDEPLOYED_PIPELINE,
+    UNSERIALIZABLE_OUTPUT,
+    Rejection,
+)
 
 __all__ = [
     "PipelineRuntime",
@@ -68,6 +99,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("driftline.worker")
+
+#: Dead-letter reasons that say something about a pipeline (its model, its spec, its topics),
+#: not about one request: each is logged once per pipeline version.
+_PIPELINE_REASONS = frozenset(
+    {MODEL_ERROR, PIPELINE_ERROR, PRODUCE_FAILED, RESULT_TOO_LARGE, UNSERIALIZABLE_OUTPUT}
+)
 
 REQUESTS = Counter("driftline_worker_requests", "Request messages consumed.", ["pipeline"])
 ROWS = Counter("driftline_worker_rows", "Rows served (one result event each).", ["pipeline"])
@@ -102,46 +139,6 @@ ABORTS = Counter(
 )
 
 
-class RuntimeSource(Protocol):
-    """Where the worker learns which pipelines are deployed, in which version."""
-
-    def snapshot(self) -> dict[str, PipelineRuntime]:
-        """Every deployed pipeline now."""
-        ...
-
-    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
-        """Changes since the last call, without blocking; ``None`` means undeployed."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class StaticSource:
-    """A source fed by the caller (tests, embedding): ``set()`` deploys, ``set(name, None)``
-    undeploys. Thread-safe, so a test can change versions while the worker runs."""
-
-    def __init__(self, runtimes: Iterable[PipelineRuntime] = ()):
-        self._initial = {r.name: r for r in runtimes}
-        self._changes: queue.SimpleQueue[tuple[str, PipelineRuntime | None]] = queue.SimpleQueue()
-
-    def set(self, name: str, runtime: PipelineRuntime | None) -> None:
-        self._changes.put((name, runtime))
-
-    def snapshot(self) -> dict[str, PipelineRuntime]:
-        return dict(self._initial)
-
-    def poll(self) -> list[tuple[str, PipelineRuntime | None]]:
-        out = []
-        while True:
-            try:
-                out.append(self._changes.get_nowait())
-            except queue.Empty:
-                return out
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class WorkerStats:
     """Counts since start, for tests and the CLI's exit summary."""
@@ -153,71 +150,6 @@ class WorkerStats:
     aborts: int = 0
     producer_restarts: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-_TXN_TIMEOUT_S = 30.0
-#: How long sending a batch's offsets may take before the producer is deemed stuck in librdkafka
-#: (the call's own timeout is _TXN_TIMEOUT_S, but it is not always honoured).
-_OFFSETS_STALL_S = _TXN_TIMEOUT_S + 10.0
-_MAX_FUTURE_MS = 30 * 60 * 1000
-
-
-@dataclass
-class _Batch:
-    """One micro-batch between its scoring and its commit."""
-
-    outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]
-    offsets: list[TopicPartition]
-    groups: list[list[Message]]
-    received_ns: int
-    messages: int
-
-
-@dataclass
-class _CommitState:
-    """Where the committer is with one batch: a stuck call may be given up on only while the
-    transaction cannot have been committed, i.e. before ``commit_transaction`` starts."""
-
-    started: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    committing: bool = False
-    abandoned: bool = False
-
-
-class _Committer:
-    """Runs commits in order on one daemon thread.
-
-    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, so a thread stuck
-    for good inside librdkafka would keep a stopped worker from ever exiting.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="driftline-commit", daemon=True)
-            self._thread.start()
-        future: Future[Any] = Future()
-        self._jobs.put((future, functools.partial(fn, *args)))
-        return future
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, fn = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._jobs.put(None)
-        if wait and self._thread is not None:
-            self._thread.join()
 
 
 class _Lazy(Sequence[Any]):
@@ -234,7 +166,7 @@ class _Lazy(Sequence[Any]):
         return self._fn(self._msgs[i])
 
 
-class Worker:
+class Worker(_Output, _Split):
     """Serve the requests of deployed pipelines.
 
     Parameters
@@ -260,12 +192,16 @@ class Worker:
         self.kafka = kafka
         self.settings = settings
         self.source = source
-        self.pipelines = list(pipelines) if pipelines else None
+        # Named twice is named once (a repeated topic makes the subscription invalid).
+        self.pipelines = list(dict.fromkeys(pipelines)) if pipelines else None
         self.exactly_once = settings.worker_guarantee == "exactly-once"
         self.stats = WorkerStats()
         self._runtimes: dict[str, PipelineRuntime] = {}
         self._known_topics: set[str] = set()
         self._partition_counts: dict[str, int] = {}
+        self._limits: dict[str, int] = {}
+        self._reported: set[tuple[str, str]] = set()
+        self._admin_client: AdminClient | None = None
         self._stop = threading.Event()
         self._prefix = kafka.topic_prefix + "."
         self._consumer: Consumer | None = None
@@ -366,31 +302,12 @@ class Worker:
                 self._runtimes[name] = runtime
                 if old is None or old.version != runtime.version:
                     log.info("pipeline %s now at %s", name, runtime.version)
+                    self._reported = {r for r in self._reported if r[0] != name}
 
     def _pipeline_of(self, topic: str) -> str:
         if topic.startswith(self._prefix) and topic.endswith(".requests"):
             return topic[len(self._prefix) : -len(".requests")]
         return topic
-
-    def _ensure_topic(self, topic: str) -> None:
-        # Producing to a missing topic inside a transaction would abort every batch after it.
-        if topic in self._known_topics:
-            return
-        from driftline.streams.control import ensure_topics
-
-        ensure_topics(self.kafka, [topic])
-        self._known_topics.add(topic)
-
-    def _partition_count(self, topic: str) -> int:
-        count = self._partition_counts.get(topic)
-        if count is None:
-            from confluent_kafka.admin import AdminClient
-
-            md = AdminClient(self.kafka.client_config()).list_topics(topic, timeout=15)
-            tmd = md.topics.get(topic)
-            count = len(tmd.partitions) if tmd is not None and tmd.error is None else 0
-            self._partition_counts[topic] = count
-        return count
 
     # ------------------------------------------------------------------ loop
     def run(self, max_idle_s: float | None = None) -> WorkerStats:
@@ -443,11 +360,21 @@ class Worker:
         received = time.perf_counter_ns()
         # Per-message attributes with the loops in C (map over the C methods).
         errors = list(map(Message.error, msgs))
-        if errors.count(None) != len(errors):
+        # Identity, not ==: comparing a KafkaError with None raises inside list.count.
+        if any(map(operator.is_not, errors, repeat(None))):
             for err in errors:
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
             msgs = [m for m, err in zip(msgs, errors, strict=True) if err is None]
+        batch = self._score(msgs, received)
+        # The previous batch's commit ran while this one was decoded and scored; its result
+        # decides whether this one may be produced at all.
+        if not self._finish_pending(rewind_also=batch.groups):
+            return
+        self._deliver(batch)
+
+    def _score(self, msgs: list[Message], received: int) -> _Batch:
+        """Decode and score every pipeline's share of a micro-batch."""
         topics: list[str] = list(map(Message.topic, msgs))  # type: ignore[arg-type]
         by_topic: dict[str, list[Message]]
         if topics and topics.count(topics[0]) == len(topics):
@@ -466,33 +393,39 @@ class Worker:
             )
         )
         outputs: list[tuple[str, str, list[Message], BatchOutcome | None]] = []
+        now = int(time.time() * 1000)
+        time_range = (
+            now - self.settings.worker_max_event_age_ms,
+            now + self.settings.worker_max_event_skew_ms,
+        )
         for topic, group in by_topic.items():
             name = self._pipeline_of(topic)
             runtime = self._runtimes.get(name)
             if runtime is None:
                 outputs.append((name, topic, group, None))
                 continue
-            outcome = process_batch(
-                runtime,
-                list(map(Message.value, group)),
-                default_ids=_Lazy(group, _default_id),
-                default_times=_event_times(group),
-                received_ns=received,
-                max_message_bytes=self.settings.worker_max_message_bytes,
-            )
+            try:
+                outcome = process_batch(
+                    runtime,
+                    list(map(Message.value, group)),
+                    default_ids=_Lazy(group, _default_id),
+                    default_times=_event_times(group),
+                    received_ns=received,
+                    max_message_bytes=self.settings.worker_max_message_bytes,
+                    time_range=time_range,
+                )
+            except Exception as exc:
+                # Whatever went wrong is this pipeline's: its requests go to its dead letters
+                # and every other pipeline of the batch is served.
+                detail = f"serving pipeline {name!r} failed: {exc!r}"[:500]
+                outcome = BatchOutcome(
+                    rejected=[Rejection(i, PIPELINE_ERROR, detail) for i in range(len(group))],
+                    messages=len(group),
+                )
             outputs.append((name, topic, group, outcome))
             INFERENCE.labels(name).observe(outcome.inference_s)
         offsets = [TopicPartition(t, p or 0, (o or 0) + 1) for (t, p), o in last.items()]
-        batch = _Batch(outputs, offsets, list(by_topic.values()), received, len(msgs))
-        # The previous batch's commit ran while this one was decoded and scored; its result
-        # decides whether this one may be produced at all.
-        if not self._finish_pending(rewind_also=batch.groups):
-            return
-        if self._deliver(batch):
-            if not self.exactly_once:
-                self._done(batch)
-        else:
-            self._rewind(batch.groups)
+        return _Batch(outputs, offsets, list(by_topic.values()), received, len(msgs))
 
     def _done(self, batch: _Batch) -> None:
         self._count(batch.outputs)
@@ -528,7 +461,7 @@ class Worker:
             self._done(batch)
             return True
         self._recover(exc)
-        self._rewind([*batch.groups, *(rewind_also or [])])
+        self._after_failure(exc, batch.groups, rewind_also or [])
         return False
 
     def _count(self, outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]) -> None:
@@ -549,93 +482,23 @@ class Worker:
                 DEAD_LETTERS.labels(name, rej.reason).inc()
                 self.stats.dead_letters += 1
                 self.stats.dead_letter_reasons[rej.reason] += 1
+                if rej.reason in _PIPELINE_REASONS and (name, rej.reason) not in self._reported:
+                    # One line per pipeline version and cause, not one per batch.
+                    self._reported.add((name, rej.reason))
+                    log.error(
+                        "pipeline %s: requests dead-lettered as %s: %s (further ones are "
+                        "counted in driftline_worker_dead_letters_total)",
+                        name,
+                        rej.reason,
+                        rej.detail,
+                    )
 
-    def _produce_all(
-        self, outputs: list[tuple[str, str, list[Message], BatchOutcome | None]]
-    ) -> None:
-        producer = self._producer
-        assert producer is not None
-        for name, topic, group, outcome in outputs:
-            if outcome is None:
-                rejected = [
-                    Rejection(
-                        i,
-                        UNDEPLOYED_PIPELINE,
-                        f"no pipeline {name!r} is deployed; deploy it, then replay this message",
-                    )
-                    for i in range(len(group))
-                ]
-            else:
-                rejected = outcome.rejected
-                if outcome.results:
-                    results_topic = self.kafka.topic(name, "results")
-                    self._ensure_topic(results_topic)
-                    ids, times = outcome.ids, outcome.times
-                    # The broker rejects timestamps far in the future (Kafka 4 default: 1 h),
-                    # which would abort every retry of the batch: such rows keep their event
-                    # time in the event only, and the record gets the produce time.
-                    latest = int(time.time() * 1000) + _MAX_FUTURE_MS
-                    # Co-partitioned topics: a result goes to its request's partition number,
-                    # so each results partition keeps its requests' order and event time stays
-                    # ordered per partition for the monitor's watermark and lateness rules.
-                    n_results = self._partition_count(results_topic)
-                    same = n_results > 0 and n_results == self._partition_count(topic)
-                    # Key, record timestamp and partition of each message, then of each row.
-                    keys = list(map(Message.key, group))
-                    if None in keys or b"" in keys:
-                        keys = [
-                            key or (ids[k].encode() if k in ids else key)
-                            for k, key in enumerate(keys)
-                        ]
-                    # The record timestamp is the event time, so replay and rebuild can find a
-                    # range of event time with offsets_for_times.
-                    stamps = [
-                        t if 0 < t <= latest else 0
-                        for t in map(times.get, range(len(group)), repeat(0))
-                    ]
-                    parts = (
-                        [p or 0 for p in map(Message.partition, group)]
-                        if same
-                        else [-1] * len(group)
-                    )
-                    traces = _trace_headers(group)
-                    # Every message accepted, with as many rows: one row each, else expand.
-                    if not len(outcome.results) == len(ids) == len(group):
-                        row_msg = [k for k, _ in outcome.results]
-                        keys = [keys[k] for k in row_msg]
-                        stamps = [stamps[k] for k in row_msg]
-                        parts = [parts[k] for k in row_msg]
-                        if traces is not None:
-                            traces = [traces[k] for k in row_msg]
-                    _produce_rows(
-                        producer,
-                        results_topic,
-                        [v for _, v in outcome.results],
-                        keys,
-                        parts,
-                        stamps,
-                        traces,
-                    )
-            if rejected:
-                dl_topic = self.kafka.topic(name, "deadletter")
-                self._ensure_topic(dl_topic)
-                for rej in rejected:
-                    m = group[rej.index]
-                    headers: list[tuple[str, str | bytes | None]] = [
-                        ("driftline-error", rej.reason.encode()),
-                        ("driftline-detail", rej.detail.encode("utf-8", "replace")),
-                        ("driftline-source-topic", topic.encode()),
-                        ("driftline-source-partition", str(m.partition()).encode()),
-                        ("driftline-source-offset", str(m.offset()).encode()),
-                    ]
-                    headers += _trace_of(m.headers())
-                    _produce(producer, dl_topic, m.value(), m.key(), headers)
-
-    def _deliver(self, batch: _Batch) -> bool:
-        """Produce a batch's output and start committing it; False: it must be served again."""
+    def _deliver(self, batch: _Batch) -> None:
+        """Produce a batch's output and start committing it; on failure, serve it again."""
         assert self._producer is not None and self._consumer is not None
         if not self.exactly_once:
-            return self._deliver_at_least_once(batch.outputs, batch.offsets)
+            self._deliver_at_least_once(batch)
+            return
         producer = self._producer
         try:
             producer.begin_transaction()
@@ -644,13 +507,13 @@ class Worker:
             meta = self._consumer.consumer_group_metadata()
         except KafkaException as exc:
             self._recover(exc)
-            return False
+            self._after_failure(exc, batch.groups, [])
+            return
         # Offsets and commit go to the committer thread (librdkafka releases the GIL), so the
         # next batch is decoded and scored meanwhile; it is produced only after this commit.
         state = _CommitState()
         future = self._committer.submit(self._commit_offsets, producer, batch.offsets, meta, state)
         self._pending = (future, batch, state)
-        return True
 
     def _commit_offsets(
         self, producer: Producer, offsets: list[TopicPartition], meta: Any, state: _CommitState
@@ -712,24 +575,27 @@ class Worker:
         self.stats.producer_restarts += 1
         self._producer = self._new_producer(wait=True)
 
-    def _deliver_at_least_once(
-        self,
-        outputs: list[tuple[str, str, list[Message], BatchOutcome | None]],
-        offsets: list[TopicPartition],
-    ) -> bool:
+    def _deliver_at_least_once(self, batch: _Batch) -> None:
         assert self._producer is not None and self._consumer is not None
-        self._produce_all(outputs)
+        try:
+            self._produce_all(batch.outputs)
+        except KafkaException as exc:
+            self.stats.aborts += 1
+            ABORTS.labels("produce").inc()
+            self._after_failure(exc, batch.groups, [])
+            return
         # Offsets move only after every result of the batch is acknowledged.
         remaining = self._producer.flush(_TXN_TIMEOUT_S)
         if remaining:
             ABORTS.labels("flush").inc()
             self.stats.aborts += 1
-            return False
+            self._rewind(batch.groups)
+            return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=True)
+            self._consumer.commit(offsets=batch.offsets, asynchronous=True)
         except KafkaException as exc:
             log.warning("offset commit failed (%s); results may be repeated", exc)
-        return True
+        self._done(batch)
 
     def _rewind(self, groups: Iterable[list[Message]]) -> None:
         assert self._consumer is not None
@@ -739,76 +605,6 @@ class Worker:
             except KafkaException as exc:
                 # Revoked meanwhile: the new owner starts from the committed offset.
                 log.info("cannot rewind %s[%d]: %s", tp.topic, tp.partition, exc)
-
-
-def _produce(
-    producer: Producer,
-    topic: str,
-    value: bytes | None,
-    key: bytes | None,
-    headers: list[tuple[str, str | bytes | None]] | None = None,
-    timestamp: int = 0,
-    partition: int = -1,
-) -> None:
-    while True:
-        try:
-            if headers is None:
-                producer.produce(topic, value, key, timestamp=timestamp, partition=partition)
-            else:
-                producer.produce(
-                    topic, value, key, headers=headers, timestamp=timestamp, partition=partition
-                )
-            return
-        except BufferError:
-            # The local queue is full: let deliveries drain, then try again.
-            producer.poll(0.05)
-
-
-#: W3C trace context headers, carried from a request to its results and dead letters.
-TRACE_HEADERS = ("traceparent", "tracestate")
-
-_TraceHeaders = list[tuple[str, str | bytes | None]]
-
-
-def _trace_of(headers: Any) -> _TraceHeaders:
-    # A consumed message's headers are a list of (name, bytes) pairs, or None.
-    return [(k, v) for k, v in headers or () if k in TRACE_HEADERS]
-
-
-def _trace_headers(group: list[Message]) -> list[_TraceHeaders | None] | None:
-    """Trace context of each message, or None when no message of the batch has headers."""
-    headers = list(map(Message.headers, group))
-    if not any(headers):
-        return None
-    return [_trace_of(h) or None for h in headers]
-
-
-def _produce_rows(
-    producer: Producer,
-    topic: str,
-    values: list[bytes],
-    keys: list[bytes | None],
-    partitions: list[int],
-    timestamps: list[int],
-    traces: list[_TraceHeaders | None] | None = None,
-) -> None:
-    """Produce many records; the hot loop does nothing but the call.
-
-    Positional arguments (topic, value, key, partition, on_delivery, callback, timestamp):
-    parsing keyword arguments costs more than the rest of ``produce``.
-    """
-    produce = producer.produce
-    if traces is not None:
-        for value, key, part, ts, trace in zip(
-            values, keys, partitions, timestamps, traces, strict=True
-        ):
-            _produce(producer, topic, value, key, trace, timestamp=ts, partition=part)
-        return
-    for value, key, part, ts in zip(values, keys, partitions, timestamps, strict=True):
-        try:
-            produce(topic, value, key, part, None, None, ts)
-        except BufferError:
-            _produce(producer, topic, value, key, timestamp=ts, partition=part)
 
 
 def _default_id(m: Message) -> str:
@@ -823,17 +619,6 @@ def _event_times(group: list[Message]) -> list[int]:
     without a ``time``. One list per batch (most requests carry no time of their own)."""
     now = int(time.time() * 1000)
     return [ts if kind != 0 and ts > 0 else now for kind, ts in map(Message.timestamp, group)]
-
-
-def _first_offsets(groups: Iterable[list[Message]]) -> list[TopicPartition]:
-    first: dict[tuple[str, int], int] = {}
-    for group in groups:
-        for m in group:
-            tp = (str(m.topic()), int(m.partition() or 0))
-            off = int(m.offset() or 0)
-            if off < first.get(tp, off + 1):
-                first[tp] = off
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
 
 def run_worker(
@@ -865,9 +650,22 @@ def run_worker(
     port = start_metrics_server(
         metrics_port if metrics_port is not None else ws.worker_metrics_port
     )
+    if pipelines:
+        pipelines = list(dict.fromkeys(pipelines))
     source = ControlSource(
         settings.kafka, settings.model_store, ws.worker_intra_op_threads, pipelines
     )
+    if pipelines:
+        names = source.deployed()
+        missing = [p for p in pipelines if p not in names]
+        if missing:
+            source.close()
+            known = ", ".join(sorted(names)) or "none"
+            raise DriftlineError(
+                f"--pipeline {', '.join(missing)}: not deployed (deployed: {known}); deploy it "
+                "first (`driftline deploy SPEC`), or leave out --pipeline to serve every "
+                "deployed pipeline"
+            )
     worker = Worker(settings.kafka, ws, source, pipelines)
     if log is not None:
         deployed = ", ".join(sorted(source.snapshot())) or "none yet"
@@ -876,12 +674,3 @@ def run_worker(
             + (f"; metrics on :{port}/metrics" if port else "")
         )
     return worker.run()
-
-
-if __name__ == "__main__":
-    import sys
-
-    from driftline.cli import main as _cli_main
-
-    sys.argv = ["driftline", "worker", *sys.argv[1:]]
-    _cli_main()

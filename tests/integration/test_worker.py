@@ -23,6 +23,8 @@ from driftline.streams.worker import PipelineRuntime, RuntimeModel, StaticSource
 pytestmark = pytest.mark.integration
 
 WIDTH = 29
+#: A recent event time, inside the worker's accepted range (90 days back by default).
+T0 = (int(time.time()) - 3600) * 1000
 
 
 def _model(path: Path, seed: int) -> Path:
@@ -173,7 +175,7 @@ def test_results_match_direct_inference_and_numpy_checks(env: dict[str, Any]) ->
     for i, n in enumerate(sizes):
         body = {
             "id": f"r-{i}",
-            "time": 1_700_000_000_000 + i,
+            "time": T0 + i,
             "tensor": x[start : start + n].tolist(),
         }
         messages.append((f"key-{i}".encode(), orjson.dumps(body)))
@@ -217,7 +219,7 @@ def test_results_match_direct_inference_and_numpy_checks(env: dict[str, Any]) ->
             assert ev["check_failures"] == expected
             assert ev["models"] == {"ccfraud": "sha256:champ", "fraud_base": "sha256:base"}
             assert ev["spec"] == "sha256:v1" and ev["pipeline"] == "fraud"
-            assert ev["time"] == 1_700_000_000_000 + i
+            assert ev["time"] == T0 + i
         start += n
 
 

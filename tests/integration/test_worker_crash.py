@@ -1,7 +1,9 @@
 """A worker killed with SIGKILL again and again loses and doubles nothing (DESIGN §6).
 
 Requests flow in while a worker subprocess is killed and restarted; afterwards a
-``read_committed`` reader must see exactly one result per (request id, row).
+``read_committed`` reader must see exactly one result per (request id, row). One kill lands, by
+construction, inside a transaction whose results already reached the broker: a
+``read_uncommitted`` reader sees them, a ``read_committed`` one never does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import collections
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +39,7 @@ KILLS = 6
 
 _WORKER = textwrap.dedent(
     """
+    import os
     import sys
     import time
 
@@ -44,7 +48,7 @@ _WORKER = textwrap.dedent(
     from driftline.config import KafkaSettings, WorkerSettings
     from driftline.streams.worker import PipelineRuntime, RuntimeModel, StaticSource, Worker
 
-    model_path, prefix, group, worker_id = sys.argv[1:]
+    model_path, prefix, group, worker_id, hang_flag = sys.argv[1:]
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
 
     class Runner:
@@ -64,6 +68,12 @@ _WORKER = textwrap.dedent(
         # Results reach the broker, then the commit waits: kills land inside open transactions.
         def _produce_all(self, outputs):
             super()._produce_all(outputs)
+            if os.path.exists(hang_flag):
+                # On the broker, but not committed: then wait for the kill.
+                self._producer.flush(30)
+                n = sum(len(o.results) for _, _, _, o in outputs if o is not None)
+                print(f"hanging in an open transaction after {n} results", flush=True)
+                time.sleep(3600)
             time.sleep(0.02)
 
     settings = WorkerSettings(worker_group=group, worker_id=worker_id, worker_batch_size=100)
@@ -122,13 +132,14 @@ def _produced(consumer: Consumer, topic: str) -> int:
 def _start(
     script: Path, model: Path, kafka: KafkaSettings, group: str, wid: str, log: Path
 ) -> subprocess.Popen[bytes]:
+    hang_flag = script.with_name("hang")
     env = dict(os.environ)
     env["DRIFTLINE_KAFKA_OPTIONS"] = json.dumps(
         {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
     )
     with log.open("ab") as f:
         return subprocess.Popen(
-            [sys.executable, str(script), str(model), kafka.topic_prefix, group, wid],
+            [sys.executable, str(script), str(model), kafka.topic_prefix, group, wid, hang_flag],
             stdout=f,
             stderr=subprocess.STDOUT,
             env=env,
@@ -173,6 +184,28 @@ def test_sigkill_loops_leave_exactly_one_result_per_row(
         watcher.close()
         feeder.join(120)
         assert done.is_set()
+        # The last kill lands inside an open transaction whose results reached the broker.
+        flag = script.with_name("hang")
+        flag.touch()
+        extra = Producer(kafka.client_config(**{"linger.ms": 5}))
+        for i in range(50):
+            rid = f"x{i}"
+            expected[rid] = 1
+            extra.produce(requests, orjson.dumps({"id": rid, "tensor": [[0.1] * WIDTH]}), rid)
+        assert extra.flush(30) == 0
+        deadline = time.monotonic() + 120
+        hung = None
+        while hung is None and time.monotonic() < deadline:
+            found = re.findall(
+                r"hanging in an open transaction after (\d+) results", log.read_text()
+            )
+            hung = int(found[0]) if found else None
+            time.sleep(0.1)
+        assert hung, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        flag.unlink()
+        proc = _start(script, model, kafka, group, wid, log)
         total_rows = sum(expected.values())
 
         reader = Consumer(
@@ -200,6 +233,24 @@ def test_sigkill_loops_leave_exactly_one_result_per_row(
                 if time.monotonic() - quiet_since > 3:
                     break
         reader.close()
+        # The aborted output is in the log, visible to a reader that does not skip aborted
+        # transactions: at least the hung transaction's results more than committed ones.
+        dirty = Consumer(
+            kafka.client_config(
+                **{
+                    "group.id": f"dirty-{unique}",
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_uncommitted",
+                    "enable.auto.commit": False,
+                }
+            )
+        )
+        dirty.subscribe([results])
+        uncommitted = 0
+        deadline = time.monotonic() + 120
+        while uncommitted < total_rows + hung and time.monotonic() < deadline:
+            uncommitted += sum(m.error() is None for m in dirty.consume(5000, 1.0))
+        dirty.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -207,7 +258,9 @@ def test_sigkill_loops_leave_exactly_one_result_per_row(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    assert kills >= 5
+    # Every start printed its line: the first, one per kill, one after the hung transaction.
+    assert log.read_text().count("worker up") == KILLS + 2
+    assert uncommitted >= total_rows + hung
     want = {(rid, r) for rid, n in expected.items() for r in range(n)}
     missing = want - set(seen)
     doubled = {k: c for k, c in seen.items() if c > 1}

@@ -35,30 +35,21 @@ def _spec(*models: dict[str, Any]) -> dict[str, Any]:
     return {"name": "p", "models": list(models)}
 
 
-def test_a_default_skl2onnx_classifier_is_refused_with_the_zipmap_fix(tmp_path: Path) -> None:
+def test_a_default_skl2onnx_classifier_is_accepted_its_zipmap_served_as_columns(
+    tmp_path: Path,
+) -> None:
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
-    x, y = _data()
-    path = _save(
-        to_onnx(LogisticRegression().fit(x, y), x[:1], target_opset=17), tmp_path / "m.onnx"
-    )
-    with pytest.raises(SpecError) as info:
-        spec_from_dict(_spec({"name": "clf", "path": str(path)}))
-    assert info.value.field == "models[0]"
-    text = str(info.value)
-    assert "'clf'" in text and "output_probability" in text and "zipmap" in text
-
-
-def test_the_same_classifier_without_zipmap_is_accepted(tmp_path: Path) -> None:
-    from skl2onnx import to_onnx
-    from sklearn.linear_model import LogisticRegression
+    from driftline.models import LoadedModel
 
     x, y = _data()
     clf = LogisticRegression().fit(x, y)
-    onx = to_onnx(clf, x[:1], target_opset=17, options={id(clf): {"zipmap": False}})
-    spec = spec_from_dict(_spec({"name": "clf", "path": str(_save(onx, tmp_path / "m.onnx"))}))
-    assert spec.champion.name == "clf"
+    path = _save(to_onnx(clf, x[:1], target_opset=17), tmp_path / "m.onnx")
+    spec = spec_from_dict(_spec({"name": "clf", "path": str(path)}))
+    label, proba = LoadedModel(path).run(x[:3])
+    np.testing.assert_allclose(proba, clf.predict_proba(x[:3]), rtol=1e-5)
+    assert spec.champion.name == "clf" and label.ravel().tolist() == clf.predict(x[:3]).tolist()
 
 
 def test_string_labels_are_refused(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -152,3 +153,36 @@ def test_unloadable_onnx_is_refused(tmp_path: Path) -> None:
     onnx.save(model, path)
     with pytest.raises(ModelError, match="cannot be loaded by onnxruntime"):
         inspect_model(path)
+
+
+def _classifier(tmp_path: Path, labels: list[Any], zipmap: bool) -> tuple[Path, np.ndarray]:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(90, 4)).astype(np.float32)
+    y = np.array([labels[i % len(labels)] for i in range(90)])
+    x[:, 0] += np.arange(90) % len(labels)  # separable enough to learn
+    options = None if zipmap else {"zipmap": False}
+    onx = to_onnx(LogisticRegression(max_iter=500).fit(x, y), x[:1], options=options)
+    path = tmp_path / f"clf-{zipmap}-{type(labels[0]).__name__}.onnx"
+    path.write_bytes(onx.SerializeToString())
+    return path, x
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], ["setosa", "versicolor", "virginica"]])
+def test_a_zipmap_output_becomes_one_probability_column_per_class(
+    tmp_path: Path, labels: list[Any]
+) -> None:
+    # skl2onnx's default export: a label tensor and a ZipMap seq(map) of class probabilities.
+    default, x = _classifier(tmp_path, labels, zipmap=True)
+    plain, _ = _classifier(tmp_path, labels, zipmap=False)
+    model = LoadedModel(default, "clf")
+    assert model.output_classes == {"output_probability": labels}
+    got_label, got_proba = model.run(x)
+    want_label, want_proba = LoadedModel(plain, "plain").run(x)
+    assert got_proba.shape == (90, 3) and got_proba.dtype == np.float32
+    np.testing.assert_array_equal(got_proba, want_proba)  # the same numbers, column per class
+    assert got_label.tolist() == want_label.tolist()
+    assert model.run(x[:0])[1].shape[0] == 0
+    assert LoadedModel(plain, "plain").output_classes == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -198,3 +199,100 @@ def test_batch_fast_path_decodes_exactly_as_message_by_message(
             assert fast.ids[k] == f"k{i}"
         if doc.get("time") is None:
             assert fast.times[k] == 1000 + i
+
+
+# Poisoned single messages (issue 18, findings 3): each used to raise out of decode_requests
+# (OverflowError, RecursionError) and so stop the worker on every restart.
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"tensor": [[1, 2, ' + b"9" * 400 + b"]]}", "number_out_of_range"),
+        (b'{"tensor": [[1, 2, -' + b"9" * 400 + b"]]}", "number_out_of_range"),
+        (b'{"tensor": [[1, 2, 1e400]]}', "number_out_of_range"),
+        (b'{"tensor": [[1, 2, -1e400]]}', "number_out_of_range"),
+        (b"[" * 100_000, "too_deep"),
+        (b'{"tensor": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}", "too_deep"),
+        # Deep, but within orjson's own limit: refused as a tensor, not by a recursion.
+        (b'{"tensor": [[1, 2, ' + b"[" * 1000 + b"1" + b"]" * 1000 + b"]]}", "non_numeric"),
+        (b'{"tensor": [[1, 2, 3]], "x": ' + b"7" * 5000 + b"}", "number_out_of_range"),
+    ],
+)
+def test_poisoned_messages_are_rejected_and_neighbours_survive(value: bytes, reason: str) -> None:
+    good = orjson.dumps({"tensor": [[1, 2, 3]]})
+    b = _decode([good, value, good])
+    assert [(r.index, r.reason) for r in b.rejected] == [(1, reason)]
+    assert reason in REASONS and len(b.rejected[0].detail) < 500
+    assert b.accepted == [0, 2] and b.rows.tolist() == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_a_huge_integer_reaching_the_strict_path_is_out_of_range() -> None:
+    from driftline.streams.codec import _check_one, _Reject
+
+    with pytest.raises(_Reject) as info:
+        _check_one([[1, 10**400]], 2)
+    assert info.value.reason == "number_out_of_range"
+
+
+def test_event_times_outside_the_accepted_range_are_rejected() -> None:
+    values = [
+        orjson.dumps({"time": 999, "tensor": [[1, 2, 3]]}),
+        orjson.dumps({"time": 1000, "tensor": [[1, 2, 3]]}),
+        orjson.dumps({"tensor": [[1, 2, 3]]}),  # default time 1002
+        orjson.dumps({"time": 2000, "tensor": [[1, 2, 3]]}),
+        orjson.dumps({"time": 32503680000000, "tensor": [[1, 2, 3]]}),  # year 3000
+        b'{"time": 1' + b"0" * 30 + b', "tensor": [[1, 2, 3]]}',  # no calendar date at all
+    ]
+    b = _decode(values, time_range=(1000, 2000))
+    assert b.accepted == [1, 2, 3] and b.times == [1000, 1002, 2000]
+    assert b.rows.shape == (3, 3)
+    assert [(r.index, r.reason) for r in b.rejected] == [
+        (0, "time_out_of_range"),
+        (4, "time_out_of_range"),
+        (5, "time_out_of_range"),
+    ]
+    assert "before" in b.rejected[0].detail and "3000-01-01" in b.rejected[1].detail
+    assert "DRIFTLINE_WORKER_MAX_EVENT_AGE_MS" in b.rejected[0].detail
+
+
+_any_json = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=16,
+)
+_hostile = st.one_of(
+    st.binary(max_size=48),
+    # Python's json writes NaN, Infinity and integers of any size, as a careless producer may.
+    _any_json.map(lambda v: json.dumps({"tensor": v}).encode()),
+    _any_json.map(lambda v: json.dumps({"tensor": [[1, 2, 3]], "time": v}).encode()),
+    _any_json.map(lambda v: json.dumps(v).encode()),
+    st.integers(1, 6000).map(lambda d: b'{"tensor": ' + b"[" * d + b"1" + b"]" * d + b"}"),
+    st.integers(1, 6000).map(lambda d: b"[" * d),
+    st.integers(300, 4000).map(lambda d: b'{"tensor": [[' + b"9" * d + b", 1, 2]]}"),
+    st.sampled_from(
+        [
+            b'{"tensor": [[1e400, 1, 2]]}',
+            b'{"tensor": [[-1e999, 1, 2]]}',
+            b'{"tensor": [[1, 2, 3]], "time": 1e30}',
+            b'{"tensor": [[1, 2, 3]], "time": -1e400}',
+            b'{"tensor": [[1, 2, 3]], "time": "2026-01-01"}',
+            b'{"tensor": [[1, 2, 3]], "id": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        ]
+    ),
+).map(lambda v: ("hostile", v))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_good, _hostile), min_size=1, max_size=8), st.booleans())
+def test_no_message_makes_decoding_raise_and_good_neighbours_are_kept(
+    msgs: list[tuple[str, bytes]], allow_nan: bool
+) -> None:
+    b = _decode([v for _, v in msgs], allow_nan=allow_nan, max_bytes=50_000, time_range=(0, 2**41))
+    rejected = {r.index: r for r in b.rejected}
+    assert len(rejected) == len(b.rejected)
+    assert sorted([*b.accepted, *rejected]) == list(range(len(msgs)))
+    assert all(r.reason in REASONS and 0 < len(r.detail) < 600 for r in b.rejected)
+    assert all(0 <= t <= 2**41 for t in b.times)
+    assert [i for i, (kind, _) in enumerate(msgs) if kind == "ok"] == [
+        i for i in b.accepted if msgs[i][0] == "ok"
+    ]
+    assert sum(b.counts) == b.num_rows and b.rows.shape[1] == 3

@@ -272,3 +272,137 @@ def test_row_texts_are_each_rows_own_json(
     ]
     assert _split_rows(matrix) == expected
     assert _rows_with_comma(matrix) == [e + b"]," for e in expected]
+
+
+class _ZipMap:
+    """A default skl2onnx classifier as onnxruntime returns it: int labels and, per row, a
+    dict of class probabilities (the ZipMap ``seq(map)`` output)."""
+
+    def __init__(self) -> None:
+        self.output_names = ["output_label", "output_probability"]
+
+    def run(self, x: np.ndarray) -> list[object]:
+        n = x.shape[0]
+        return [np.zeros(n, dtype=np.int64), [{0: 0.25, 1: 0.75} for _ in range(n)]]
+
+
+class _Labels:
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return [np.array(["setosa"] * x.shape[0])]
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+def test_an_output_a_result_cannot_carry_dead_letters_the_batch(
+    models: tuple[_Ort, _Ort], shadow: bool
+) -> None:
+    champ, _ = models
+    zipmap = RuntimeModel("clf", "sha256:a", _ZipMap(), shadow=shadow)  # type: ignore[arg-type]
+    healthy = RuntimeModel("champ", "sha256:b", champ, shadow=not shadow)  # type: ignore[arg-type]
+    rt = PipelineRuntime(
+        name="iris",
+        version="sha256:v",
+        models=(healthy, zipmap) if shadow else (zipmap, healthy),
+        input_width=WIDTH,
+    )
+    values, _ = _requests(np.random.default_rng(1), [1, 3, 2])
+    out = _process(rt, [*values, b"oops"])
+    assert out.results == [] and out.rows == 0
+    assert [(r.index, r.reason) for r in out.rejected] == [
+        (0, "unserializable_output"),
+        (1, "unserializable_output"),
+        (2, "unserializable_output"),
+        (3, "malformed_json"),
+    ]
+    detail = out.rejected[0].detail
+    assert "'clf'" in detail and "'output_probability'" in detail and "zipmap" in detail
+    assert "sha256" not in detail
+
+
+def test_string_label_outputs_dead_letter_the_batch() -> None:
+    rt = PipelineRuntime(
+        name="iris",
+        version="sha256:v",
+        models=(RuntimeModel("labels", "sha256:a", _Labels()),),
+        input_width=WIDTH,
+    )
+    values, _ = _requests(np.random.default_rng(2), [2])
+    out = _process(rt, values)
+    assert [(r.index, r.reason) for r in out.rejected] == [(0, "unserializable_output")]
+    assert "strings" in out.rejected[0].detail
+
+
+def test_reject_messages_moves_every_row_of_a_message_to_the_dead_letters(
+    models: tuple[_Ort, _Ort],
+) -> None:
+    rt = _runtime(*models)
+    values, _ = _requests(np.random.default_rng(3), [2, 1, 3])
+    out = _process(rt, [*values, b"oops"])
+    assert out.rows == 6
+    out.reject_messages({0: "too big", 2: "too big", 3: "already rejected"}, "result_too_large")
+    assert [k for k, _ in out.results] == [1] and out.rows == 1
+    assert set(out.ids) == {1} and set(out.times) == {1}
+    assert [(r.index, r.reason) for r in out.rejected] == [
+        (0, "result_too_large"),
+        (2, "result_too_large"),
+        (3, "malformed_json"),
+    ]
+    out.reject_messages({0: "again"}, "result_too_large")  # idempotent
+    assert len(out.rejected) == 3
+
+
+def _sk_classifier(tmp_path: Path, labels: list[object], zipmap: bool) -> tuple[Path, np.ndarray]:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(60, WIDTH)).astype(np.float32)
+    x[:, 0] += np.arange(60) % len(labels)
+    y = np.array([labels[i % len(labels)] for i in range(60)])
+    onx = to_onnx(
+        LogisticRegression(max_iter=500).fit(x, y),
+        x[:1],
+        options=None if zipmap else {"zipmap": False},
+    )
+    path = tmp_path / f"clf-{zipmap}.onnx"
+    path.write_bytes(onx.SerializeToString())
+    return path, x
+
+
+def test_a_default_skl2onnx_classifier_with_int_labels_is_served(tmp_path: Path) -> None:
+    from driftline.models import LoadedModel
+
+    path, x = _sk_classifier(tmp_path, [0, 1, 2], zipmap=True)
+    plain, _ = _sk_classifier(tmp_path, [0, 1, 2], zipmap=False)
+    rt = PipelineRuntime(
+        name="iris",
+        version="sha256:v",
+        models=(RuntimeModel("clf", "sha256:c", LoadedModel(path, "clf")),),
+        validations={"not_class_2": lambda t: t[("clf", "outputs")][1][:, 2] < 0.5},
+        input_width=WIDTH,
+    )
+    values = [orjson.dumps({"id": f"r{i}", "tensor": [row]}) for i, row in enumerate(x.tolist())]
+    out = _process(rt, values)
+    assert out.rejected == [] and out.rows == 60
+    label, proba = LoadedModel(plain, "plain").run(x)
+    events = [orjson.loads(v) for _, v in out.results]
+    for i, ev in enumerate(events):
+        assert ev["outputs"]["clf"] == [[int(label[i, 0])], proba[i].astype(np.float64).tolist()]
+        assert ev["check_failures"] == (["not_class_2"] if proba[i, 2] >= 0.5 else [])
+    assert out.check_failures["not_class_2"] == int((proba[:, 2] >= 0.5).sum()) > 0
+
+
+def test_a_classifier_with_string_labels_is_dead_lettered_with_the_fix(tmp_path: Path) -> None:
+    from driftline.models import LoadedModel
+
+    path, x = _sk_classifier(tmp_path, ["setosa", "versicolor"], zipmap=True)
+    rt = PipelineRuntime(
+        name="iris",
+        version="sha256:v",
+        models=(RuntimeModel("clf", "sha256:c", LoadedModel(path, "clf")),),
+        input_width=WIDTH,
+    )
+    out = _process(rt, [orjson.dumps({"tensor": x[:2].tolist()})])
+    assert [(r.index, r.reason) for r in out.rejected] == [(0, "unserializable_output")]
+    detail = out.rejected[0].detail
+    assert "'clf'" in detail and "'output_label'" in detail and "strings" in detail
+    assert "LabelEncoder" in detail
