@@ -9,6 +9,7 @@ feeds it messages and produces what it returns.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ __all__ = [
     "PipelineRuntime",
     "RuntimeModel",
     "Validation",
+    "WorkerStats",
     "process_batch",
 ]
 
@@ -434,3 +436,16 @@ def _build(
     outcome.ids = dict(zip(accepted, ids, strict=True))
     outcome.times = dict(zip(accepted, times, strict=True))
     outcome.rows = n
+
+
+@dataclass
+class WorkerStats:
+    """Counts since start, for tests and the CLI's exit summary."""
+
+    batches: int = 0
+    messages: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    aborts: int = 0
+    producer_restarts: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))

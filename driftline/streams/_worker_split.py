@@ -23,7 +23,7 @@ from driftline.streams._worker_txn import _LAST_RESORT_BYTES, _TXN_TIMEOUT_S, _B
 from driftline.streams.codec import PRODUCE_FAILED, Rejection
 
 if TYPE_CHECKING:
-    from driftline.streams.worker import WorkerStats
+    from driftline.streams._worker_core import WorkerStats
 
 log = logging.getLogger("driftline.worker")
 

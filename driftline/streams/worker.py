@@ -51,7 +51,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -65,6 +64,7 @@ from driftline.streams._worker_core import (
     BatchOutcome,
     PipelineRuntime,
     RuntimeModel,
+    WorkerStats,
     process_batch,
 )
 from driftline.streams._worker_output import _Output
@@ -137,19 +137,6 @@ ABORTS = Counter(
     "Micro-batches whose transaction was aborted (and served again).",
     ["kind"],
 )
-
-
-@dataclass
-class WorkerStats:
-    """Counts since start, for tests and the CLI's exit summary."""
-
-    batches: int = 0
-    messages: int = 0
-    rows: int = 0
-    dead_letters: int = 0
-    aborts: int = 0
-    producer_restarts: int = 0
-    dead_letter_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 class _Lazy(Sequence[Any]):
