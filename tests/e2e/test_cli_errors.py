@@ -242,11 +242,6 @@ def test_worker_collapses_a_repeated_pipeline_and_logs_lists_its_dead_letters(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker side: run_worker subscribes to the missing pipeline's requests topic and "
-    "ends in SystemError (exit 70); the worker's fix raises a DriftlineError naming the pipeline",
-)
 def test_worker_for_a_pipeline_that_is_not_deployed_is_a_usage_error(
     cli: Cli, env: dict[str, str]
 ) -> None:

@@ -126,7 +126,7 @@ def test_performance_lists_latest_revisions_and_history(topic_prefix: str, capsy
         (events[1]["window_end"], 0),
     ]
     assert latest[0]["metrics"]["fp"] == 1 and latest[0]["labeled"] == 1
-    printed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    printed = orjson.loads(capsys.readouterr().out)
     assert printed == latest
     assert len(cmd_performance(k, "fraud", history=True, as_json=True)) == 3
     capsys.readouterr()
