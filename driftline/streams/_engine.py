@@ -19,6 +19,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import msgspec
@@ -28,6 +29,7 @@ import orjson
 from driftline.alerts.lifecycle import AlertState, Transition, run
 from driftline.events import AssayResult, Notification
 from driftline.expressions import AlertCondition, evaluate, to_json, to_text, variables
+from driftline.streams.assay_lifecycle import AssayTransition, step_assay
 from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState, split_field
 from driftline.streams.windows import (
     bucket_start,
@@ -140,6 +142,10 @@ class AssayPlan:
     metric: str
     notify: tuple[str, ...] = ()
     scan: ScanPlan | None = None
+    for_ms: int = 0
+    repeat_ms: int = 0
+    #: Severity of the ``alert`` level; the ``warning`` level is always ``warning``.
+    severity: str = "critical"
 
     @property
     def span_ms(self) -> int:
@@ -162,6 +168,19 @@ class ScanPlan:
     test: str = "mean"
     alpha: float = 0.003
     scales: tuple[int, ...] = (1, 2, 4, 8)
+
+
+def _iso(ms: int) -> str:
+    """ISO-8601 UTC time of epoch milliseconds, as ``driftline replay`` reads it.
+
+    >>> _iso(1_700_000_000_000)
+    '2023-11-14T22:13:20Z'
+    >>> _iso(1_700_000_000_250)
+    '2023-11-14T22:13:20.250Z'
+    """
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    text = dt.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
+    return text.replace("+00:00", "Z")
 
 
 def _digest(*parts: Any) -> str:
@@ -675,11 +694,10 @@ class PipelineEngine:
             if ends.size == 0:
                 continue
             ends = ends[:MAX_WINDOWS_PER_CLOSE]
-            st = AlertState.from_dict(states.get(y.name))
-            results, st, notes = self._assay_windows(y, ends, st, wm)
+            results, ast, notes = self._assay_windows(y, ends, states.get(y.name), wm)
             out.assays.extend(results)
             out.notifications.extend(notes)
-            out.marks.append((y.name, int(ends[-1]), st.to_dict()))
+            out.marks.append((y.name, int(ends[-1]), ast))
         return out
 
     def commit(self, closed: ClosedWindows) -> None:
@@ -788,8 +806,8 @@ class PipelineEngine:
         }
 
     def _assay_windows(
-        self, y: AssayPlan, ends: np.ndarray, st: AlertState, watermark: int
-    ) -> tuple[list[AssayResult], AlertState, list[Notification]]:
+        self, y: AssayPlan, ends: np.ndarray, st: dict[str, Any] | None, watermark: int
+    ) -> tuple[list[AssayResult], dict[str, Any] | None, list[Notification]]:
         nb = y.baseline.num_fine_bins
         fields = self._hist_fields[self._hist_prefix[y.name]]
         starts, mat = self._bucket_matrix(
@@ -843,23 +861,47 @@ class PipelineEngine:
                 {"ok": 0.0, "warning": 1.0, "alert": 2.0}[status],
                 {"pipeline": self.name, "assay": y.name},
             )
-            st, transitions = run(st, [status != "ok"], [end], [score])
+            st, transitions = step_assay(st, status, end, score, y.for_ms, y.repeat_ms)
             for t in transitions:
-                notes.append(
-                    Notification(
-                        id=t.id(self.name, f"assay:{y.name}"),
-                        alert=y.name,
-                        pipeline=self.name,
-                        state=t.state,
-                        value=score,
-                        condition=f"{r.metric}({to_text(y.iopath)}) status {status}"
-                        + (" (scan)" if status != r.status else ""),
-                        window={"start": end - y.width_ms, "end": end},
-                        at=end,
-                        severity="critical" if status == "alert" else "warning",
-                        notify=list(y.notify),
-                        spec=self.spec_version,
-                        kind="assay",
-                    )
-                )
+                notes.append(self._assay_notification(y, t, r, status, total))
         return results, st, notes
+
+    def _assay_notification(
+        self, y: AssayPlan, t: AssayTransition, r: Any, status: str, total: int
+    ) -> Notification:
+        """The notification of one assay transition, with what a reader needs to act on it."""
+        thresholds = {k: float(v) for k, v in r.thresholds.items()}
+        if t.state == "resolved":
+            threshold = thresholds.get("warning", thresholds.get("alert", thresholds.get("alpha")))
+        else:
+            threshold = thresholds.get(t.level, thresholds.get("alpha", thresholds.get("alert")))
+        score = float(r.score)
+        # A replay from here starts in ok and reaches this transition with the same id.
+        since = min(t.start, t.at) - y.for_ms - self.longest_ms
+        return Notification(
+            id=t.id(self.name, y.name),
+            alert=y.name,
+            pipeline=self.name,
+            state=t.state,
+            value=score,
+            condition=f"{r.metric}({to_text(y.iopath)}) status {status}"
+            + (" (scan)" if status != r.status else ""),
+            window={"start": t.at - y.width_ms, "end": t.at},
+            at=t.at,
+            severity=y.severity if t.level == "alert" else "warning",
+            notify=list(y.notify),
+            spec=self.spec_version,
+            kind="assay",
+            details={
+                "assay_status": status,
+                "metric": str(r.metric),
+                "score": score if math.isfinite(score) else None,
+                "threshold": threshold,
+                "thresholds": thresholds,
+                "window_count": int(total),
+                "baseline_count": int(getattr(r, "baseline_count", 0) or 0),
+                "iopath": to_text(y.iopath),
+                "replay": f"driftline replay {self.name} --from {_iso(since)} "
+                f"--to {_iso(t.at)} --audit",
+            },
+        )

@@ -150,13 +150,17 @@ def cmd_alerts(settings: Settings, pipeline: str | None, limit: int, as_json: bo
         return 0
     from rich.table import Table
 
-    table = Table("at", "pipeline", "alert", "state", "value", "condition", "severity", "id")
+    # Alerts and assays share the topic: an assay's warning/alert/ok transitions show here too.
+    table = Table(
+        "at", "pipeline", "kind", "alert", "state", "value", "condition", "severity", "id"
+    )
     for r in history:
         state = r.get("state", "-")
         color = "red" if state == "firing" else "green"
         table.add_row(
             _iso(r.get("at")),
             r.get("pipeline", "-"),
+            r.get("kind", "alert"),
             r.get("alert", "-"),
             f"[{color}]{state}[/]",
             _num(r.get("value")),

@@ -203,6 +203,9 @@ def plans_from_spec(
             metric=str(y.metric),
             notify=tuple(getattr(y, "notify", ()) or ()),
             scan=_scan_plan(getattr(y, "scan", None)),
+            for_ms=int(getattr(y, "for_ms", 0) or 0),
+            repeat_ms=int(getattr(y, "repeat_ms", 0) or 0),
+            severity=str(getattr(y, "severity", "critical") or "critical"),
         )
         for name, y in sorted(spec.assays.items())
     ]

@@ -15,8 +15,8 @@ Range rules (all deterministic)
       every alert in the ``ok`` state.
 
 Audit compares those with what ``driftline.assays`` and ``driftline.notifications`` hold:
-assay results by (assay, window end) — count, score, p-value, status — and notifications by
-their deterministic id.
+assay results by (assay, window end) — count, score, p-value, status — and notifications
+(alert and assay transitions) by their deterministic id — value and severity.
 """
 
 from __future__ import annotations
@@ -247,8 +247,10 @@ def audit(settings: Settings, result: ReplayResult) -> AuditReport:
             diffs.append(
                 Difference("notification", label, "missing", live is not None, rep is not None)
             )
-        elif not _same(live.get("value"), rep.get("value")):
-            diffs.append(Difference("notification", label, "value", live["value"], rep["value"]))
+        else:
+            for f in ("value", "severity"):
+                if not _same(live.get(f), rep.get(f)):
+                    diffs.append(Difference("notification", label, f, live.get(f), rep.get(f)))
     return AuditReport(len(mine), len(my_notes), diffs)
 
 
