@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 
 from driftline.alerts.lifecycle import AlertState, Transition, run
+from driftline.errors import DriftlineError
 from driftline.events import AssayResult, Notification
 from driftline.expressions import AlertCondition, evaluate, to_json, to_text, variables
 from driftline.streams.assay_lifecycle import AssayTransition, step_assay
@@ -44,6 +45,7 @@ from driftline.streams.windows import (
 __all__ = [
     "AlertPlan",
     "AssayBaseline",
+    "AssayFailed",
     "AssayPlan",
     "Batch",
     "ClosedWindows",
@@ -66,6 +68,18 @@ class StateLost(Exception):
     def __init__(self, partitions: Sequence[int]):
         self.partitions = list(partitions)
         super().__init__(f"monitor state lost for partitions {self.partitions}")
+
+
+class AssayFailed(DriftlineError):
+    """Computing one assay's window raised: the pipeline is at fault, not the monitor.
+
+    ``assay`` names the assay and ``cause`` is the original exception.
+    """
+
+    def __init__(self, assay: str, cause: BaseException):
+        self.assay = assay
+        self.cause = cause
+        super().__init__(f"assay {assay!r}: {type(cause).__name__}: {cause}")
 
 
 class AssayBaseline(Protocol):
@@ -829,10 +843,13 @@ class PipelineEngine:
             total = int(fine.sum())
             if total == 0:
                 continue
-            r = y.baseline.compare_counts(fine)
+            try:
+                r = y.baseline.compare_counts(fine)
+                scan = self._scan(y, {s: m[i] for s, m in merged.items()}) if y.scan else None
+            except Exception as exc:  # a detector or baseline fault: this pipeline's, named
+                raise AssayFailed(y.name, exc) from exc
             score = float(r.score)
             status = r.status
-            scan = self._scan(y, {s: m[i] for s, m in merged.items()}) if y.scan else None
             if scan is not None and scan["status"] == "alert":
                 status = "alert"
             results.append(

@@ -44,9 +44,20 @@ Redis or Kafka out of reach
     goes through; nothing after it is applied or committed meanwhile, and the gauge
     ``driftline_monitor_stalled`` is 1. Late and malformed events are published, and their
     delivery awaited, before the batch is applied to Redis: a crash in between publishes
-    them again rather than never. Any other error on a batch ends the process with status
-    70 (faust would restart the agent with the next batch and lose this one); a restarted
-    monitor reads the batch again from the last committed offsets.
+    them again rather than never.
+
+One pipeline never stops the others
+    An error computing one pipeline (building its engine or baselines, folding a batch,
+    a detector raising at close) that is not Redis or Kafka failing quarantines that
+    pipeline only (:meth:`Monitor.quarantine`): an ``error`` assay result on
+    ``driftline.assays`` whose ``detail`` names pipeline, assay and cause, a
+    ``kind="error"`` notification to every target its spec declares,
+    ``driftline_monitor_pipeline_errors_total`` and ``driftline_monitor_quarantined``, one
+    log line. Its results are still read and their offsets committed, so nothing piles up;
+    deploying a new spec version resumes it. Any other error on a batch (outside every
+    pipeline) ends the process with status 70 (faust would restart the agent with the next
+    batch and lose this one); a restarted monitor reads the batch again from the last
+    committed offsets.
 """
 
 from __future__ import annotations
@@ -70,9 +81,10 @@ from prometheus_client import Counter, Gauge
 
 from driftline.config import MonitorSettings, Settings
 from driftline.errors import ServiceError
-from driftline.events import AssayResult, Notification, encode
+from driftline.events import AssayResult, Notification, encode, notification_id
 from driftline.streams._engine import (
     AlertPlan,
+    AssayFailed,
     AssayPlan,
     Batch,
     ClosedWindows,
@@ -119,6 +131,16 @@ RETRIES = Counter(
     ["cause"],
 )
 STALLED = Gauge("driftline_monitor_stalled", "1 while a batch waits for Redis or Kafka")
+PIPELINE_ERRORS = Counter(
+    "driftline_monitor_pipeline_errors",
+    "Errors that quarantined a pipeline (its spec, baseline or detector failed)",
+    ["pipeline"],
+)
+QUARANTINED = Gauge(
+    "driftline_monitor_quarantined",
+    "1 while a pipeline is quarantined after an error",
+    ["pipeline"],
+)
 
 #: Exit status of a monitor that met an unexpected error (EX_SOFTWARE).
 EXIT_BATCH_FAILED = 70
@@ -141,6 +163,47 @@ def transient(exc: BaseException) -> str | None:
             return None
         return "kafka"
     return None
+
+
+def infrastructure(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis or Kafka failing (wait, or stop) rather than one pipeline.
+
+    >>> infrastructure(redis.ConnectionError("refused")), infrastructure(ValueError("bad"))
+    (True, False)
+    """
+    if transient(exc) is not None:
+        return True
+    return isinstance(
+        exc, redis.AuthenticationError | redis.exceptions.AuthorizationError | KafkaException
+    )
+
+
+def _targets(canonical: Mapping[str, Any] | None) -> list[str]:
+    """Every notify target a canonical spec declares (alerts and assays), sorted.
+
+    >>> _targets({"alerts": {"a": {"notify": ["email:x@y.org"]}},
+    ...           "assays": {"d": {"notify": ["webhook:p", "email:x@y.org"]}}})
+    ['email:x@y.org', 'webhook:p']
+    """
+    found: set[str] = set()
+    for section in ("alerts", "assays"):
+        entries = (canonical or {}).get(section) or {}
+        if not isinstance(entries, Mapping):
+            continue
+        for entry in entries.values():
+            notify = entry.get("notify") if isinstance(entry, Mapping) else None
+            if isinstance(notify, list | tuple):
+                found.update(str(t) for t in notify)
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """Why a pipeline is not monitored until a new spec version is deployed."""
+
+    version: str
+    assay: str | None
+    cause: str
 
 
 def _metric(name: str, value: float, labels: dict[str, str]) -> None:
@@ -427,6 +490,15 @@ def history_baseline(
     return values
 
 
+def _version_of(canonical: Mapping[str, Any]) -> str:
+    from driftline.streams.control import spec_version
+
+    try:
+        return spec_version(dict(canonical))
+    except Exception:  # a spec too broken to hash is still named in the error event
+        return "unknown"
+
+
 def _time_range(baseline: Mapping[str, Any]) -> tuple[int, int]:
     from datetime import datetime
 
@@ -480,6 +552,11 @@ class Monitor:
         # Specs that could not be started because Redis or Kafka was unreachable:
         # name -> (spec, failed attempts, monotonic time of the next attempt)
         self.waiting: dict[str, tuple[Mapping[str, Any], int, float]] = {}
+        # Pipelines whose spec, baseline or detector raised: skipped (their offsets still
+        # committed) until a new spec version is deployed. Their results topics stay in
+        # ``by_topic`` so that the agent keeps reading and committing past them.
+        self.quarantined: dict[str, Quarantine] = {}
+        self.canonicals: dict[str, Mapping[str, Any]] = {}
 
     # -- pipelines
 
@@ -488,19 +565,29 @@ class Monitor:
         old = self.pipelines.pop(name, None)
         if old is not None:
             self.by_topic.pop(old.results, None)
+        if self.quarantined.pop(name, None) is not None:
+            self.by_topic.pop(self.settings.kafka.topic(name, "results"), None)
+            QUARANTINED.labels(name).set(0)
+        self.canonicals.pop(name, None)
         attempts = self.waiting.pop(name, (None, 0, 0.0))[1]
         if canonical is None:
             log.info("pipeline %s undeployed", name)
             return
+        self.canonicals[name] = canonical
         try:
-            engine, _spec = build_engine(
-                self.settings, canonical, self.client, base_dir=self.base_dir
-            )
+            try:
+                engine, _spec = build_engine(
+                    self.settings, canonical, self.client, base_dir=self.base_dir
+                )
+            except Exception as exc:
+                if infrastructure(exc):
+                    raise
+                self.quarantine(name, exc, _version_of(canonical))
+                return
         except Exception as exc:
             cause = transient(exc)
             if cause is None:
-                log.exception("pipeline %s: cannot monitor this spec", name)
-                return
+                raise
             # Redis starting after the monitor (compose, a failover) must not drop the spec.
             self.waiting[name] = (
                 canonical,
@@ -548,10 +635,90 @@ class Monitor:
     # -- batches
 
     def handle(self, topic: str, records: Sequence[tuple[int, int, bytes]]) -> ClosedWindows | None:
-        """Apply one micro-batch of ``(partition, offset, value)`` records of a results topic."""
+        """Apply one micro-batch of ``(partition, offset, value)`` records of a results topic.
+
+        A quarantined pipeline's batch is skipped (the caller commits it all the same); an
+        error of the pipeline itself quarantines it (see :meth:`quarantine`); Redis or Kafka
+        failing raises, for the caller to wait and try again.
+        """
         name = self.by_topic.get(topic)
-        if name is None or not records:
+        if name is None or not records or name in self.quarantined:
             return None
+        try:
+            return self._handle(name, topic, records)
+        except Exception as exc:
+            if infrastructure(exc):
+                raise
+            self.quarantine(name, exc)
+            return None
+
+    def quarantine(self, name: str, exc: BaseException, version: str | None = None) -> None:
+        """Stop monitoring one pipeline after an error of its own, and say so everywhere.
+
+        Publishes an ``error`` assay result (``detail`` names pipeline, assay and cause) and a
+        ``kind="error"`` notification to every target the spec declares, counts the error,
+        sets the quarantine gauge and logs one line. The pipeline's results are skipped
+        (and committed) until a new spec version is deployed. Raises only when publishing
+        fails (Redis or Kafka), so that the caller tries again.
+        """
+        w = self.pipelines.get(name)
+        version = version or (w.engine.spec_version if w is not None else "unknown")
+        assay = exc.assay if isinstance(exc, AssayFailed) else None
+        root = exc.cause if isinstance(exc, AssayFailed) else exc
+        cause = f"{type(root).__name__}: {str(root)[:500]}"
+        where = f"pipeline {name!r}" + (f", assay {assay!r}" if assay else "")
+        detail = (
+            f"{where} (spec {version}) is not monitored: {cause}; "
+            "fix the spec and deploy it again to resume"
+        )
+        now = int(time.time() * 1000)
+        event = AssayResult(
+            pipeline=name,
+            assay=assay or "",
+            iopath="",
+            window_start=now,
+            window_end=now,
+            count=0,
+            metric="",
+            score=float("nan"),
+            p_value=None,
+            status="error",
+            thresholds={},
+            edges=[],
+            baseline_densities=[],
+            window_densities=[],
+            spec=version,
+            detail=detail,
+        )
+        note = Notification(
+            # one id per spec version and assay: a restart meeting the error again is de-duplicated
+            id=notification_id(name, f"error:{assay or ''}", 0, version),
+            alert=assay or "pipeline",
+            pipeline=name,
+            state="firing",
+            value=float("nan"),
+            condition=detail,
+            window={"start": now, "end": now},
+            at=now,
+            severity="critical",
+            notify=_targets(self.canonicals.get(name)),
+            spec=version,
+            kind="error",
+            details={"assay": assay, "cause": cause, "detail": detail},
+        )
+        self.emit([event], [note])
+        if w is not None:
+            self.pipelines.pop(name, None)
+        self.by_topic[self.settings.kafka.topic(name, "results")] = name
+        self.quarantined[name] = Quarantine(version, assay, cause)
+        PIPELINE_ERRORS.labels(name).inc()
+        QUARANTINED.labels(name).set(1)
+        log.error("%s", detail)
+        log.debug("pipeline %s: the error that quarantined it", name, exc_info=exc)
+
+    def _handle(
+        self, name: str, topic: str, records: Sequence[tuple[int, int, bytes]]
+    ) -> ClosedWindows | None:
         w = self.pipelines[name]
         batch = Batch.of(topic, records)
         firsts = batch.first_offsets()
@@ -691,12 +858,17 @@ class Monitor:
         for name, w in list(self.pipelines.items()):
             if (wall - w.last_event_wall) * 1000 < w.idle_close_ms:
                 continue
-            progress = w.engine.state.snapshot().max_times
-            if progress != w.seen_max:
-                w.seen_max = progress
-                w.last_event_wall = wall
-                continue
-            self.close(name, floor=now - w.engine.lateness_ms)
+            try:
+                progress = w.engine.state.snapshot().max_times
+                if progress != w.seen_max:
+                    w.seen_max = progress
+                    w.last_event_wall = wall
+                    continue
+                self.close(name, floor=now - w.engine.lateness_ms)
+            except Exception as exc:
+                if infrastructure(exc):
+                    raise
+                self.quarantine(name, exc)
 
     # -- recovery
 
