@@ -488,13 +488,20 @@ class PipelineEngine:
     # ------------------------------------------------------------------ ingest
 
     def ingest(
-        self, batch: Batch, before_apply: Callable[[IngestReport], None] | None = None
+        self,
+        batch: Batch,
+        before_apply: Callable[[IngestReport], None] | None = None,
+        bounds: tuple[int, int] | None = None,
     ) -> IngestReport:
         """Fold one batch into Redis (one script call; retried once if offsets moved).
 
         ``before_apply`` gets the report (late and malformed events) before the script runs:
         once Redis holds the batch's offsets a redelivery skips it, so anything published
         about those events must be out before then (at least once).
+
+        ``bounds`` = ``(lo, hi)``: events with a time outside ``[lo, hi]`` are refused
+        (reason ``time_out_of_range``) before they count for lateness or any window; the
+        live monitor passes bounds around the wall clock, replay around its range end.
 
         Raises :class:`StateLost` when Redis lost offsets this engine had applied.
         """
@@ -505,7 +512,7 @@ class PipelineEngine:
             work = batch.select(fresh) if report.skipped else batch
             if len(work) == 0:
                 return report
-            guards, deltas, min_time, rep = self._fold(work)
+            guards, deltas, min_time, rep = self._fold(work, bounds)
             if before_apply is not None and (rep.late or rep.dead):
                 before_apply(rep)
             result = self.state.apply(guards, deltas, min_time, self.ttl_s, cutoff=self._cutoff())
@@ -531,13 +538,18 @@ class PipelineEngine:
         return keep
 
     def _fold(
-        self, batch: Batch
+        self, batch: Batch, bounds: tuple[int, int] | None = None
     ) -> tuple[list[Guard], dict[str, BucketDelta], int | None, IngestReport]:
         rep = IngestReport()
         docs, ok, reasons = _decode(batch.values, self._with_inputs)
         times = np.fromiter(
             (0 if d is None else d.time for d in docs), dtype=np.int64, count=len(docs)
         )
+        if bounds is not None:
+            out = ok & ((times < bounds[0]) | (times > bounds[1]))
+            for pos in np.flatnonzero(out).tolist():
+                ok[pos] = False
+                reasons[pos] = "time_out_of_range"
         late = np.zeros(len(batch), dtype=bool)
         guards: list[Guard] = []
         new_max: dict[int, int] = {}
@@ -692,10 +704,11 @@ class PipelineEngine:
         if wm is None:  # a partition has seen nothing yet: no window can close
             return out
         for a in self.alerts:
-            ends = window_ends(emitted.get(a.name), self.first, wm, a.interval_ms)
+            ends = window_ends(
+                emitted.get(a.name), self.first, wm, a.interval_ms, MAX_WINDOWS_PER_CLOSE
+            )
             if ends.size == 0:
                 continue
-            ends = ends[:MAX_WINDOWS_PER_CLOSE]
             values = self._alert_values(a, ends, wm)
             holds = np.array([a.condition.holds(float(v)) for v in values], dtype=bool)
             st = AlertState.from_dict(states.get(a.name))
@@ -704,10 +717,11 @@ class PipelineEngine:
                 out.notifications.append(self._notification(a, t))
             out.marks.append((a.name, int(ends[-1]), st.to_dict()))
         for y in self.assays:
-            ends = window_ends(emitted.get(y.name), self.first, wm, y.interval_ms)
+            ends = window_ends(
+                emitted.get(y.name), self.first, wm, y.interval_ms, MAX_WINDOWS_PER_CLOSE
+            )
             if ends.size == 0:
                 continue
-            ends = ends[:MAX_WINDOWS_PER_CLOSE]
             results, ast, notes = self._assay_windows(y, ends, states.get(y.name), wm)
             out.assays.extend(results)
             out.notifications.extend(notes)

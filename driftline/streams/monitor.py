@@ -27,11 +27,16 @@ Following pipelines
     results channel, then asks faust to resubscribe. The control topic itself is the initial
     member of that list (faust needs a non-empty subscription); its messages are ignored there.
 
-Idle pipelines
-    When a pipeline receives nothing for ``idle_close`` (default: its shortest interval) of
-    wall-clock time, its watermark is raised to ``now - lateness`` so windows close and alerts
-    resolve. This is the one wall-clock rule; replay closes every window ending at or before
-    the end of its range instead.
+Watermarks and idle pipelines
+    A pipeline's watermark comes from its own events (see :mod:`driftline.streams.windows`):
+    one that has seen no event closes nothing, and a backfill hours or days old gets all its
+    windows. When a pipeline receives nothing for ``idle_close`` (default: its shortest
+    interval) of wall-clock time, its watermark advances from its latest event time by the
+    wall time elapsed since that event arrived, so windows close and alerts resolve. This is
+    the one wall-clock rule; replay closes every window ending at or before the end of its
+    range instead. Events dated outside ``[now - monitor_max_event_age_ms, now +
+    monitor_max_event_skew_ms]`` (90 days, 1 day) go to ``<p>.deadletter`` as
+    ``time_out_of_range`` and never move a watermark.
 
 Losing Redis
     Redis holds nothing the results topics cannot give back. When it comes back empty or from
@@ -95,6 +100,7 @@ from driftline.streams._engine import (
     StateLost,
 )
 from driftline.streams.state import RedisState, split_field
+from driftline.streams.windows import idle_floor
 
 __all__ = [
     "Monitor",
@@ -286,8 +292,14 @@ def read_range(
     on_batch: Callable[[Batch], None],
     batch_size: int = 5000,
     timeout_s: float = 60.0,
+    stop_at_ms: int | None = None,
 ) -> int:
     """Read ``[start[p], stop[p])`` of each partition (read_committed), in batches; returns count.
+
+    With ``stop_at_ms``, a partition also ends before its first record whose timestamp is at
+    or after it. Unlike an offset from ``offsets_for_times``, this ignores transaction
+    markers, which carry the broker's clock: after a backfill (records stamped days ago)
+    the first marker would end the range before the data.
 
     Uses its own throw-away consumer group and never commits, so production offsets stay as
     they are.
@@ -327,6 +339,9 @@ def read_range(
                     continue
                 off = int(m.offset() or 0)
                 if off >= todo[p][1]:
+                    remaining.discard(p)
+                    continue
+                if stop_at_ms is not None and m.timestamp()[1] >= stop_at_ms:
                     remaining.discard(p)
                     continue
                 rows.append((p, off, m.value() or b""))
@@ -733,11 +748,12 @@ class Monitor:
         def set_aside(rep: IngestReport) -> None:
             self._set_aside(w, topic, rep)
 
+        bounds = self.time_bounds()
         try:
-            rep = w.engine.ingest(batch, set_aside)
+            rep = w.engine.ingest(batch, set_aside, bounds)
         except StateLost:
             self.rebuild_lost(w, firsts)
-            rep = w.engine.ingest(batch, set_aside)
+            rep = w.engine.ingest(batch, set_aside, bounds)
         w.last_event_wall = time.monotonic()
         EVENTS.labels(name).inc(len(batch))
         BATCHES.labels(name).inc()
@@ -847,14 +863,17 @@ class Monitor:
         if left or errors:
             raise KafkaException(f"could not publish monitor output: {errors or left}")
 
-    def tick(self, now_ms: int | None = None) -> None:
-        """Idle close: raise the watermark of pipelines that got nothing for ``idle_close``.
+    def tick(self) -> None:
+        """Idle close: advance the watermark of pipelines that got nothing for ``idle_close``.
 
         "Nothing" means no event in any partition, including partitions other monitor
-        processes own: their progress shows in the per-partition max times in Redis.
+        processes own: their progress shows in the per-partition max times in Redis. The
+        floor is the pipeline's own latest event time - lateness + the wall time elapsed
+        since it arrived (:func:`~driftline.streams.windows.idle_floor`), never the wall
+        clock itself: a pipeline that has seen no event closes nothing, and a backfill days
+        old closes its windows as its own events and idleness say.
         """
         wall = time.monotonic()
-        now = int(time.time() * 1000) if now_ms is None else now_ms
         for name, w in list(self.pipelines.items()):
             if (wall - w.last_event_wall) * 1000 < w.idle_close_ms:
                 continue
@@ -864,11 +883,20 @@ class Monitor:
                     w.seen_max = progress
                     w.last_event_wall = wall
                     continue
-                self.close(name, floor=now - w.engine.lateness_ms)
+                idle_ms = int((wall - w.last_event_wall) * 1000)
+                floor = idle_floor(progress, w.engine.lateness_ms, idle_ms)
+                if floor is not None:
+                    self.close(name, floor=floor)
             except Exception as exc:
                 if infrastructure(exc):
                     raise
                 self.quarantine(name, exc)
+
+    def time_bounds(self) -> tuple[int, int]:
+        """Event times the monitor accepts now: ``[now - max_age, now + max_skew]``."""
+        now = int(time.time() * 1000)
+        ms = self.msettings
+        return now - ms.monitor_max_event_age_ms, now + ms.monitor_max_event_skew_ms
 
     # -- recovery
 
@@ -904,8 +932,10 @@ class Monitor:
             start,
         )
 
+        bounds = self.time_bounds()
+
         def on_batch(b: Batch) -> None:
-            engine.ingest(b)
+            engine.ingest(b, bounds=bounds)
 
         n = read_range(self.settings, w.results, start, stop, on_batch)
         horizon = None

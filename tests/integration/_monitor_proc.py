@@ -108,11 +108,11 @@ def main(path: str) -> None:
         tick = monitor.tick
         ticks = [0]
 
-        def failing_tick(now_ms: int | None = None) -> None:
+        def failing_tick() -> None:
             ticks[0] += 1
             if ticks[0] == 1:  # stands for a bug met in housekeeping
                 raise RuntimeError("injected failure in housekeeping")
-            tick(now_ms)
+            tick()
 
         monitor.tick = failing_tick  # type: ignore[method-assign]
     app = create_app(monitor, follower=_NoControl())

@@ -236,10 +236,10 @@ def test_idle_pipeline_closes_windows_on_the_wall_clock(world, redis_client):  #
         assert not monitor.close("fraud").notifications  # other partitions hold the watermark
         w = monitor.pipelines["fraud"]
         w.last_event_wall -= 10
-        monitor.tick(now_ms=now)  # first look at the max times in Redis: progress, not idle
+        monitor.tick()  # first look at the max times in Redis: progress, not idle
         assert not read_all(world["conf"], world["k"].topic("notifications"))
         w.last_event_wall -= 10  # no progress for 10 s
-        monitor.tick(now_ms=now)
+        monitor.tick()
         notes = read_all(world["conf"], world["k"].topic("notifications"))
         end = t - t % 1000 + 1000
         assert [(n["state"], n["at"]) for n in notes] == [("firing", end), ("resolved", end + 1000)]
