@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftline.detectors import METRICS, validate_scan, validate_thresholds
+from driftline.detectors import check_live, validate_scan, validate_thresholds
 from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecError
 from driftline.expressions import (
     AlertCondition,
@@ -683,9 +683,10 @@ class _Compiler:
                 f"({format_duration(interval)}); width = interval gives tumbling windows",
             )
         metric = value.get("metric", "psi")
-        metrics = list(METRICS)
-        if metric not in metrics:
-            raise SpecError(f"{where}.metric", f"unknown metric {metric!r}; use one of {metrics}")
+        try:
+            check_live(str(metric))  # the detector registry: only what the monitor computes
+        except ValueError as exc:
+            raise SpecError(f"{where}.metric", str(exc)) from None
         bins = self.bins(f"{where}.bins", value.get("bins"))
         thresholds = value.get("thresholds", {"warning": 0.1, "alert": 0.25})
         self.check_thresholds(f"{where}.thresholds", metric, thresholds)

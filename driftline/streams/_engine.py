@@ -27,10 +27,12 @@ import numpy as np
 import orjson
 
 from driftline.alerts.lifecycle import AlertState, Transition, run
+from driftline.detectors import FINE_HISTOGRAM, RAW_SAMPLE
 from driftline.errors import DriftlineError
 from driftline.events import AssayResult, Notification
 from driftline.expressions import AlertCondition, evaluate, to_json, to_text, variables
 from driftline.streams.assay_lifecycle import AssayTransition, step_assay
+from driftline.streams.samples import SAMPLE_SIZE, member, merge, priorities
 from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState, split_field
 from driftline.streams.windows import (
     bucket_start,
@@ -114,6 +116,18 @@ class DetectorBaseline:
         hist = self.baseline.histogram_from_counts(fine_counts)
         thr = None if self.thresholds is None else dict(self.thresholds)
         return self.baseline.compare(hist, metric=self.metric, thresholds=thr)
+
+    @property
+    def needs(self) -> str:
+        """The window form the metric needs (see :mod:`driftline.detectors._registry`)."""
+        from driftline.detectors import needs
+
+        return needs(self.metric)
+
+    def compare_sample(self, values: np.ndarray) -> Any:
+        """Compare a window's raw-value sample with the baseline (metrics needing raw values)."""
+        thr = None if self.thresholds is None else dict(self.thresholds)
+        return self.baseline.compare(values, metric=self.metric, thresholds=thr)
 
     def p_value(self, fine_counts: np.ndarray, test: str) -> float:
         """p-value of ``test`` (a p-value metric) for these fine counts against the baseline."""
@@ -305,24 +319,44 @@ class _ResultWithInputs(msgspec.Struct):
     inputs: Any
 
 
-Doc = _Result | _ResultWithInputs
+class _KeyedResult(msgspec.Struct):
+    """With ``id`` and ``row``: what a raw-value sample is keyed by."""
 
-_DECODERS: dict[bool, msgspec.json.Decoder[Any]] = {
-    False: msgspec.json.Decoder(_Result),
-    True: msgspec.json.Decoder(_ResultWithInputs),
+    time: _Time
+    outputs: dict[str, Any]
+    id: Any = None
+    row: Any = 0
+
+
+class _KeyedResultWithInputs(msgspec.Struct):
+    time: _Time
+    outputs: dict[str, Any]
+    inputs: Any
+    id: Any = None
+    row: Any = 0
+
+
+Doc = _Result | _ResultWithInputs | _KeyedResult | _KeyedResultWithInputs
+
+_DECODERS: dict[tuple[bool, bool], msgspec.json.Decoder[Any]] = {
+    (False, False): msgspec.json.Decoder(_Result),
+    (True, False): msgspec.json.Decoder(_ResultWithInputs),
+    (False, True): msgspec.json.Decoder(_KeyedResult),
+    (True, True): msgspec.json.Decoder(_KeyedResultWithInputs),
 }
 
 
 def _decode(
-    values: list[bytes], with_inputs: bool = True
+    values: list[bytes], with_inputs: bool = True, with_ids: bool = False
 ) -> tuple[list[Doc | None], np.ndarray, list[str]]:
     """Decode result events (``.time``, ``.outputs``[, ``.inputs``]); bad ones are ``None``.
 
     Only the fields the monitor reads are materialized: with ``with_inputs=False`` the input
-    vector (most of an event's bytes) is skipped, not built. ``time`` must be an int64 integer
-    (not a bool or float) and ``outputs`` an object, as the events contract says.
+    vector (most of an event's bytes) is skipped, not built; ``with_ids`` adds ``id`` and
+    ``row`` (for raw-value samples). ``time`` must be an int64 integer (not a bool or float)
+    and ``outputs`` an object, as the events contract says.
     """
-    decoder = _DECODERS[with_inputs]
+    decoder = _DECODERS[(with_inputs, with_ids)]
     n = len(values)
     # Fast path: the batch as one newline-delimited document, decoded in one call. It applies
     # only when no value holds a newline (so each line is exactly one value) and every line
@@ -476,6 +510,17 @@ class PipelineEngine:
         self._hist_fields = {
             f: [f"{f}:{j}" for j in range(y.baseline.num_fine_bins)] for f, y in self._hist_folds
         }
+        # Raw-value samples per assay whose metric needs them (one per expression + interval).
+        self._sample_prefix = {
+            y.name: f"r:{_digest(to_json(y.iopath), y.interval_ms)}"
+            for y in self.assays
+            if getattr(y.baseline, "needs", FINE_HISTOGRAM) == RAW_SAMPLE
+        }
+        self._sample_folds = list(
+            {
+                self._sample_prefix[y.name]: y for y in self.assays if y.name in self._sample_prefix
+            }.items()
+        )
         snap = state.snapshot()
         self.offsets: dict[str, int] = dict(snap.offsets)
         self.max_times: dict[int, int] = dict(snap.max_times)
@@ -512,9 +557,11 @@ class PipelineEngine:
             work = batch.select(fresh) if report.skipped else batch
             if len(work) == 0:
                 return report
-            guards, deltas, min_time, rep = self._fold(work, bounds)
+            guards, deltas, min_time, rep, samples = self._fold(work, bounds)
             if before_apply is not None and (rep.late or rep.dead):
                 before_apply(rep)
+            if samples:  # idempotent, so before the guarded script (see add_samples)
+                self.state.add_samples(samples, SAMPLE_SIZE, self.ttl_s)
             result = self.state.apply(guards, deltas, min_time, self.ttl_s, cutoff=self._cutoff())
             if result.status == LOST:
                 self.forget_buckets()
@@ -539,9 +586,11 @@ class PipelineEngine:
 
     def _fold(
         self, batch: Batch, bounds: tuple[int, int] | None = None
-    ) -> tuple[list[Guard], dict[str, BucketDelta], int | None, IngestReport]:
+    ) -> tuple[
+        list[Guard], dict[str, BucketDelta], int | None, IngestReport, dict[str, dict[bytes, float]]
+    ]:
         rep = IngestReport()
-        docs, ok, reasons = _decode(batch.values, self._with_inputs)
+        docs, ok, reasons = _decode(batch.values, self._with_inputs, bool(self._sample_folds))
         times = np.fromiter(
             (0 if d is None else d.time for d in docs), dtype=np.int64, count=len(docs)
         )
@@ -567,6 +616,7 @@ class PipelineEngine:
         accept = ok & ~late
         # Tensors of malformed shapes are caught per event only when the fast path fails.
         deltas: dict[str, BucketDelta] = {}
+        samples: dict[str, dict[bytes, float]] = {}
         idx = np.flatnonzero(accept)
         if idx.size:
             acc_docs: list[Doc] = [
@@ -586,6 +636,8 @@ class PipelineEngine:
                 tensors = self._tensors(acc_docs) if idx.size else {}
             if idx.size:
                 deltas = self._deltas(times[idx], tensors, idx.size)
+                if self._sample_folds:
+                    samples = self._samples(batch, idx, docs, times[idx], tensors)
         accept = np.zeros(len(batch), dtype=bool)
         accept[idx] = True
         for i in np.flatnonzero(~ok):
@@ -596,7 +648,40 @@ class PipelineEngine:
             rep.late.append((int(batch.partitions[i]), int(batch.offsets[i]), batch.values[i]))
         rep.accepted = int(idx.size)
         min_time = int(times[idx].min()) if idx.size else None
-        return guards, deltas, min_time, rep
+        return guards, deltas, min_time, rep, samples
+
+    def _samples(
+        self,
+        batch: Batch,
+        idx: np.ndarray,
+        docs: Sequence[Doc | None],
+        times: np.ndarray,
+        tensors: Mapping[tuple[str, str], Sequence[np.ndarray]],
+    ) -> dict[str, dict[bytes, float]]:
+        """Bottom-k sample members of the accepted rows, per bucket (non-finite values skipped)."""
+        acc = [docs[i] for i in idx.tolist()]
+        prio = priorities(
+            [getattr(d, "id", None) for d in acc],
+            [getattr(d, "row", 0) for d in acc],
+            batch.partitions[idx].tolist(),
+            batch.offsets[idx].tolist(),
+        )
+        out: dict[str, dict[bytes, float]] = {}
+        n = idx.size
+        for prefix, y in self._sample_folds:
+            values = np.asarray(evaluate(y.iopath, tensors, self.tensor_names), dtype=np.float64)
+            if values.shape != (n,):
+                values = np.broadcast_to(values, (n,))
+            starts = bucket_start(times, y.interval_ms)
+            finite = np.isfinite(values)
+            for start in np.unique(starts[finite]).tolist():
+                sel = np.flatnonzero((starts == start) & finite)
+                best = sel[np.argsort(prio[sel], kind="stable")[:SAMPLE_SIZE]]
+                key = self.state.sample_key(prefix, y.interval_ms, int(start))
+                members = out.setdefault(key, {})
+                for j in best.tolist():
+                    members[member(float(prio[j]), float(values[j]))] = float(prio[j])
+        return out
 
     def _tensors(self, docs: list[Doc]) -> dict[tuple[str, str], list[np.ndarray]]:
         return build_tensors(docs, self._needed)
@@ -848,6 +933,7 @@ class PipelineEngine:
             return window_sums(starts, mat, ends, width)
 
         sums = sums_over(y.width_ms)
+        sampled = self._window_samples(y, ends, starts) if y.name in self._sample_prefix else None
         scales = y.scan.scales if y.scan else ()
         merged = {s: sums if s == 1 else sums_over(s * y.width_ms) for s in scales}
         results: list[AssayResult] = []
@@ -857,8 +943,13 @@ class PipelineEngine:
             total = int(fine.sum())
             if total == 0:
                 continue
+            if sampled is not None and sampled[i].size < 2:
+                continue  # too few finite values for a sample test: no result, like empty
             try:
-                r = y.baseline.compare_counts(fine)
+                if sampled is not None:
+                    r = y.baseline.compare_sample(sampled[i])  # type: ignore[attr-defined]
+                else:
+                    r = y.baseline.compare_counts(fine)
                 scan = self._scan(y, {s: m[i] for s, m in merged.items()}) if y.scan else None
             except Exception as exc:  # a detector or baseline fault: this pipeline's, named
                 raise AssayFailed(y.name, exc) from exc
@@ -896,6 +987,23 @@ class PipelineEngine:
             for t in transitions:
                 notes.append(self._assay_notification(y, t, r, status, total))
         return results, st, notes
+
+    def _window_samples(
+        self, y: AssayPlan, ends: np.ndarray, starts: np.ndarray
+    ) -> list[np.ndarray]:
+        """Each window's raw-value sample (buckets with counts only: the others are empty)."""
+        prefix = self._sample_prefix[y.name]
+        lo = int(ends[0]) - y.width_ms
+        held = [int(b) for b in starts.tolist() if b >= lo]
+        rows = self.state.read_samples(
+            [self.state.sample_key(prefix, y.interval_ms, b) for b in held], SAMPLE_SIZE
+        )
+        by_start = dict(zip(held, rows, strict=True))
+        out: list[np.ndarray] = []
+        for end in ends.tolist():
+            inside = [r for b, r in by_start.items() if end - y.width_ms <= b < end]
+            out.append(np.asarray(merge(inside, SAMPLE_SIZE), dtype=np.float64))
+        return out
 
     def _assay_notification(
         self, y: AssayPlan, t: AssayTransition, r: Any, status: str, total: int

@@ -480,7 +480,7 @@ def history_baseline(
     topic = settings.kafka.topic(spec.name, "results")
     parts = range(topic_partitions(settings, topic))
     start = offsets_for_time(settings, topic, parts, t1)
-    stop = offsets_for_time(settings, topic, parts, t2)
+    stop = end_offsets(settings, topic, parts)  # ended at t2 by record time, see read_range
     chunks: list[np.ndarray] = []
     needed = {(v.model, v.kind) for v in variables(assay.iopath)}
 
@@ -491,7 +491,7 @@ def history_baseline(
             tensors = build_tensors(rows, needed)
             chunks.append(np.asarray(evaluate(assay.iopath, tensors), dtype=np.float64))
 
-    read_range(settings, topic, start, stop, on_batch)
+    read_range(settings, topic, start, stop, on_batch, stop_at_ms=t2)
     values = np.concatenate(chunks) if chunks else np.zeros(0)
     if values.size == 0:
         from driftline.errors import SpecError
