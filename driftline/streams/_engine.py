@@ -14,24 +14,29 @@ otherwise re-read 300 buckets at every close).
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-import msgspec
 import numpy as np
-import orjson
 
 from driftline.alerts.lifecycle import AlertState, Transition, run
+from driftline.compile import (
+    AlertPlan,
+    AssayBaseline,
+    AssayPlan,
+    DetectorBaseline,
+    ScanPlan,
+    _digest,
+)
 from driftline.detectors import FINE_HISTOGRAM, RAW_SAMPLE
 from driftline.errors import DriftlineError
 from driftline.events import AssayResult, Notification
-from driftline.expressions import AlertCondition, evaluate, to_json, to_text, variables
-from driftline.streams.assay_lifecycle import AssayTransition, step_assay
+from driftline.expressions import evaluate, to_json, to_text, variables
+from driftline.streams._batch import Batch, ClosedWindows, IngestReport
+from driftline.streams._decode import Doc, build_tensors, decode_results
+from driftline.streams._final import FinalBuckets
+from driftline.streams.assay_lifecycle import assay_notification, step_assay
 from driftline.streams.samples import SAMPLE_SIZE, member, merge, priorities
 from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState, split_field
 from driftline.streams.windows import (
@@ -84,137 +89,6 @@ class AssayFailed(DriftlineError):
         super().__init__(f"assay {assay!r}: {type(cause).__name__}: {cause}")
 
 
-class AssayBaseline(Protocol):
-    """What an assay needs from a baseline: a fine grid to count on, and a comparison."""
-
-    @property
-    def num_fine_bins(self) -> int: ...
-
-    def fine_index(self, values: np.ndarray) -> np.ndarray: ...
-
-    def compare_counts(self, fine_counts: np.ndarray) -> Any: ...
-
-    def p_value(self, fine_counts: np.ndarray, test: str) -> float: ...
-
-
-@dataclass(frozen=True)
-class DetectorBaseline:
-    """A :class:`driftline.detectors.Baseline` with the assay's metric and thresholds."""
-
-    baseline: Any
-    metric: str = "psi"
-    thresholds: Mapping[str, float] | None = None
-
-    @property
-    def num_fine_bins(self) -> int:
-        return int(self.baseline.num_fine_bins)
-
-    def fine_index(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(self.baseline.fine_index(values))
-
-    def compare_counts(self, fine_counts: np.ndarray) -> Any:
-        hist = self.baseline.histogram_from_counts(fine_counts)
-        thr = None if self.thresholds is None else dict(self.thresholds)
-        return self.baseline.compare(hist, metric=self.metric, thresholds=thr)
-
-    @property
-    def needs(self) -> str:
-        """The window form the metric needs (see :mod:`driftline.detectors._registry`)."""
-        from driftline.detectors import needs
-
-        return needs(self.metric)
-
-    def compare_sample(self, values: np.ndarray) -> Any:
-        """Compare a window's raw-value sample with the baseline (metrics needing raw values)."""
-        thr = None if self.thresholds is None else dict(self.thresholds)
-        return self.baseline.compare(values, metric=self.metric, thresholds=thr)
-
-    def p_value(self, fine_counts: np.ndarray, test: str) -> float:
-        """p-value of ``test`` (a p-value metric) for these fine counts against the baseline."""
-        hist = self.baseline.histogram_from_counts(fine_counts)
-        p = self.baseline.compare(hist, metric=test, thresholds={"alpha": 0.5}).p_value
-        return 1.0 if p is None else float(p)
-
-
-@dataclass(frozen=True)
-class AlertPlan:
-    name: str
-    condition: AlertCondition
-    for_ms: int = 0
-    repeat_ms: int = 0
-    severity: str = "warning"
-    notify: tuple[str, ...] = ()
-
-    @property
-    def width_ms(self) -> int:
-        return self.condition.width_ms
-
-    @functools.cached_property
-    def counter(self) -> str:
-        """Counter name in bucket hashes: changes when what is counted changes."""
-        c = self.condition
-        return f"{self.name}@{_digest(c.aggregate, to_json(c.inner), c.interval_ms)}"
-
-    @property
-    def interval_ms(self) -> int:
-        return self.condition.interval_ms
-
-
-@dataclass(frozen=True)
-class AssayPlan:
-    name: str
-    iopath: Any
-    baseline: AssayBaseline
-    width_ms: int
-    interval_ms: int
-    metric: str
-    notify: tuple[str, ...] = ()
-    scan: ScanPlan | None = None
-    for_ms: int = 0
-    repeat_ms: int = 0
-    #: Severity of the ``alert`` level; the ``warning`` level is always ``warning``.
-    severity: str = "critical"
-
-    @property
-    def span_ms(self) -> int:
-        """How far back a window end reaches: the width, times the largest scan scale."""
-        return self.width_ms * (max(self.scan.scales) if self.scan else 1)
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    """An assay's scan: at each window, the merged last ``s`` windows for ``s`` in ``scales``.
-
-    Unlike :class:`driftline.detectors.WindowScan`, which forgets its windows after an alarm,
-    the monitor's scan is a pure function of the last ``max(scales)`` windows, so replay
-    computes the same results from the topic alone. Each window still alarms with probability
-    at most ``alpha`` without drift (the union bound does not need the forgetting); while drift
-    lasts, the merged windows keep it in view, so an assay resolves up to ``max(scales)``
-    windows after the drift ends.
-    """
-
-    test: str = "mean"
-    alpha: float = 0.003
-    scales: tuple[int, ...] = (1, 2, 4, 8)
-
-
-def _iso(ms: int) -> str:
-    """ISO-8601 UTC time of epoch milliseconds, as ``driftline replay`` reads it.
-
-    >>> _iso(1_700_000_000_000)
-    '2023-11-14T22:13:20Z'
-    >>> _iso(1_700_000_000_250)
-    '2023-11-14T22:13:20.250Z'
-    """
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    text = dt.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
-    return text.replace("+00:00", "Z")
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SERIALIZE_NUMPY)).hexdigest()[:8]
-
-
 def _assay_field(y: AssayPlan) -> str:
     """Counter prefix of an assay's fine histogram: changes with what is counted.
 
@@ -228,221 +102,6 @@ def _assay_field(y: AssayPlan) -> str:
     edges_list = np.asarray(edges, dtype=np.float64).tolist()
     digest = _digest(to_json(y.iopath), y.interval_ms, y.baseline.num_fine_bins, edges_list)
     return f"h:{digest}"
-
-
-def _ascending_per_partition(partitions: np.ndarray, offsets: np.ndarray) -> bool:
-    for p in np.unique(partitions):
-        o = offsets[partitions == p]
-        if not np.all(o[1:] > o[:-1]):
-            return False
-    return True
-
-
-@dataclass
-class Batch:
-    """Raw records of one results topic in consumption order (offsets ascending per partition)."""
-
-    topic: str
-    partitions: np.ndarray
-    offsets: np.ndarray
-    values: list[bytes]
-
-    @classmethod
-    def of(cls, topic: str, records: Iterable[tuple[int, int, bytes]]) -> Batch:
-        """A batch of ``(partition, offset, value)`` records, offsets made ascending per
-        partition (a stable sort, only when they are not already)."""
-        rows = records if isinstance(records, list) else list(records)
-        n = len(rows)
-        partitions = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        offsets = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
-        values = [r[2] for r in rows]
-        if n > 1 and not _ascending_per_partition(partitions, offsets):
-            order = np.lexsort((offsets, partitions))
-            partitions, offsets = partitions[order], offsets[order]
-            values = [values[i] for i in order.tolist()]
-        return cls(topic, partitions, offsets, values)
-
-    def first_offsets(self) -> dict[int, int]:
-        """The smallest offset of each partition in the batch."""
-        out: dict[int, int] = {}
-        for p in np.unique(self.partitions).tolist():
-            out[p] = int(self.offsets[self.partitions == p].min())
-        return out
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def select(self, keep: np.ndarray) -> Batch:
-        idx = np.flatnonzero(keep)
-        return Batch(
-            self.topic, self.partitions[idx], self.offsets[idx], [self.values[i] for i in idx]
-        )
-
-
-@dataclass
-class IngestReport:
-    applied: int = 0
-    accepted: int = 0
-    late: list[tuple[int, int, bytes]] = field(default_factory=list)
-    dead: list[tuple[int, int, bytes, str]] = field(default_factory=list)
-    skipped: int = 0
-
-
-@dataclass
-class ClosedWindows:
-    """What closing windows produced; emit it, then :meth:`PipelineEngine.commit` it."""
-
-    assays: list[AssayResult] = field(default_factory=list)
-    notifications: list[Notification] = field(default_factory=list)
-    marks: list[tuple[str, int, dict[str, Any] | None]] = field(default_factory=list)
-    floor: int | None = None
-    watermark: int | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.marks or self.floor is not None)
-
-
-# Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
-_Time = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
-
-
-class _Result(msgspec.Struct):
-    """A result event as the monitor reads it: the input vector is skipped, not built."""
-
-    time: _Time
-    outputs: dict[str, Any]
-
-
-class _ResultWithInputs(msgspec.Struct):
-    time: _Time
-    outputs: dict[str, Any]
-    inputs: Any
-
-
-class _KeyedResult(msgspec.Struct):
-    """With ``id`` and ``row``: what a raw-value sample is keyed by."""
-
-    time: _Time
-    outputs: dict[str, Any]
-    id: Any = None
-    row: Any = 0
-
-
-class _KeyedResultWithInputs(msgspec.Struct):
-    time: _Time
-    outputs: dict[str, Any]
-    inputs: Any
-    id: Any = None
-    row: Any = 0
-
-
-Doc = _Result | _ResultWithInputs | _KeyedResult | _KeyedResultWithInputs
-
-_DECODERS: dict[tuple[bool, bool], msgspec.json.Decoder[Any]] = {
-    (False, False): msgspec.json.Decoder(_Result),
-    (True, False): msgspec.json.Decoder(_ResultWithInputs),
-    (False, True): msgspec.json.Decoder(_KeyedResult),
-    (True, True): msgspec.json.Decoder(_KeyedResultWithInputs),
-}
-
-
-def _decode(
-    values: list[bytes], with_inputs: bool = True, with_ids: bool = False
-) -> tuple[list[Doc | None], np.ndarray, list[str]]:
-    """Decode result events (``.time``, ``.outputs``[, ``.inputs``]); bad ones are ``None``.
-
-    Only the fields the monitor reads are materialized: with ``with_inputs=False`` the input
-    vector (most of an event's bytes) is skipped, not built; ``with_ids`` adds ``id`` and
-    ``row`` (for raw-value samples). ``time`` must be an int64 integer (not a bool or float)
-    and ``outputs`` an object, as the events contract says.
-    """
-    decoder = _DECODERS[(with_inputs, with_ids)]
-    n = len(values)
-    # Fast path: the batch as one newline-delimited document, decoded in one call. It applies
-    # only when no value holds a newline (so each line is exactly one value) and every line
-    # is a valid event; otherwise each value is decoded alone to find the bad ones.
-    joined = b"\n".join(values)
-    if n and joined.count(b"\n") == n - 1:
-        try:
-            docs: list[Doc | None] = list(decoder.decode_lines(joined))
-        except msgspec.DecodeError:
-            pass
-        else:
-            if len(docs) == n:
-                return docs, np.ones(n, dtype=bool), [""] * n
-    docs = []
-    ok = np.ones(n, dtype=bool)
-    reasons = [""] * n
-    for i, v in enumerate(values):
-        try:
-            docs.append(decoder.decode(v))
-        except msgspec.DecodeError:  # also a ValidationError: wrong types, missing fields
-            ok[i] = False
-            reasons[i] = "malformed-result"
-            docs.append(None)
-    return docs, ok, reasons
-
-
-def build_tensors(
-    docs: Sequence[Doc], needed: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], list[np.ndarray]]:
-    """Evaluator input for decoded result events: ``{(model, kind): [2-D array per tensor]}``.
-
-    Every model sees the row's input vector as its ``inputs[0]``. Raises ``ValueError``,
-    ``KeyError``, ``TypeError``, ``IndexError`` or ``AttributeError`` when rows do not share
-    one shape.
-    """
-    out: dict[tuple[str, str], list[np.ndarray]] = {}
-    n = len(docs)
-    for model, kind in needed:
-        if kind == "inputs":
-            rows = [d.inputs for d in docs]  # type: ignore[union-attr]
-            out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
-        else:
-            tensors = [d.outputs[model] for d in docs]
-            out[(model, kind)] = [
-                np.array([t[i] for t in tensors], dtype=np.float64).reshape(n, -1)
-                for i in range(len(tensors[0]))
-            ]
-    return out
-
-
-class _FinalBuckets:
-    """Counters of buckets that no event can reach any more, read from Redis once.
-
-    A bucket is final once the watermark has passed its end: every event accepted later is at
-    or after the watermark. A sliding window reads all of its buckets at each close (300 for
-    five minutes of one-second buckets), so without this every close re-read them all.
-    """
-
-    def __init__(self, columns: int) -> None:
-        self.lo = self.hi = 0  # buckets with start in [lo, hi) are held (absent ones are empty)
-        self.starts = np.zeros(0, dtype=np.int64)
-        self.rows = np.zeros((0, columns), dtype=np.float64)
-        self.empty = True
-
-    def read(
-        self,
-        fetch: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
-        lo: int,
-        hi: int,
-        final: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Buckets with start in ``[lo, hi)``; those starting before ``final`` are final."""
-        if self.empty or not self.lo <= lo <= self.hi:
-            self.lo = self.hi = lo
-            self.starts, self.rows = self.starts[:0], self.rows[:0]
-        keep = self.starts >= lo
-        starts, rows = self.starts[keep], self.rows[keep]
-        if self.hi < hi:
-            new_starts, new_rows = fetch(self.hi, hi)
-            starts = np.concatenate([starts, new_starts])
-            rows = np.concatenate([rows, new_rows])
-            self.hi = max(self.hi, min(hi, final))
-        held = starts < self.hi
-        self.lo, self.starts, self.rows, self.empty = lo, starts[held], rows[held], False
-        inside = starts < hi
-        return starts[inside], rows[inside]
 
 
 class PipelineEngine:
@@ -528,7 +187,7 @@ class PipelineEngine:
         self.first = snap.first
         self._emitted: dict[str, int] = {}
         self._states: dict[str, dict[str, Any] | None] = {}
-        self._final: dict[tuple[int, str], _FinalBuckets] = {}
+        self._final: dict[tuple[int, str], FinalBuckets] = {}
 
     # ------------------------------------------------------------------ ingest
 
@@ -590,7 +249,9 @@ class PipelineEngine:
         list[Guard], dict[str, BucketDelta], int | None, IngestReport, dict[str, dict[bytes, float]]
     ]:
         rep = IngestReport()
-        docs, ok, reasons = _decode(batch.values, self._with_inputs, bool(self._sample_folds))
+        docs, ok, reasons = decode_results(
+            batch.values, self._with_inputs, bool(self._sample_folds)
+        )
         times = np.fromiter(
             (0 if d is None else d.time for d in docs), dtype=np.int64, count=len(docs)
         )
@@ -853,7 +514,7 @@ class PipelineEngine:
     ) -> tuple[np.ndarray, np.ndarray]:
         cache = self._final.get((interval, fields[0]))
         if cache is None:
-            cache = self._final[(interval, fields[0])] = _FinalBuckets(len(fields))
+            cache = self._final[(interval, fields[0])] = FinalBuckets(len(fields))
         final = watermark - watermark % interval
         return cache.read(
             lambda a, b: self.state.read_matrix(interval, a, b, fields), lo, hi, final
@@ -985,7 +646,11 @@ class PipelineEngine:
             )
             st, transitions = step_assay(st, status, end, score, y.for_ms, y.repeat_ms)
             for t in transitions:
-                notes.append(self._assay_notification(y, t, r, status, total))
+                notes.append(
+                    assay_notification(
+                        self.name, self.spec_version, self.longest_ms, y, t, r, status, total
+                    )
+                )
         return results, st, notes
 
     def _window_samples(
@@ -1004,43 +669,3 @@ class PipelineEngine:
             inside = [r for b, r in by_start.items() if end - y.width_ms <= b < end]
             out.append(np.asarray(merge(inside, SAMPLE_SIZE), dtype=np.float64))
         return out
-
-    def _assay_notification(
-        self, y: AssayPlan, t: AssayTransition, r: Any, status: str, total: int
-    ) -> Notification:
-        """The notification of one assay transition, with what a reader needs to act on it."""
-        thresholds = {k: float(v) for k, v in r.thresholds.items()}
-        if t.state == "resolved":
-            threshold = thresholds.get("warning", thresholds.get("alert", thresholds.get("alpha")))
-        else:
-            threshold = thresholds.get(t.level, thresholds.get("alpha", thresholds.get("alert")))
-        score = float(r.score)
-        # A replay from here starts in ok and reaches this transition with the same id.
-        since = min(t.start, t.at) - y.for_ms - self.longest_ms
-        return Notification(
-            id=t.id(self.name, y.name),
-            alert=y.name,
-            pipeline=self.name,
-            state=t.state,
-            value=score,
-            condition=f"{r.metric}({to_text(y.iopath)}) status {status}"
-            + (" (scan)" if status != r.status else ""),
-            window={"start": t.at - y.width_ms, "end": t.at},
-            at=t.at,
-            severity=y.severity if t.level == "alert" else "warning",
-            notify=list(y.notify),
-            spec=self.spec_version,
-            kind="assay",
-            details={
-                "assay_status": status,
-                "metric": str(r.metric),
-                "score": score if math.isfinite(score) else None,
-                "threshold": threshold,
-                "thresholds": thresholds,
-                "window_count": int(total),
-                "baseline_count": int(getattr(r, "baseline_count", 0) or 0),
-                "iopath": to_text(y.iopath),
-                "replay": f"driftline replay {self.name} --from {_iso(since)} "
-                f"--to {_iso(t.at)} --audit",
-            },
-        )

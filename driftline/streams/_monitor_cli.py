@@ -71,8 +71,9 @@ def _tail(
     from confluent_kafka import KafkaException
 
     from driftline.events import decode
+    from driftline.kafka.offsets import end_offsets, topic_partitions
+    from driftline.streams._build import read_range
     from driftline.streams._engine import Batch
-    from driftline.streams.monitor import end_offsets, read_range, topic_partitions
 
     try:
         parts = range(topic_partitions(settings, topic))
@@ -96,7 +97,7 @@ def _tail(
 
 
 def cmd_monitor(settings: Settings, metrics_port: int | None) -> int:
-    from driftline.streams.monitor import run_monitor
+    from driftline.streams._faust_app import run_monitor
 
     run_monitor(settings, MonitorSettings(), metrics_port)
     return 0

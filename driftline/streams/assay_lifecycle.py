@@ -22,13 +22,19 @@ also reads (``state`` is ``ok``, ``pending`` or ``firing``; ``level`` is added).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
-from driftline.events import notification_id
+from driftline.events import Notification, notification_id
+from driftline.expressions import to_text
 
-__all__ = ["AssayTransition", "run_assay", "step_assay"]
+if TYPE_CHECKING:
+    from driftline.compile import AssayPlan
+
+__all__ = ["AssayTransition", "assay_notification", "iso", "run_assay", "step_assay"]
 
 Level = Literal["warning", "alert"]
 _LEVELS = ("warning", "alert")
@@ -130,3 +136,68 @@ def run_assay(
         s, t = step_assay(s, status, int(end), v, for_ms, repeat_ms)
         out.extend(t)
     return s, out
+
+
+def iso(ms: int) -> str:
+    """ISO-8601 UTC time of epoch milliseconds, as ``driftline replay`` reads it.
+
+    >>> iso(1_700_000_000_000)
+    '2023-11-14T22:13:20Z'
+    >>> iso(1_700_000_000_250)
+    '2023-11-14T22:13:20.250Z'
+    """
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    text = dt.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def assay_notification(
+    pipeline: str,
+    spec_version: str,
+    longest_ms: int,
+    y: AssayPlan,
+    t: AssayTransition,
+    r: Any,
+    status: str,
+    total: int,
+) -> Notification:
+    """The notification of one assay transition, with what a reader needs to act on it.
+
+    ``r`` is the window's detector result, ``status`` the window's status (the scan may have
+    raised it), ``total`` the window's event count, ``longest_ms`` the pipeline's longest
+    window (how far back a replay must start to reach this transition from ``ok``).
+    """
+    thresholds = {k: float(v) for k, v in r.thresholds.items()}
+    if t.state == "resolved":
+        threshold = thresholds.get("warning", thresholds.get("alert", thresholds.get("alpha")))
+    else:
+        threshold = thresholds.get(t.level, thresholds.get("alpha", thresholds.get("alert")))
+    score = float(r.score)
+    # A replay from here starts in ok and reaches this transition with the same id.
+    since = min(t.start, t.at) - y.for_ms - longest_ms
+    return Notification(
+        id=t.id(pipeline, y.name),
+        alert=y.name,
+        pipeline=pipeline,
+        state=t.state,
+        value=score,
+        condition=f"{r.metric}({to_text(y.iopath)}) status {status}"
+        + (" (scan)" if status != r.status else ""),
+        window={"start": t.at - y.width_ms, "end": t.at},
+        at=t.at,
+        severity=y.severity if t.level == "alert" else "warning",
+        notify=list(y.notify),
+        spec=spec_version,
+        kind="assay",
+        details={
+            "assay_status": status,
+            "metric": str(r.metric),
+            "score": score if math.isfinite(score) else None,
+            "threshold": threshold,
+            "thresholds": thresholds,
+            "window_count": int(total),
+            "baseline_count": int(getattr(r, "baseline_count", 0) or 0),
+            "iopath": to_text(y.iopath),
+            "replay": f"driftline replay {pipeline} --from {iso(since)} --to {iso(t.at)} --audit",
+        },
+    )

@@ -121,7 +121,8 @@ def replay(
     base_dir: Any = None,
 ) -> ReplayResult:
     """Recompute the pipeline described by ``canonical`` over event times ``[start, end)``."""
-    from driftline.streams.monitor import build_engine, end_offsets, offsets_for_time, read_range
+    from driftline.kafka.offsets import end_offsets, offsets_for_time
+    from driftline.streams._build import build_engine, read_range
 
     if end <= start:
         raise ValueError(f"--to ({end}) must be after --from ({start})")
@@ -178,12 +179,8 @@ def replay(
 
 
 def _live(settings: Settings, topic: str, start: int) -> list[dict[str, Any]]:
-    from driftline.streams.monitor import (
-        end_offsets,
-        offsets_for_time,
-        read_range,
-        topic_partitions,
-    )
+    from driftline.kafka.offsets import end_offsets, offsets_for_time, topic_partitions
+    from driftline.streams._build import read_range
 
     parts = range(topic_partitions(settings, topic))
     # Results of a window are published after it closes, so never before its start.

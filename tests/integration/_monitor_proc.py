@@ -20,7 +20,8 @@ from driftline.config import KafkaSettings, MonitorSettings, RedisSettings, Sett
 from driftline.detectors import Baseline
 from driftline.expressions import alert_condition, parse
 from driftline.streams._engine import AlertPlan, AssayPlan, DetectorBaseline, PipelineEngine
-from driftline.streams.monitor import Monitor, create_app
+from driftline.streams._faust_app import create_app
+from driftline.streams.monitor import Monitor
 from driftline.streams.state import RedisState
 
 

@@ -18,11 +18,13 @@ import orjson
 import pytest
 
 from driftline.config import KafkaSettings, MonitorSettings, RedisSettings, Settings
+from driftline.kafka.offsets import end_offsets
 from driftline.models import inspect_model
 from driftline.spec import PipelineBuilder
+from driftline.streams._build import read_range
 from driftline.streams._engine import Batch
 from driftline.streams.control import ensure_topics
-from driftline.streams.monitor import Monitor, end_offsets, read_range
+from driftline.streams.monitor import Monitor
 from driftline.streams.replay import audit, replay
 
 from ._monitor_helpers import produce, read_all

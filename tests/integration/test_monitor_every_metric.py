@@ -18,10 +18,10 @@ import numpy as np
 import orjson
 import pytest
 
+from driftline.compile import plans_from_spec
 from driftline.detectors import P_VALUE_METRICS, RAW_SAMPLE, REGISTRY, live_metrics
 from driftline.spec import load_baseline_values, spec_from_canonical, spec_from_dict
 from driftline.streams._engine import Batch, PipelineEngine
-from driftline.streams.monitor import plans_from_spec
 from driftline.streams.state import RedisState
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from driftline import compile as compile_mod
 from driftline.config import KafkaSettings, MonitorSettings, RedisSettings, Settings
 from driftline.models import inspect_model
 from driftline.spec import PipelineBuilder
-from driftline.streams import monitor as monitor_mod
 from driftline.streams._engine import DetectorBaseline
 from driftline.streams.control import ensure_topics
 from driftline.streams.monitor import Monitor
@@ -63,7 +63,7 @@ class _Raising(DetectorBaseline):
 @pytest.fixture
 def broken_baselines(monkeypatch):  # type: ignore[no-untyped-def]
     """Assays of the broken version get a baseline that raises in compare (a detector bug)."""
-    real = monitor_mod._baseline_for
+    real = compile_mod._baseline_for
 
     def baseline_for(assay: Any, values: np.ndarray) -> DetectorBaseline:
         b = real(assay, values)
@@ -71,7 +71,7 @@ def broken_baselines(monkeypatch):  # type: ignore[no-untyped-def]
             return _Raising(b.baseline, b.metric, b.thresholds)
         return b
 
-    monkeypatch.setattr(monitor_mod, "_baseline_for", baseline_for)
+    monkeypatch.setattr(compile_mod, "_baseline_for", baseline_for)
 
 
 def _rows(t0: int, seconds: range, first: int = 0) -> list[tuple[int, int, bytes]]:

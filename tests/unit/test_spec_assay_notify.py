@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from driftline import notify
+from driftline.compile import plans_from_spec
 from driftline.errors import SpecError
 from driftline.models import inspect_model
 from driftline.spec import (
@@ -18,7 +19,6 @@ from driftline.spec import (
     spec_from_canonical,
     spec_from_dict,
 )
-from driftline.streams.monitor import plans_from_spec
 
 pytestmark = pytest.mark.unit
 

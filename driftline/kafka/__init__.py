@@ -1,0 +1,1 @@
+"""The Kafka layer below ``streams/`` and ``alerts/``: topics, headers, offsets, consume loops."""
