@@ -1,16 +1,17 @@
-"""What the engine takes in and gives out: a batch of raw records, and reports of it."""
+"""What the engine takes in and gives out: a batch of raw records, its reports and errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from driftline.errors import DriftlineError
 from driftline.events import AssayResult, Notification
 
-__all__ = ["Batch", "ClosedWindows", "IngestReport"]
+__all__ = ["AssayFailed", "Batch", "ClosedWindows", "IngestReport", "StateLost"]
 
 
 def _ascending_per_partition(partitions: np.ndarray, offsets: np.ndarray) -> bool:
@@ -83,3 +84,23 @@ class ClosedWindows:
 
     def __bool__(self) -> bool:
         return bool(self.marks or self.floor is not None)
+
+
+class StateLost(Exception):
+    """Redis no longer holds offsets this engine applied: rebuild the open windows."""
+
+    def __init__(self, partitions: Sequence[int]):
+        self.partitions = list(partitions)
+        super().__init__(f"monitor state lost for partitions {self.partitions}")
+
+
+class AssayFailed(DriftlineError):
+    """Computing one assay's window raised: the pipeline is at fault, not the monitor.
+
+    ``assay`` names the assay and ``cause`` is the original exception.
+    """
+
+    def __init__(self, assay: str, cause: BaseException):
+        self.assay = assay
+        self.cause = cause
+        super().__init__(f"assay {assay!r}: {type(cause).__name__}: {cause}")

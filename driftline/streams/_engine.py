@@ -15,7 +15,7 @@ otherwise re-read 300 buckets at every close).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,15 +30,15 @@ from driftline.compile import (
     _digest,
 )
 from driftline.detectors import FINE_HISTOGRAM, RAW_SAMPLE
-from driftline.errors import DriftlineError
 from driftline.events import AssayResult, Notification
 from driftline.expressions import evaluate, to_json, to_text, variables
-from driftline.streams._batch import Batch, ClosedWindows, IngestReport
+from driftline.streams._batch import AssayFailed, Batch, ClosedWindows, IngestReport, StateLost
 from driftline.streams._decode import Doc, build_tensors, decode_results
 from driftline.streams._final import FinalBuckets
 from driftline.streams.assay_lifecycle import assay_notification, step_assay
+from driftline.streams.memstate import MonitorState
 from driftline.streams.samples import SAMPLE_SIZE, member, merge, priorities
-from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState, split_field
+from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, split_field
 from driftline.streams.windows import (
     bucket_start,
     classify_late,
@@ -69,26 +69,6 @@ __all__ = [
 MAX_WINDOWS_PER_CLOSE = 20_000
 
 
-class StateLost(Exception):
-    """Redis no longer holds offsets this engine applied: rebuild the open windows."""
-
-    def __init__(self, partitions: Sequence[int]):
-        self.partitions = list(partitions)
-        super().__init__(f"monitor state lost for partitions {self.partitions}")
-
-
-class AssayFailed(DriftlineError):
-    """Computing one assay's window raised: the pipeline is at fault, not the monitor.
-
-    ``assay`` names the assay and ``cause`` is the original exception.
-    """
-
-    def __init__(self, assay: str, cause: BaseException):
-        self.assay = assay
-        self.cause = cause
-        super().__init__(f"assay {assay!r}: {type(cause).__name__}: {cause}")
-
-
 def _assay_field(y: AssayPlan) -> str:
     """Counter prefix of an assay's fine histogram: changes with what is counted.
 
@@ -116,7 +96,8 @@ class PipelineEngine:
     alerts, assays:
         What to compute.
     state:
-        The pipeline's :class:`RedisState`.
+        The pipeline's state: a :class:`~driftline.streams.state.RedisState`, or a
+        :class:`~driftline.streams.memstate.MemoryState` in tests.
     partitions:
         Number of partitions of the results topic (the watermark waits for all of them).
     lateness_ms:
@@ -130,7 +111,7 @@ class PipelineEngine:
         models: Sequence[str],
         alerts: Sequence[AlertPlan],
         assays: Sequence[AssayPlan],
-        state: RedisState,
+        state: MonitorState,
         partitions: int,
         lateness_ms: int = 5000,
         on_metrics: Callable[[str, float, dict[str, str]], None] | None = None,
@@ -188,6 +169,37 @@ class PipelineEngine:
         self._emitted: dict[str, int] = {}
         self._states: dict[str, dict[str, Any] | None] = {}
         self._final: dict[tuple[int, str], FinalBuckets] = {}
+
+    def test(
+        self,
+        rows: Iterable[bytes | tuple[int, int, bytes]],
+        floor: int | None = None,
+        batch_size: int | None = None,
+        topic: str = "test",
+    ) -> ClosedWindows:
+        """Run result events through the engine as the monitor would; all that closed.
+
+        ``rows`` are event bytes (partition 0, offsets 0, 1, ...) or ``(partition, offset,
+        value)`` records; each batch of ``batch_size`` (default: all) is ingested and closed,
+        and ``floor`` closes the rest (as replay does at the end of its range). Meant for an
+        in-memory :class:`~driftline.streams.memstate.MemoryState`, like Quix Streams'
+        ``sdf.test()``; the returned windows are committed.
+        """
+        records = [r if isinstance(r, tuple) else (0, i, r) for i, r in enumerate(rows)]
+        size = batch_size or max(1, len(records))
+        out = ClosedWindows()
+        for i in range(0, len(records), size):
+            self.ingest(Batch.of(topic, records[i : i + size]))
+            closed = self.close()
+            self.commit(closed)
+            out.assays += closed.assays
+            out.notifications += closed.notifications
+        if floor is not None:
+            closed = self.close(floor)
+            self.commit(closed)
+            out.assays += closed.assays
+            out.notifications += closed.notifications
+        return out
 
     # ------------------------------------------------------------------ ingest
 

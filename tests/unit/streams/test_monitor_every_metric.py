@@ -3,8 +3,9 @@
 Generated over every metric the detector registry lists × every bins mode × fixed and auto
 thresholds × scan on and off × tumbling and sliding windows: the spec is compiled as
 ``deploy`` compiles it, turned into the monitor's plans from its canonical form, run through
-the engine on Redis, and run again as replay runs it (fresh state, other batch cuts, closed
-at the range end). Each emits assay results, none raises, and both agree.
+the engine on in-memory state, and run again as replay runs it (fresh state, other batch
+cuts, closed at the range end). Each emits assay results, none raises, and both agree. (The
+same on Redis: ``tests/integration/test_monitor_memstate.py``.)
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import pytest
 from driftline.compile import plans_from_spec
 from driftline.detectors import P_VALUE_METRICS, RAW_SAMPLE, REGISTRY, live_metrics
 from driftline.spec import load_baseline_values, spec_from_canonical, spec_from_dict
-from driftline.streams._engine import Batch, PipelineEngine
-from driftline.streams.state import RedisState
+from driftline.streams._engine import PipelineEngine
+from driftline.streams.memstate import MemoryState
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
-MODEL = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "models" / "ccfraud.onnx"
+MODEL = Path(__file__).resolve().parents[3] / "examples" / "fraud" / "models" / "ccfraud.onnx"
 T0 = 1_700_000_000_000
 BINS = {
     "quantile": {"mode": "quantile", "count": 5},
@@ -58,24 +59,18 @@ def _events(seconds: int = 4) -> list[tuple[int, int, bytes]]:
     return rows
 
 
-def _run(spec: Any, client: Any, prefix: str, cuts: list[int]) -> list[dict[str, Any]]:
+def _run(spec: Any, cuts: list[int]) -> list[dict[str, Any]]:
     _, assays = plans_from_spec(spec, lambda a: load_baseline_values(a, None))
-    state = RedisState(client, prefix, spec.name)
+    state = MemoryState(spec.name)
     engine = PipelineEngine(spec.name, spec.version, ["ccfraud"], [], assays, state, 2, 0)
+    rows = _events()
     out: list[dict[str, Any]] = []
-    try:
-        rows = _events()
-        for lo, hi in itertools.pairwise([0, *cuts, len(rows)]):
-            if hi > lo:
-                engine.ingest(Batch.of("res", rows[lo:hi]))
-                closed = engine.close()
-                engine.commit(closed)
-                out += [a.to_dict() for a in closed.assays]
-        closed = engine.close(floor=T0 + 4000)  # as replay closes at the end of its range
-        engine.commit(closed)
-        out += [a.to_dict() for a in closed.assays]
-    finally:
-        state.clear()
+    for lo, hi in itertools.pairwise([0, *cuts, len(rows)]):
+        if hi > lo:
+            closed = engine.test(rows[lo:hi])
+            out += [a.to_dict() for a in closed.assays]
+    # as replay closes at the end of its range
+    out += [a.to_dict() for a in engine.test([], floor=T0 + 4000).assays]
     return out
 
 
@@ -91,7 +86,7 @@ def _same(a: Any, b: Any) -> bool:
 
 @pytest.mark.parametrize(("metric", "bins", "thresholds", "scan", "window"), CASES)
 def test_every_accepted_assay_runs_live_and_in_replay(  # type: ignore[no-untyped-def]
-    redis_client, redis_prefix, metric, bins, thresholds, scan, window
+    metric, bins, thresholds, scan, window
 ):
     data: dict[str, Any] = {
         "name": "every",
@@ -110,8 +105,8 @@ def test_every_accepted_assay_runs_live_and_in_replay(  # type: ignore[no-untype
         "options": {"lateness": "0s", "partitions": 2},
     }
     spec = spec_from_canonical(orjson.loads(spec_from_dict(data).canonical_json()))
-    live = _run(spec, redis_client, redis_prefix + ":live", [37, 90])
-    again = _run(spec, redis_client, redis_prefix + ":replay", [121])
+    live = _run(spec, [37, 90])
+    again = _run(spec, [121])
     assert live, "no assay result"
     assert {a["status"] for a in live} <= {"ok", "warning", "alert"}
     assert [a["metric"] for a in live] == [metric] * len(live)
