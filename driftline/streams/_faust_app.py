@@ -351,7 +351,7 @@ def run_monitor(
     if port is not None:
         start_metrics_server(port)
     monitor = Monitor(settings, ms)
-    check_redis(monitor.client)
+    check_redis(monitor.client, settings.redis.key_prefix)
     app = create_app(monitor)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     try:
