@@ -4,7 +4,7 @@
 ``group``, ``pipelines``: ``[{name, partitions, lateness_ms, alerts: [{name, when, for_ms,
 repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds}]}]``,
 and optionally ``fail_first_batch`` or ``fail_first_tick`` (raise on the first batch or
-housekeeping tick, as a bug would).
+housekeeping tick, as a bug would) and ``metrics_port`` (serve ``/metrics`` there).
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def main(path: str) -> None:
         monitor_rebuild_lookback_ms=conf.get("lookback_ms"),
         monitor_batch_size=conf.get("batch_size", 5000),
     )
+    if conf.get("metrics_port"):
+        from driftline.metrics import start_metrics_server
+
+        start_metrics_server(int(conf["metrics_port"]), "127.0.0.1")
     monitor = Monitor(settings, ms)
     for pipe in conf["pipelines"]:
         monitor.watch(engine_from(conf, pipe, monitor))
