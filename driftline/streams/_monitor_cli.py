@@ -124,6 +124,8 @@ def cmd_assays(settings: Settings, name: str, assay: str | None, limit: int, as_
     for r in latest:
         status = r.get("status", "-")
         color = {"ok": "green", "warning": "yellow", "alert": "red"}.get(status, "white")
+        if status == "error":  # a quarantined pipeline: say why
+            color, status = "red", f"error: {r.get('detail') or '-'}"
         table.add_row(
             _iso(r.get("window_start")),
             _iso(r.get("window_end")),

@@ -215,6 +215,7 @@ def audit(settings: Settings, result: ReplayResult) -> AuditReport:
     for d in _live(settings, settings.kafka.topic("assays"), result.start):
         if (
             d.get("pipeline") == result.pipeline
+            and d.get("status") != "error"  # a quarantine, not a window: nothing to recompute
             and d.get("window_start", -1) >= result.start
             and d.get("window_end", math.inf) <= result.end
         ):
@@ -233,6 +234,7 @@ def audit(settings: Settings, result: ReplayResult) -> AuditReport:
     def in_scope(d: Mapping[str, Any]) -> bool:
         return (
             d.get("pipeline") == result.pipeline
+            and d.get("kind") != "error"
             and result.compare_from <= d.get("at", -1) <= result.end
             and d.get("window", {}).get("start", -1) >= result.start
         )
