@@ -2,7 +2,8 @@
 
 ``python _monitor_proc.py CONFIG.json`` where the config holds ``topic_prefix``, ``key_prefix``,
 ``group``, ``pipelines``: ``[{name, partitions, lateness_ms, alerts: [{name, when, for_ms,
-repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds}]}]``,
+repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds,
+raise_in_compare}]}]``,
 and optionally ``fail_first_batch`` or ``fail_first_tick`` (raise on the first batch or
 housekeeping tick, as a bug would) and ``metrics_port`` (serve ``/metrics`` there).
 """
@@ -33,6 +34,13 @@ class _NoControl:
         return []
 
 
+class _RaisingBaseline(DetectorBaseline):
+    """Stands for a detector bug: compare raises on every window."""
+
+    def compare_counts(self, fine_counts: Any) -> Any:
+        raise FloatingPointError("injected detector failure")
+
+
 def engine_from(conf: dict[str, Any], pipe: dict[str, Any], monitor: Monitor) -> PipelineEngine:
     alerts = [
         AlertPlan(
@@ -49,7 +57,7 @@ def engine_from(conf: dict[str, Any], pipe: dict[str, Any], monitor: Monitor) ->
         AssayPlan(
             y["name"],
             parse(y["iopath"]),
-            DetectorBaseline(
+            (_RaisingBaseline if y.get("raise_in_compare") else DetectorBaseline)(
                 Baseline.from_values(np.asarray(y["baseline"], dtype=float)),
                 y["metric"],
                 y.get("thresholds"),

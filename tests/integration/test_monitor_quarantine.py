@@ -177,3 +177,94 @@ def test_a_spec_whose_baseline_cannot_be_built_is_quarantined_at_deploy(  # type
         assert not monitor.quarantined and k.topic("hist", "results") not in monitor.topics
     finally:
         monitor.close_all()
+
+
+def test_the_faust_monitor_keeps_reading_and_committing_past_a_quarantined_pipeline(  # type: ignore[no-untyped-def]
+    topic_prefix, redis_prefix, tmp_path
+):
+    import orjson
+    from confluent_kafka import Consumer, TopicPartition
+
+    from ._monitor_helpers import produce, result, start_monitor, stop, wait_for
+
+    k = KafkaSettings(topic_prefix=topic_prefix)
+    good, bad = k.topic("good", "results"), k.topic("bad", "results")
+    ensure_topics(k, [good, bad], partitions=2)
+    ensure_topics(k, [k.topic("assays"), k.topic("notifications")], partitions=1)
+    baseline = np.linspace(0.0, 1.0, 200).tolist()
+
+    def pipe(name: str, broken: bool) -> dict[str, Any]:
+        return {
+            "name": name,
+            "partitions": 2,
+            "alerts": [{"name": "burst", "when": "count(m.outputs[0][0] > 0.9, '1s', '1s') >= 3"}],
+            "assays": [
+                {"name": "drift", "iopath": "m.outputs[0][0]", "baseline": baseline,
+                 "width_ms": 1000, "interval_ms": 1000, "metric": "psi",
+                 "thresholds": {"warning": 0.1, "alert": 0.25}, "raise_in_compare": broken}
+            ],
+        }  # fmt: skip
+
+    group = f"{topic_prefix}-monitor"
+    config = tmp_path / "monitor.json"
+    config.write_bytes(
+        orjson.dumps(
+            {"topic_prefix": topic_prefix, "key_prefix": redis_prefix, "group": group,
+             "datadir": str(tmp_path / "faust"),
+             "pipelines": [pipe("good", False), pipe("bad", True)]}
+        )
+    )  # fmt: skip
+    t0 = (int(time.time()) // 10 - 60) * 10_000
+
+    def rows(first_sec: int, secs: int) -> list[tuple[int, bytes]]:
+        out = []
+        for s in range(first_sec, first_sec + secs):
+            for j in range(10):
+                v = 0.95 if s == first_sec + 1 and j < 4 else 0.05 * j
+                out.append((j % 2, result(t0 + 1000 * s + 10 * j, v, 100 * s + j)))
+        return out
+
+    conf = k.client_config()
+    log = tmp_path / "monitor.log"
+    proc = start_monitor(config, tmp_path, log)
+    try:
+        for part, secs in ((0, 5), (5, 5)):  # a second round after the quarantine
+            for topic in (bad, good):
+                produce(conf, topic, rows(part, secs), txid=f"{topic_prefix}-{topic}")
+            last = t0 + 1000 * (part + secs - 1)
+            wait_for(
+                conf,
+                k.topic("assays"),
+                lambda got, last=last: any(
+                    a["pipeline"] == "good" and a["window_end"] >= last for a in got
+                ),
+            )
+        time.sleep(3)  # commits run once a second
+    finally:
+        stop(proc)
+    text = log.read_text(errors="replace")
+    assert proc.returncode in (0, -15), text  # stopped by us, never exited on its own
+    assays = wait_for(conf, k.topic("assays"), lambda got: True, timeout=5)
+    errors = [a for a in assays if a["status"] == "error"]
+    assert [(a["pipeline"], a["assay"]) for a in errors] == [("bad", "drift")], text
+    good_ends = sorted(a["window_end"] - t0 for a in assays if a["pipeline"] == "good")
+    assert good_ends == [1000 * s for s in range(1, 10)]
+    notes = wait_for(conf, k.topic("notifications"), lambda got: True, timeout=5)
+    burst = sorted((n["pipeline"], n["state"], n["at"] - t0) for n in notes if n["kind"] == "alert")
+    assert burst == [
+        ("good", "firing", 2000), ("good", "firing", 7000),
+        ("good", "resolved", 3000), ("good", "resolved", 8000),
+    ]  # fmt: skip
+    assert [n["pipeline"] for n in notes if n["kind"] == "error"] == ["bad"]
+    assert text.count("is not monitored") == 1, text
+    # the quarantined pipeline's offsets were committed past all of its records, like the
+    # healthy one's: a restarted monitor reads nothing of either again
+    c = Consumer({**conf, "group.id": group, "isolation.level": "read_committed"})
+    try:
+        for topic in (bad, good):
+            committed = c.committed([TopicPartition(topic, p) for p in (0, 1)], timeout=10)
+            assert all(tp.offset >= 50 for tp in committed), (topic, committed)
+            c.assign(committed)
+            assert sum(not m.error() for m in c.consume(1000, 3.0)) == 0, topic
+    finally:
+        c.close()
