@@ -128,7 +128,8 @@ def _child(args: argparse.Namespace) -> None:
     import faust
 
     from driftline.config import MonitorSettings
-    from driftline.streams.monitor import Monitor, _faust_classes, create_app
+    from driftline.streams._faust_app import _faust_classes, create_app
+    from driftline.streams.monitor import Monitor
 
     out = Path(args.out)
     settings = _settings(args.prefix, args.key_prefix, args.redis_url)

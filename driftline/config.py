@@ -367,5 +367,17 @@ class MonitorSettings(_Base):
     monitor_results_pattern: str | None = Field(
         default=None, description="Regex of results topics; default: ^<prefix>\\..*\\.results$"
     )
+    monitor_max_event_age_ms: int = Field(
+        default=90 * 24 * 3600 * 1000,
+        ge=1,
+        description="Events older than this (vs the wall clock; replay: its range end) are "
+        "refused as time_out_of_range; default 90 days, room for backfills of weeks.",
+    )
+    monitor_max_event_skew_ms: int = Field(
+        default=24 * 3600 * 1000,
+        ge=0,
+        description="Events this far ahead of the wall clock (replay: its range end) are "
+        "refused as time_out_of_range; default 1 day, room for skewed device clocks.",
+    )
     monitor_metrics_port: int | None = Field(default=None)
     monitor_datadir: Path | None = Field(default=None, description="faust data dir; default: temp.")

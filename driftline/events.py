@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 AlertState = Literal["firing", "resolved"]
-AssayStatus = Literal["ok", "warning", "alert"]
+AssayStatus = Literal["ok", "warning", "alert", "error"]
 
 
 def encode(obj: Any) -> bytes:
@@ -106,6 +106,8 @@ class AssayResult:
     spec: str
     #: With an assay ``scan``: ``{test, alpha, p_value, scale, p_values}`` of the merged windows.
     scan: dict[str, Any] | None = None
+    #: With ``status: "error"``: why the pipeline is quarantined (pipeline, assay, cause).
+    detail: str | None = None
 
     @property
     def key(self) -> str:
@@ -122,7 +124,9 @@ class AssayResult:
 
 @dataclass(frozen=True)
 class Notification:
-    """One alert transition on ``driftline.notifications`` (key = ``pipeline/alert``).
+    """One alert or assay transition on ``driftline.notifications`` (key = ``pipeline/alert``).
+
+    ``kind`` is ``alert``, ``assay`` or ``error`` (a quarantined pipeline).
 
     ``window`` is ``{"start": ms, "end": ms}``; ``notify`` lists targets such as
     ``email:ops@example.com``, ``slack:fraud-alerts``, ``webhook:pager`` or ``stdout``.
@@ -140,6 +144,8 @@ class Notification:
     notify: list[str]
     spec: str
     kind: str = "alert"
+    #: What a renderer may show besides the condition: for an assay ``{assay_status, metric,
+    #: score, threshold, thresholds, window_count, baseline_count, iopath, replay}``.
     details: dict[str, Any] | None = None
 
     @property

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from driftline.config import SYSTEM_TOPICS
-from driftline.detectors import METRICS, validate_scan, validate_thresholds
+from driftline.detectors import check_live, validate_scan, validate_thresholds
 from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecError
 from driftline.expressions import (
     AlertCondition,
@@ -62,6 +62,7 @@ CANONICAL_FORMAT = 1
 #: ``message.max.bytes`` (1,000,000) with room for the key and headers.
 MAX_CANONICAL_BYTES = 900_000
 SEVERITIES = ("warning", "critical")
+_NOTIFY_KEYS = ("notify", "for", "repeat", "severity")
 BIN_MODES = ("quantile", "equal", "provided")
 OUTLIER_MODES = ("explicit", "open")
 #: Defaults of an assay's ``scan: true`` (see :class:`driftline.detectors.WindowScan`).
@@ -117,6 +118,14 @@ class AssaySpec:
     thresholds: dict[str, Any]
     #: ``{"test", "alpha", "scales"}``: also test the merged last windows (see README, assays).
     scan: dict[str, Any] | None = None
+    #: Targets of the assay's status transitions (``ok → warning → alert → ok``).
+    notify: tuple[str, ...] = ()
+    #: How long a non-ok status must last before the first notification (0: at once).
+    for_ms: int = 0
+    #: While not ok, notify again every ``repeat_ms`` (None: never).
+    repeat_ms: int | None = None
+    #: Severity of the ``alert`` level (the ``warning`` level is always ``warning``).
+    severity: str = "critical"
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,7 @@ class PipelineSpec:
                     "thresholds": dict(a.thresholds),
                     # only when set: specs without a scan keep their versions
                     **({"scan": dict(a.scan)} if a.scan is not None else {}),
+                    **_canonical_assay_notify(a),
                 }
                 for a in self.assays.values()
             },
@@ -297,6 +307,21 @@ def _canonical_model(m: ModelSpec) -> dict[str, Any]:
         doc["inputs"] = list(m.input_names)
         doc["outputs"] = list(m.output_names)
     return doc
+
+
+def _canonical_assay_notify(a: AssaySpec) -> dict[str, Any]:
+    """The notification keys of an assay, only those not at their defaults (so that specs
+    written before assays notified keep their versions)."""
+    out: dict[str, Any] = {}
+    if a.notify:
+        out["notify"] = list(a.notify)
+    if a.for_ms:
+        out["for_ms"] = a.for_ms
+    if a.repeat_ms is not None:
+        out["repeat_ms"] = a.repeat_ms
+    if a.severity != "critical":
+        out["severity"] = a.severity
+    return out
 
 
 def _canonical_baseline(baseline: Mapping[str, Any]) -> dict[str, Any]:
@@ -518,6 +543,14 @@ def spec_from_canonical(
                     "bins": a["bins"],
                     "thresholds": a["thresholds"],
                     **({"scan": a["scan"]} if "scan" in a else {}),
+                    **({"notify": a["notify"]} if "notify" in a else {}),
+                    **({"for": format_duration(a["for_ms"])} if a.get("for_ms") else {}),
+                    **(
+                        {"repeat": format_duration(a["repeat_ms"])}
+                        if a.get("repeat_ms") is not None
+                        else {}
+                    ),
+                    **({"severity": a["severity"]} if "severity" in a else {}),
                 }
                 for k, a in data["assays"].items()
             },
@@ -862,6 +895,13 @@ class _Compiler:
             condition = alert_condition(when)
         except ExpressionError as exc:
             raise SpecError(f"{where}.when", exc.reason) from None
+        targets, for_ms, repeat_ms, severity = self.notification(where, value, "warning")
+        return AlertSpec(name, when, condition, targets, for_ms, repeat_ms, severity)
+
+    def notification(
+        self, where: str, value: Mapping[str, Any], default_severity: str
+    ) -> tuple[tuple[str, ...], int, int | None, str]:
+        """``notify``, ``for``, ``repeat`` and ``severity`` of an alert or an assay."""
         notify_value = value.get("notify", [])
         if isinstance(notify_value, str) or not isinstance(notify_value, list | tuple):
             notify_value = [notify_value]
@@ -874,12 +914,10 @@ class _Compiler:
         for_ms = self.duration(f"{where}.for", value.get("for", "0s"), allow_zero=True)
         repeat = value.get("repeat")
         repeat_ms = None if repeat is None else self.duration(f"{where}.repeat", repeat)
-        severity = value.get("severity", "warning")
+        severity = value.get("severity", default_severity)
         if severity not in SEVERITIES:
             raise SpecError(f"{where}.severity", f"{severity!r} is not one of {list(SEVERITIES)}")
-        return AlertSpec(
-            name, when, condition, tuple(sorted(set(targets))), for_ms, repeat_ms, severity
-        )
+        return tuple(sorted(set(targets))), for_ms, repeat_ms, severity
 
     # -- assays --------------------------------------------------------------------------
     def assay(self, where: str, name: str, value: Any) -> AssaySpec:
@@ -887,7 +925,16 @@ class _Compiler:
         _only_keys(
             value,
             where,
-            {"iopath", "baseline", "window", "metric", "bins", "thresholds", "scan"},
+            {
+                "iopath",
+                "baseline",
+                "window",
+                "metric",
+                "bins",
+                "thresholds",
+                "scan",
+                *_NOTIFY_KEYS,
+            },
             {"iopath", "baseline", "window"},
         )
         iopath = self.row_expr(f"{where}.iopath", value["iopath"])
@@ -905,9 +952,10 @@ class _Compiler:
                 f"({format_duration(interval)}); width = interval gives tumbling windows",
             )
         metric = value.get("metric", "psi")
-        metrics = list(METRICS)
-        if metric not in metrics:
-            raise SpecError(f"{where}.metric", f"unknown metric {metric!r}; use one of {metrics}")
+        try:
+            check_live(str(metric))  # the detector registry: only what the monitor computes
+        except ValueError as exc:
+            raise SpecError(f"{where}.metric", str(exc)) from None
         bins = self.bins(f"{where}.bins", value.get("bins"))
         thresholds = value.get("thresholds", {"warning": 0.1, "alert": 0.25})
         self.check_thresholds(f"{where}.thresholds", metric, thresholds)
@@ -915,6 +963,7 @@ class _Compiler:
         if "values" in baseline:
             self.check_baseline_bins(where, baseline["values"], bins)
         scan = self.scan(f"{where}.scan", value.get("scan"))
+        targets, for_ms, repeat_ms, severity = self.notification(where, value, "critical")
         return AssaySpec(
             name,
             iopath,
@@ -925,6 +974,10 @@ class _Compiler:
             bins,
             {k: float(v) for k, v in thresholds.items()},
             scan,
+            targets,
+            for_ms,
+            repeat_ms,
+            severity,
         )
 
     def scan(self, where: str, value: Any) -> dict[str, Any] | None:
@@ -1578,11 +1631,18 @@ class PipelineBuilder:
         bins: Mapping[str, Any] | None = None,
         thresholds: Mapping[str, float] | None = None,
         scan: bool | Mapping[str, Any] | None = None,
+        notify: Iterable[Any] = (),
+        for_: str | None = None,
+        repeat: str | None = None,
+        severity: str | None = None,
     ) -> PipelineBuilder:
         """Add a drift assay; ``baseline`` is a mapping as in YAML, or the values themselves.
 
         ``scan=True`` (or ``{"test", "alpha", "scales"}``) also tests the merged last 1, 2, 4
         and 8 windows at each window, which catches small persistent shifts sooner.
+        ``notify`` (targets or ``notify.Email(...)`` objects), ``for_``, ``repeat`` and
+        ``severity`` (of the alert level) work as on alerts: each status transition
+        ``ok → warning → alert → ok`` is one notification.
         """
         self._unique("assays", self._assays, name)
         if not isinstance(baseline, Mapping):
@@ -1599,6 +1659,15 @@ class PipelineBuilder:
             assay["thresholds"] = dict(thresholds)
         if scan is not None and scan is not False:
             assay["scan"] = scan if isinstance(scan, bool) else dict(scan)
+        targets = [str(t) for t in notify]
+        if targets:
+            assay["notify"] = targets
+        if for_ is not None:
+            assay["for"] = for_
+        if repeat is not None:
+            assay["repeat"] = repeat
+        if severity is not None:
+            assay["severity"] = severity
         self._assays[name] = assay
         return self
 

@@ -29,6 +29,16 @@ from driftline.detectors._distances import (
 from driftline.detectors._histogram import Histogram
 from driftline.detectors._mmd import KernelMMD, mmd
 from driftline.detectors._outliers import HalfSpaceTrees, Mahalanobis, OutlierResult
+from driftline.detectors._registry import (
+    FINE_HISTOGRAM,
+    RAW_SAMPLE,
+    REGISTRY,
+    VECTOR,
+    MetricInfo,
+    check_live,
+    live_metrics,
+    needs,
+)
 from driftline.detectors._result import DriftResult, Status
 from driftline.detectors._scan import SCAN_TESTS, ScanResult, WindowScan, validate_scan
 from driftline.detectors._sequential import (
@@ -52,17 +62,22 @@ __all__ = [
     "ADWIN",
     "CUSUM",
     "DEFAULT_THRESHOLDS",
+    "FINE_HISTOGRAM",
     "KSWIN",
     "METRICS",
     "PSI_FLOOR",
     "P_VALUE_METRICS",
+    "RAW_SAMPLE",
+    "REGISTRY",
     "SCAN_TESTS",
+    "VECTOR",
     "Baseline",
     "DriftResult",
     "HalfSpaceTrees",
     "Histogram",
     "KernelMMD",
     "Mahalanobis",
+    "MetricInfo",
     "OutlierResult",
     "PageHinkley",
     "ScanResult",
@@ -70,12 +85,15 @@ __all__ = [
     "SequentialResult",
     "Status",
     "WindowScan",
+    "check_live",
     "chi2",
     "hellinger",
     "jensenshannon",
     "ks",
+    "live_metrics",
     "maxdiff",
     "mmd",
+    "needs",
     "psi",
     "psi_critical_value",
     "sumdiff",

@@ -14,21 +14,31 @@ otherwise re-read 300 buckets at every close).
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Any
 
-import msgspec
 import numpy as np
-import orjson
 
 from driftline.alerts.lifecycle import AlertState, Transition, run
+from driftline.compile import (
+    AlertPlan,
+    AssayBaseline,
+    AssayPlan,
+    DetectorBaseline,
+    ScanPlan,
+    _digest,
+)
+from driftline.detectors import FINE_HISTOGRAM, RAW_SAMPLE
 from driftline.events import AssayResult, Notification
-from driftline.expressions import AlertCondition, evaluate, to_json, to_text, variables
-from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, RedisState, split_field
+from driftline.expressions import evaluate, to_json, to_text, variables
+from driftline.streams._batch import AssayFailed, Batch, ClosedWindows, IngestReport, StateLost
+from driftline.streams._decode import Doc, build_tensors, decode_results
+from driftline.streams._final import FinalBuckets
+from driftline.streams.assay_lifecycle import assay_notification, step_assay
+from driftline.streams.memstate import MonitorState
+from driftline.streams.samples import SAMPLE_SIZE, member, merge, priorities
+from driftline.streams.state import APPLIED, LOST, BucketDelta, Guard, split_field
 from driftline.streams.windows import (
     bucket_start,
     classify_late,
@@ -42,6 +52,7 @@ from driftline.streams.windows import (
 __all__ = [
     "AlertPlan",
     "AssayBaseline",
+    "AssayFailed",
     "AssayPlan",
     "Batch",
     "ClosedWindows",
@@ -56,116 +67,6 @@ __all__ = [
 # At most this many windows per aggregate and call: a pipeline idle for days closes its
 # empty windows over several calls instead of one huge one.
 MAX_WINDOWS_PER_CLOSE = 20_000
-
-
-class StateLost(Exception):
-    """Redis no longer holds offsets this engine applied: rebuild the open windows."""
-
-    def __init__(self, partitions: Sequence[int]):
-        self.partitions = list(partitions)
-        super().__init__(f"monitor state lost for partitions {self.partitions}")
-
-
-class AssayBaseline(Protocol):
-    """What an assay needs from a baseline: a fine grid to count on, and a comparison."""
-
-    @property
-    def num_fine_bins(self) -> int: ...
-
-    def fine_index(self, values: np.ndarray) -> np.ndarray: ...
-
-    def compare_counts(self, fine_counts: np.ndarray) -> Any: ...
-
-    def p_value(self, fine_counts: np.ndarray, test: str) -> float: ...
-
-
-@dataclass(frozen=True)
-class DetectorBaseline:
-    """A :class:`driftline.detectors.Baseline` with the assay's metric and thresholds."""
-
-    baseline: Any
-    metric: str = "psi"
-    thresholds: Mapping[str, float] | None = None
-
-    @property
-    def num_fine_bins(self) -> int:
-        return int(self.baseline.num_fine_bins)
-
-    def fine_index(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(self.baseline.fine_index(values))
-
-    def compare_counts(self, fine_counts: np.ndarray) -> Any:
-        hist = self.baseline.histogram_from_counts(fine_counts)
-        thr = None if self.thresholds is None else dict(self.thresholds)
-        return self.baseline.compare(hist, metric=self.metric, thresholds=thr)
-
-    def p_value(self, fine_counts: np.ndarray, test: str) -> float:
-        """p-value of ``test`` (a p-value metric) for these fine counts against the baseline."""
-        hist = self.baseline.histogram_from_counts(fine_counts)
-        p = self.baseline.compare(hist, metric=test, thresholds={"alpha": 0.5}).p_value
-        return 1.0 if p is None else float(p)
-
-
-@dataclass(frozen=True)
-class AlertPlan:
-    name: str
-    condition: AlertCondition
-    for_ms: int = 0
-    repeat_ms: int = 0
-    severity: str = "warning"
-    notify: tuple[str, ...] = ()
-
-    @property
-    def width_ms(self) -> int:
-        return self.condition.width_ms
-
-    @functools.cached_property
-    def counter(self) -> str:
-        """Counter name in bucket hashes: changes when what is counted changes."""
-        c = self.condition
-        return f"{self.name}@{_digest(c.aggregate, to_json(c.inner), c.interval_ms)}"
-
-    @property
-    def interval_ms(self) -> int:
-        return self.condition.interval_ms
-
-
-@dataclass(frozen=True)
-class AssayPlan:
-    name: str
-    iopath: Any
-    baseline: AssayBaseline
-    width_ms: int
-    interval_ms: int
-    metric: str
-    notify: tuple[str, ...] = ()
-    scan: ScanPlan | None = None
-
-    @property
-    def span_ms(self) -> int:
-        """How far back a window end reaches: the width, times the largest scan scale."""
-        return self.width_ms * (max(self.scan.scales) if self.scan else 1)
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    """An assay's scan: at each window, the merged last ``s`` windows for ``s`` in ``scales``.
-
-    Unlike :class:`driftline.detectors.WindowScan`, which forgets its windows after an alarm,
-    the monitor's scan is a pure function of the last ``max(scales)`` windows, so replay
-    computes the same results from the topic alone. Each window still alarms with probability
-    at most ``alpha`` without drift (the union bound does not need the forgetting); while drift
-    lasts, the merged windows keep it in view, so an assay resolves up to ``max(scales)``
-    windows after the drift ends.
-    """
-
-    test: str = "mean"
-    alpha: float = 0.003
-    scales: tuple[int, ...] = (1, 2, 4, 8)
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SERIALIZE_NUMPY)).hexdigest()[:8]
 
 
 def _assay_field(y: AssayPlan) -> str:
@@ -183,201 +84,6 @@ def _assay_field(y: AssayPlan) -> str:
     return f"h:{digest}"
 
 
-def _ascending_per_partition(partitions: np.ndarray, offsets: np.ndarray) -> bool:
-    for p in np.unique(partitions):
-        o = offsets[partitions == p]
-        if not np.all(o[1:] > o[:-1]):
-            return False
-    return True
-
-
-@dataclass
-class Batch:
-    """Raw records of one results topic in consumption order (offsets ascending per partition)."""
-
-    topic: str
-    partitions: np.ndarray
-    offsets: np.ndarray
-    values: list[bytes]
-
-    @classmethod
-    def of(cls, topic: str, records: Iterable[tuple[int, int, bytes]]) -> Batch:
-        """A batch of ``(partition, offset, value)`` records, offsets made ascending per
-        partition (a stable sort, only when they are not already)."""
-        rows = records if isinstance(records, list) else list(records)
-        n = len(rows)
-        partitions = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        offsets = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
-        values = [r[2] for r in rows]
-        if n > 1 and not _ascending_per_partition(partitions, offsets):
-            order = np.lexsort((offsets, partitions))
-            partitions, offsets = partitions[order], offsets[order]
-            values = [values[i] for i in order.tolist()]
-        return cls(topic, partitions, offsets, values)
-
-    def first_offsets(self) -> dict[int, int]:
-        """The smallest offset of each partition in the batch."""
-        out: dict[int, int] = {}
-        for p in np.unique(self.partitions).tolist():
-            out[p] = int(self.offsets[self.partitions == p].min())
-        return out
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def select(self, keep: np.ndarray) -> Batch:
-        idx = np.flatnonzero(keep)
-        return Batch(
-            self.topic, self.partitions[idx], self.offsets[idx], [self.values[i] for i in idx]
-        )
-
-
-@dataclass
-class IngestReport:
-    applied: int = 0
-    accepted: int = 0
-    late: list[tuple[int, int, bytes]] = field(default_factory=list)
-    dead: list[tuple[int, int, bytes, str]] = field(default_factory=list)
-    skipped: int = 0
-
-
-@dataclass
-class ClosedWindows:
-    """What closing windows produced; emit it, then :meth:`PipelineEngine.commit` it."""
-
-    assays: list[AssayResult] = field(default_factory=list)
-    notifications: list[Notification] = field(default_factory=list)
-    marks: list[tuple[str, int, dict[str, Any] | None]] = field(default_factory=list)
-    floor: int | None = None
-    watermark: int | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.marks or self.floor is not None)
-
-
-# Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
-_Time = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
-
-
-class _Result(msgspec.Struct):
-    """A result event as the monitor reads it: the input vector is skipped, not built."""
-
-    time: _Time
-    outputs: dict[str, Any]
-
-
-class _ResultWithInputs(msgspec.Struct):
-    time: _Time
-    outputs: dict[str, Any]
-    inputs: Any
-
-
-Doc = _Result | _ResultWithInputs
-
-_DECODERS: dict[bool, msgspec.json.Decoder[Any]] = {
-    False: msgspec.json.Decoder(_Result),
-    True: msgspec.json.Decoder(_ResultWithInputs),
-}
-
-
-def _decode(
-    values: list[bytes], with_inputs: bool = True
-) -> tuple[list[Doc | None], np.ndarray, list[str]]:
-    """Decode result events (``.time``, ``.outputs``[, ``.inputs``]); bad ones are ``None``.
-
-    Only the fields the monitor reads are materialized: with ``with_inputs=False`` the input
-    vector (most of an event's bytes) is skipped, not built. ``time`` must be an int64 integer
-    (not a bool or float) and ``outputs`` an object, as the events contract says.
-    """
-    decoder = _DECODERS[with_inputs]
-    n = len(values)
-    # Fast path: the batch as one newline-delimited document, decoded in one call. It applies
-    # only when no value holds a newline (so each line is exactly one value) and every line
-    # is a valid event; otherwise each value is decoded alone to find the bad ones.
-    joined = b"\n".join(values)
-    if n and joined.count(b"\n") == n - 1:
-        try:
-            docs: list[Doc | None] = list(decoder.decode_lines(joined))
-        except msgspec.DecodeError:
-            pass
-        else:
-            if len(docs) == n:
-                return docs, np.ones(n, dtype=bool), [""] * n
-    docs = []
-    ok = np.ones(n, dtype=bool)
-    reasons = [""] * n
-    for i, v in enumerate(values):
-        try:
-            docs.append(decoder.decode(v))
-        except msgspec.DecodeError:  # also a ValidationError: wrong types, missing fields
-            ok[i] = False
-            reasons[i] = "malformed-result"
-            docs.append(None)
-    return docs, ok, reasons
-
-
-def build_tensors(
-    docs: Sequence[Doc], needed: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], list[np.ndarray]]:
-    """Evaluator input for decoded result events: ``{(model, kind): [2-D array per tensor]}``.
-
-    Every model sees the row's input vector as its ``inputs[0]``. Raises ``ValueError``,
-    ``KeyError``, ``TypeError``, ``IndexError`` or ``AttributeError`` when rows do not share
-    one shape.
-    """
-    out: dict[tuple[str, str], list[np.ndarray]] = {}
-    n = len(docs)
-    for model, kind in needed:
-        if kind == "inputs":
-            rows = [d.inputs for d in docs]  # type: ignore[union-attr]
-            out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
-        else:
-            tensors = [d.outputs[model] for d in docs]
-            out[(model, kind)] = [
-                np.array([t[i] for t in tensors], dtype=np.float64).reshape(n, -1)
-                for i in range(len(tensors[0]))
-            ]
-    return out
-
-
-class _FinalBuckets:
-    """Counters of buckets that no event can reach any more, read from Redis once.
-
-    A bucket is final once the watermark has passed its end: every event accepted later is at
-    or after the watermark. A sliding window reads all of its buckets at each close (300 for
-    five minutes of one-second buckets), so without this every close re-read them all.
-    """
-
-    def __init__(self, columns: int) -> None:
-        self.lo = self.hi = 0  # buckets with start in [lo, hi) are held (absent ones are empty)
-        self.starts = np.zeros(0, dtype=np.int64)
-        self.rows = np.zeros((0, columns), dtype=np.float64)
-        self.empty = True
-
-    def read(
-        self,
-        fetch: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
-        lo: int,
-        hi: int,
-        final: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Buckets with start in ``[lo, hi)``; those starting before ``final`` are final."""
-        if self.empty or not self.lo <= lo <= self.hi:
-            self.lo = self.hi = lo
-            self.starts, self.rows = self.starts[:0], self.rows[:0]
-        keep = self.starts >= lo
-        starts, rows = self.starts[keep], self.rows[keep]
-        if self.hi < hi:
-            new_starts, new_rows = fetch(self.hi, hi)
-            starts = np.concatenate([starts, new_starts])
-            rows = np.concatenate([rows, new_rows])
-            self.hi = max(self.hi, min(hi, final))
-        held = starts < self.hi
-        self.lo, self.starts, self.rows, self.empty = lo, starts[held], rows[held], False
-        inside = starts < hi
-        return starts[inside], rows[inside]
-
-
 class PipelineEngine:
     """Monitor one pipeline: fold batches into Redis, close windows, run alert lifecycles.
 
@@ -390,7 +96,8 @@ class PipelineEngine:
     alerts, assays:
         What to compute.
     state:
-        The pipeline's :class:`RedisState`.
+        The pipeline's state: a :class:`~driftline.streams.state.RedisState`, or a
+        :class:`~driftline.streams.memstate.MemoryState` in tests.
     partitions:
         Number of partitions of the results topic (the watermark waits for all of them).
     lateness_ms:
@@ -404,7 +111,7 @@ class PipelineEngine:
         models: Sequence[str],
         alerts: Sequence[AlertPlan],
         assays: Sequence[AssayPlan],
-        state: RedisState,
+        state: MonitorState,
         partitions: int,
         lateness_ms: int = 5000,
         on_metrics: Callable[[str, float, dict[str, str]], None] | None = None,
@@ -443,6 +150,17 @@ class PipelineEngine:
         self._hist_fields = {
             f: [f"{f}:{j}" for j in range(y.baseline.num_fine_bins)] for f, y in self._hist_folds
         }
+        # Raw-value samples per assay whose metric needs them (one per expression + interval).
+        self._sample_prefix = {
+            y.name: f"r:{_digest(to_json(y.iopath), y.interval_ms)}"
+            for y in self.assays
+            if getattr(y.baseline, "needs", FINE_HISTOGRAM) == RAW_SAMPLE
+        }
+        self._sample_folds = list(
+            {
+                self._sample_prefix[y.name]: y for y in self.assays if y.name in self._sample_prefix
+            }.items()
+        )
         snap = state.snapshot()
         self.offsets: dict[str, int] = dict(snap.offsets)
         self.max_times: dict[int, int] = dict(snap.max_times)
@@ -450,18 +168,56 @@ class PipelineEngine:
         self.first = snap.first
         self._emitted: dict[str, int] = {}
         self._states: dict[str, dict[str, Any] | None] = {}
-        self._final: dict[tuple[int, str], _FinalBuckets] = {}
+        self._final: dict[tuple[int, str], FinalBuckets] = {}
+
+    def test(
+        self,
+        rows: Iterable[bytes | tuple[int, int, bytes]],
+        floor: int | None = None,
+        batch_size: int | None = None,
+        topic: str = "test",
+    ) -> ClosedWindows:
+        """Run result events through the engine as the monitor would; all that closed.
+
+        ``rows`` are event bytes (partition 0, offsets 0, 1, ...) or ``(partition, offset,
+        value)`` records; each batch of ``batch_size`` (default: all) is ingested and closed,
+        and ``floor`` closes the rest (as replay does at the end of its range). Meant for an
+        in-memory :class:`~driftline.streams.memstate.MemoryState`, like Quix Streams'
+        ``sdf.test()``; the returned windows are committed.
+        """
+        records = [r if isinstance(r, tuple) else (0, i, r) for i, r in enumerate(rows)]
+        size = batch_size or max(1, len(records))
+        out = ClosedWindows()
+        for i in range(0, len(records), size):
+            self.ingest(Batch.of(topic, records[i : i + size]))
+            closed = self.close()
+            self.commit(closed)
+            out.assays += closed.assays
+            out.notifications += closed.notifications
+        if floor is not None:
+            closed = self.close(floor)
+            self.commit(closed)
+            out.assays += closed.assays
+            out.notifications += closed.notifications
+        return out
 
     # ------------------------------------------------------------------ ingest
 
     def ingest(
-        self, batch: Batch, before_apply: Callable[[IngestReport], None] | None = None
+        self,
+        batch: Batch,
+        before_apply: Callable[[IngestReport], None] | None = None,
+        bounds: tuple[int, int] | None = None,
     ) -> IngestReport:
         """Fold one batch into Redis (one script call; retried once if offsets moved).
 
         ``before_apply`` gets the report (late and malformed events) before the script runs:
         once Redis holds the batch's offsets a redelivery skips it, so anything published
         about those events must be out before then (at least once).
+
+        ``bounds`` = ``(lo, hi)``: events with a time outside ``[lo, hi]`` are refused
+        (reason ``time_out_of_range``) before they count for lateness or any window; the
+        live monitor passes bounds around the wall clock, replay around its range end.
 
         Raises :class:`StateLost` when Redis lost offsets this engine had applied.
         """
@@ -472,9 +228,11 @@ class PipelineEngine:
             work = batch.select(fresh) if report.skipped else batch
             if len(work) == 0:
                 return report
-            guards, deltas, min_time, rep = self._fold(work)
+            guards, deltas, min_time, rep, samples = self._fold(work, bounds)
             if before_apply is not None and (rep.late or rep.dead):
                 before_apply(rep)
+            if samples:  # idempotent, so before the guarded script (see add_samples)
+                self.state.add_samples(samples, SAMPLE_SIZE, self.ttl_s)
             result = self.state.apply(guards, deltas, min_time, self.ttl_s, cutoff=self._cutoff())
             if result.status == LOST:
                 self.forget_buckets()
@@ -498,13 +256,22 @@ class PipelineEngine:
         return keep
 
     def _fold(
-        self, batch: Batch
-    ) -> tuple[list[Guard], dict[str, BucketDelta], int | None, IngestReport]:
+        self, batch: Batch, bounds: tuple[int, int] | None = None
+    ) -> tuple[
+        list[Guard], dict[str, BucketDelta], int | None, IngestReport, dict[str, dict[bytes, float]]
+    ]:
         rep = IngestReport()
-        docs, ok, reasons = _decode(batch.values, self._with_inputs)
+        docs, ok, reasons = decode_results(
+            batch.values, self._with_inputs, bool(self._sample_folds)
+        )
         times = np.fromiter(
             (0 if d is None else d.time for d in docs), dtype=np.int64, count=len(docs)
         )
+        if bounds is not None:
+            out = ok & ((times < bounds[0]) | (times > bounds[1]))
+            for pos in np.flatnonzero(out).tolist():
+                ok[pos] = False
+                reasons[pos] = "time_out_of_range"
         late = np.zeros(len(batch), dtype=bool)
         guards: list[Guard] = []
         new_max: dict[int, int] = {}
@@ -522,6 +289,7 @@ class PipelineEngine:
         accept = ok & ~late
         # Tensors of malformed shapes are caught per event only when the fast path fails.
         deltas: dict[str, BucketDelta] = {}
+        samples: dict[str, dict[bytes, float]] = {}
         idx = np.flatnonzero(accept)
         if idx.size:
             acc_docs: list[Doc] = [
@@ -541,6 +309,8 @@ class PipelineEngine:
                 tensors = self._tensors(acc_docs) if idx.size else {}
             if idx.size:
                 deltas = self._deltas(times[idx], tensors, idx.size)
+                if self._sample_folds:
+                    samples = self._samples(batch, idx, docs, times[idx], tensors)
         accept = np.zeros(len(batch), dtype=bool)
         accept[idx] = True
         for i in np.flatnonzero(~ok):
@@ -551,7 +321,40 @@ class PipelineEngine:
             rep.late.append((int(batch.partitions[i]), int(batch.offsets[i]), batch.values[i]))
         rep.accepted = int(idx.size)
         min_time = int(times[idx].min()) if idx.size else None
-        return guards, deltas, min_time, rep
+        return guards, deltas, min_time, rep, samples
+
+    def _samples(
+        self,
+        batch: Batch,
+        idx: np.ndarray,
+        docs: Sequence[Doc | None],
+        times: np.ndarray,
+        tensors: Mapping[tuple[str, str], Sequence[np.ndarray]],
+    ) -> dict[str, dict[bytes, float]]:
+        """Bottom-k sample members of the accepted rows, per bucket (non-finite values skipped)."""
+        acc = [docs[i] for i in idx.tolist()]
+        prio = priorities(
+            [getattr(d, "id", None) for d in acc],
+            [getattr(d, "row", 0) for d in acc],
+            batch.partitions[idx].tolist(),
+            batch.offsets[idx].tolist(),
+        )
+        out: dict[str, dict[bytes, float]] = {}
+        n = idx.size
+        for prefix, y in self._sample_folds:
+            values = np.asarray(evaluate(y.iopath, tensors, self.tensor_names), dtype=np.float64)
+            if values.shape != (n,):
+                values = np.broadcast_to(values, (n,))
+            starts = bucket_start(times, y.interval_ms)
+            finite = np.isfinite(values)
+            for start in np.unique(starts[finite]).tolist():
+                sel = np.flatnonzero((starts == start) & finite)
+                best = sel[np.argsort(prio[sel], kind="stable")[:SAMPLE_SIZE]]
+                key = self.state.sample_key(prefix, y.interval_ms, int(start))
+                members = out.setdefault(key, {})
+                for j in best.tolist():
+                    members[member(float(prio[j]), float(values[j]))] = float(prio[j])
+        return out
 
     def _tensors(self, docs: list[Doc]) -> dict[tuple[str, str], list[np.ndarray]]:
         return build_tensors(docs, self._needed)
@@ -659,10 +462,11 @@ class PipelineEngine:
         if wm is None:  # a partition has seen nothing yet: no window can close
             return out
         for a in self.alerts:
-            ends = window_ends(emitted.get(a.name), self.first, wm, a.interval_ms)
+            ends = window_ends(
+                emitted.get(a.name), self.first, wm, a.interval_ms, MAX_WINDOWS_PER_CLOSE
+            )
             if ends.size == 0:
                 continue
-            ends = ends[:MAX_WINDOWS_PER_CLOSE]
             values = self._alert_values(a, ends, wm)
             holds = np.array([a.condition.holds(float(v)) for v in values], dtype=bool)
             st = AlertState.from_dict(states.get(a.name))
@@ -671,15 +475,15 @@ class PipelineEngine:
                 out.notifications.append(self._notification(a, t))
             out.marks.append((a.name, int(ends[-1]), st.to_dict()))
         for y in self.assays:
-            ends = window_ends(emitted.get(y.name), self.first, wm, y.interval_ms)
+            ends = window_ends(
+                emitted.get(y.name), self.first, wm, y.interval_ms, MAX_WINDOWS_PER_CLOSE
+            )
             if ends.size == 0:
                 continue
-            ends = ends[:MAX_WINDOWS_PER_CLOSE]
-            st = AlertState.from_dict(states.get(y.name))
-            results, st, notes = self._assay_windows(y, ends, st, wm)
+            results, ast, notes = self._assay_windows(y, ends, states.get(y.name), wm)
             out.assays.extend(results)
             out.notifications.extend(notes)
-            out.marks.append((y.name, int(ends[-1]), st.to_dict()))
+            out.marks.append((y.name, int(ends[-1]), ast))
         return out
 
     def commit(self, closed: ClosedWindows) -> None:
@@ -722,7 +526,7 @@ class PipelineEngine:
     ) -> tuple[np.ndarray, np.ndarray]:
         cache = self._final.get((interval, fields[0]))
         if cache is None:
-            cache = self._final[(interval, fields[0])] = _FinalBuckets(len(fields))
+            cache = self._final[(interval, fields[0])] = FinalBuckets(len(fields))
         final = watermark - watermark % interval
         return cache.read(
             lambda a, b: self.state.read_matrix(interval, a, b, fields), lo, hi, final
@@ -788,8 +592,8 @@ class PipelineEngine:
         }
 
     def _assay_windows(
-        self, y: AssayPlan, ends: np.ndarray, st: AlertState, watermark: int
-    ) -> tuple[list[AssayResult], AlertState, list[Notification]]:
+        self, y: AssayPlan, ends: np.ndarray, st: dict[str, Any] | None, watermark: int
+    ) -> tuple[list[AssayResult], dict[str, Any] | None, list[Notification]]:
         nb = y.baseline.num_fine_bins
         fields = self._hist_fields[self._hist_prefix[y.name]]
         starts, mat = self._bucket_matrix(
@@ -802,6 +606,7 @@ class PipelineEngine:
             return window_sums(starts, mat, ends, width)
 
         sums = sums_over(y.width_ms)
+        sampled = self._window_samples(y, ends, starts) if y.name in self._sample_prefix else None
         scales = y.scan.scales if y.scan else ()
         merged = {s: sums if s == 1 else sums_over(s * y.width_ms) for s in scales}
         results: list[AssayResult] = []
@@ -811,10 +616,18 @@ class PipelineEngine:
             total = int(fine.sum())
             if total == 0:
                 continue
-            r = y.baseline.compare_counts(fine)
+            if sampled is not None and sampled[i].size < 2:
+                continue  # too few finite values for a sample test: no result, like empty
+            try:
+                if sampled is not None:
+                    r = y.baseline.compare_sample(sampled[i])  # type: ignore[attr-defined]
+                else:
+                    r = y.baseline.compare_counts(fine)
+                scan = self._scan(y, {s: m[i] for s, m in merged.items()}) if y.scan else None
+            except Exception as exc:  # a detector or baseline fault: this pipeline's, named
+                raise AssayFailed(y.name, exc) from exc
             score = float(r.score)
             status = r.status
-            scan = self._scan(y, {s: m[i] for s, m in merged.items()}) if y.scan else None
             if scan is not None and scan["status"] == "alert":
                 status = "alert"
             results.append(
@@ -843,23 +656,28 @@ class PipelineEngine:
                 {"ok": 0.0, "warning": 1.0, "alert": 2.0}[status],
                 {"pipeline": self.name, "assay": y.name},
             )
-            st, transitions = run(st, [status != "ok"], [end], [score])
+            st, transitions = step_assay(st, status, end, score, y.for_ms, y.repeat_ms)
             for t in transitions:
                 notes.append(
-                    Notification(
-                        id=t.id(self.name, f"assay:{y.name}"),
-                        alert=y.name,
-                        pipeline=self.name,
-                        state=t.state,
-                        value=score,
-                        condition=f"{r.metric}({to_text(y.iopath)}) status {status}"
-                        + (" (scan)" if status != r.status else ""),
-                        window={"start": end - y.width_ms, "end": end},
-                        at=end,
-                        severity="critical" if status == "alert" else "warning",
-                        notify=list(y.notify),
-                        spec=self.spec_version,
-                        kind="assay",
+                    assay_notification(
+                        self.name, self.spec_version, self.longest_ms, y, t, r, status, total
                     )
                 )
         return results, st, notes
+
+    def _window_samples(
+        self, y: AssayPlan, ends: np.ndarray, starts: np.ndarray
+    ) -> list[np.ndarray]:
+        """Each window's raw-value sample (buckets with counts only: the others are empty)."""
+        prefix = self._sample_prefix[y.name]
+        lo = int(ends[0]) - y.width_ms
+        held = [int(b) for b in starts.tolist() if b >= lo]
+        rows = self.state.read_samples(
+            [self.state.sample_key(prefix, y.interval_ms, b) for b in held], SAMPLE_SIZE
+        )
+        by_start = dict(zip(held, rows, strict=True))
+        out: list[np.ndarray] = []
+        for end in ends.tolist():
+            inside = [r for b, r in by_start.items() if end - y.width_ms <= b < end]
+            out.append(np.asarray(merge(inside, SAMPLE_SIZE), dtype=np.float64))
+        return out

@@ -71,8 +71,9 @@ def _tail(
     from confluent_kafka import KafkaException
 
     from driftline.events import decode
+    from driftline.kafka.offsets import end_offsets, topic_partitions
+    from driftline.streams._build import read_range
     from driftline.streams._engine import Batch
-    from driftline.streams.monitor import end_offsets, read_range, topic_partitions
 
     try:
         parts = range(topic_partitions(settings, topic))
@@ -96,7 +97,7 @@ def _tail(
 
 
 def cmd_monitor(settings: Settings, metrics_port: int | None) -> int:
-    from driftline.streams.monitor import run_monitor
+    from driftline.streams._faust_app import run_monitor
 
     run_monitor(settings, MonitorSettings(), metrics_port)
     return 0
@@ -123,6 +124,8 @@ def cmd_assays(settings: Settings, name: str, assay: str | None, limit: int, as_
     for r in latest:
         status = r.get("status", "-")
         color = {"ok": "green", "warning": "yellow", "alert": "red"}.get(status, "white")
+        if status == "error":  # a quarantined pipeline: say why
+            color, status = "red", f"error: {r.get('detail') or '-'}"
         table.add_row(
             _iso(r.get("window_start")),
             _iso(r.get("window_end")),
@@ -150,13 +153,17 @@ def cmd_alerts(settings: Settings, pipeline: str | None, limit: int, as_json: bo
         return 0
     from rich.table import Table
 
-    table = Table("at", "pipeline", "alert", "state", "value", "condition", "severity", "id")
+    # Alerts and assays share the topic: an assay's warning/alert/ok transitions show here too.
+    table = Table(
+        "at", "pipeline", "kind", "alert", "state", "value", "condition", "severity", "id"
+    )
     for r in history:
         state = r.get("state", "-")
         color = "red" if state == "firing" else "green"
         table.add_row(
             _iso(r.get("at")),
             r.get("pipeline", "-"),
+            r.get("kind", "alert"),
             r.get("alert", "-"),
             f"[{color}]{state}[/]",
             _num(r.get("value")),

@@ -6,8 +6,10 @@ under a scratch Redis prefix that is deleted afterwards. It reads with a throw-a
 group and never commits, so production offsets stay untouched, and it publishes nothing.
 
 Range rules (all deterministic)
-    * Results are read by Kafka timestamp from ``T1 - (longest window + lateness)`` to
-      ``T2 + lateness + slack`` so that windows starting at ``T1`` see all their events.
+    * Results are read by Kafka timestamp from ``T1 - (longest window + lateness)`` up to
+      the first record stamped ``T2 + lateness + slack`` or later, so that windows starting
+      at ``T1`` see all their events (transaction markers, stamped by the broker's clock, do
+      not end the range: backfilled results come after markers newer than them).
     * At the end, every window ending at or before ``T2`` is closed (the replay counterpart of
       the live monitor's idle close).
     * Reported, and audited, are the windows with ``start >= T1`` and ``end <= T2``; alert
@@ -15,8 +17,8 @@ Range rules (all deterministic)
       every alert in the ``ok`` state.
 
 Audit compares those with what ``driftline.assays`` and ``driftline.notifications`` hold:
-assay results by (assay, window end) — count, score, p-value, status — and notifications by
-their deterministic id.
+assay results by (assay, window end) — count, score, p-value, status — and notifications
+(alert and assay transitions) by their deterministic id — value and severity.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from driftline.config import Settings
+from driftline.config import MonitorSettings, Settings
 from driftline.events import AssayResult, Notification, decode
 from driftline.streams._engine import Batch, PipelineEngine
 
@@ -119,7 +121,8 @@ def replay(
     base_dir: Any = None,
 ) -> ReplayResult:
     """Recompute the pipeline described by ``canonical`` over event times ``[start, end)``."""
-    from driftline.streams.monitor import build_engine, offsets_for_time, read_range
+    from driftline.kafka.offsets import end_offsets, offsets_for_time
+    from driftline.streams._build import build_engine, read_range
 
     if end <= start:
         raise ValueError(f"--to ({end}) must be after --from ({start})")
@@ -137,8 +140,14 @@ def replay(
         parts = range(engine.partitions)
         lookback = engine.longest_ms + engine.lateness_ms
         lo = offsets_for_time(settings, topic, parts, start - lookback)
-        hi = offsets_for_time(settings, topic, parts, end + engine.lateness_ms + READ_SLACK_MS)
+        # Not offsets_for_time: after a backfill the first transaction marker (stamped with
+        # the broker's clock) would end the range before the backfilled results.
+        hi = end_offsets(settings, topic, parts)
+        stop_at = end + engine.lateness_ms + READ_SLACK_MS
         out = ReplayResult(spec.name, start, end, compare_from=start + engine.longest_ms)
+        # the live monitor's event-time bounds, relative to the range end instead of now
+        ms = MonitorSettings()
+        bounds = (end - ms.monitor_max_event_age_ms, end + ms.monitor_max_event_skew_ms)
 
         def collect(floor: int | None = None) -> None:
             assert engine is not None
@@ -149,13 +158,13 @@ def replay(
 
         def on_batch(batch: Batch) -> None:
             assert engine is not None
-            rep = engine.ingest(batch)
+            rep = engine.ingest(batch, bounds=bounds)
             out.events += rep.applied
             out.late += len(rep.late)
             out.dead += len(rep.dead)
             collect()
 
-        read_range(settings, topic, lo, hi, on_batch)
+        read_range(settings, topic, lo, hi, on_batch, stop_at_ms=stop_at)
         collect(floor=end)
         out.assays = [a for a in out.assays if a.window_start >= start and a.window_end <= end]
         out.notifications = [
@@ -170,12 +179,8 @@ def replay(
 
 
 def _live(settings: Settings, topic: str, start: int) -> list[dict[str, Any]]:
-    from driftline.streams.monitor import (
-        end_offsets,
-        offsets_for_time,
-        read_range,
-        topic_partitions,
-    )
+    from driftline.kafka.offsets import end_offsets, offsets_for_time, topic_partitions
+    from driftline.streams._build import read_range
 
     parts = range(topic_partitions(settings, topic))
     # Results of a window are published after it closes, so never before its start.
@@ -210,6 +215,7 @@ def audit(settings: Settings, result: ReplayResult) -> AuditReport:
     for d in _live(settings, settings.kafka.topic("assays"), result.start):
         if (
             d.get("pipeline") == result.pipeline
+            and d.get("status") != "error"  # a quarantine, not a window: nothing to recompute
             and d.get("window_start", -1) >= result.start
             and d.get("window_end", math.inf) <= result.end
         ):
@@ -228,6 +234,7 @@ def audit(settings: Settings, result: ReplayResult) -> AuditReport:
     def in_scope(d: Mapping[str, Any]) -> bool:
         return (
             d.get("pipeline") == result.pipeline
+            and d.get("kind") != "error"
             and result.compare_from <= d.get("at", -1) <= result.end
             and d.get("window", {}).get("start", -1) >= result.start
         )
@@ -247,8 +254,10 @@ def audit(settings: Settings, result: ReplayResult) -> AuditReport:
             diffs.append(
                 Difference("notification", label, "missing", live is not None, rep is not None)
             )
-        elif not _same(live.get("value"), rep.get("value")):
-            diffs.append(Difference("notification", label, "value", live["value"], rep["value"]))
+        else:
+            for f in ("value", "severity"):
+                if not _same(live.get(f), rep.get(f)):
+                    diffs.append(Difference("notification", label, f, live.get(f), rep.get(f)))
     return AuditReport(len(mine), len(my_notes), diffs)
 
 

@@ -13,6 +13,8 @@ live in one Redis Cluster slot and one Lua script can update them together:
   its expression, interval and fine bin edges, so assays of one feature share their counts)
 * ``emitted`` hash ``<aggregate>`` → last emitted window end, ``s:<alert>`` → alert state
 * ``baseline:<assay>:<spec version>`` cached baseline computed from history
+* ``r:<digest>:<interval>:<start>`` sorted set: a bucket's bottom-k sample of raw values
+  for metrics that need them (MMD), scored by a hash of each event's ``(id, row)``
 
 A micro-batch is applied with a single script call (``apply_batch.lua``) that refuses any
 batch holding an already-applied offset, so redelivery after a crash or rebalance changes
@@ -277,6 +279,39 @@ class RedisState:
             return []
         moved = self._mark(keys=[self.key("emitted"), self.key("meta")], args=[orjson.dumps(doc)])
         return [_s(x) for x in moved]
+
+    def sample_key(self, field: str, interval_ms: int, start: int) -> str:
+        """Sorted set of one bucket's sampled values (see :mod:`driftline.streams.samples`)."""
+        return self.key(field, interval_ms, start)
+
+    def add_samples(
+        self, samples: Mapping[str, Mapping[bytes, float]], keep: int, ttl_s: int
+    ) -> None:
+        """Add ``{key: {member: priority}}`` and keep the ``keep`` smallest per key.
+
+        Idempotent (a member added twice is one member), so it runs before the batch's
+        guarded script: a crash in between adds the same members again on redelivery.
+        """
+        if not samples:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for k, members in samples.items():
+            pipe.zadd(k, dict(members))
+            pipe.zremrangebyrank(k, keep, -1)
+            pipe.expire(k, ttl_s)
+        pipe.execute()
+
+    def read_samples(self, keys: Sequence[str], keep: int) -> list[list[tuple[float, float]]]:
+        """``[(priority, value), ...]`` of each key's ``keep`` smallest members."""
+        from driftline.streams.samples import parse_member
+
+        if not keys:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.zrange(k, 0, keep - 1, withscores=True)
+        rows: list[Any] = pipe.execute()
+        return [[(float(score), parse_member(m)) for m, score in row] for row in rows]
 
     def get(self, *parts: str) -> bytes | None:
         value: Any = self.client.get(self.key(*parts))

@@ -19,11 +19,22 @@ Rules (DESIGN §5)
   no accepted event can land in a window that has closed; and because every rule only depends
   on each partition's own ordered events, the contents of every window do not depend on how
   partitions interleave — replay reproduces them.
+* A pipeline's watermark comes from its own events only. A pipeline that has seen no event
+  has no watermark and closes nothing, however long it waits; data that arrives hours or
+  days after its event time (a backfill, an edge device that was offline) gets its windows,
+  because the watermark starts where that data is, not at the wall clock.
 * Idle floor: the only wall-clock rule. When a pipeline receives nothing for ``idle_close``
   the monitor raises a persisted floor under every partition's watermark to
-  ``now - lateness`` so that windows close and alerts resolve. Replay applies the equivalent
-  deterministic rule at the end of its range: it closes every window ending at or before the
-  range end.
+  ``latest event time - lateness + wall time elapsed since that event arrived``: an idle
+  stream's event time advances as fast as the wall clock from where its events stopped, so
+  windows close and alerts resolve, and a stream whose data is three days behind stays three
+  days behind (see :func:`idle_floor`). Replay applies the equivalent deterministic rule at
+  the end of its range: it closes every window ending at or before the range end.
+* Bounds: window arithmetic never materialises more than its cap of windows
+  (:func:`window_ends` computes the capped range), and the monitor refuses events whose time
+  is outside ``[now - max_age, now + max_skew]`` (replay: relative to its range end), so one
+  event dated in the year 3000 neither allocates its range of windows nor makes every later
+  event late.
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ __all__ = [
     "classify_late",
     "fold_counts",
     "fold_sums",
+    "idle_floor",
+    "in_time_bounds",
     "pipeline_watermark",
     "window_ends",
     "window_sums",
@@ -114,13 +127,44 @@ def pipeline_watermark(
     return min(marks) if marks else floor
 
 
+def idle_floor(partition_max: Mapping[int, int], lateness_ms: int, idle_ms: int) -> int | None:
+    """The floor of an idle pipeline: latest event time - lateness + wall time idle.
+
+    ``None`` when the pipeline has seen no event (it has nothing to close).
+
+    >>> idle_floor({0: 10_000, 1: 7_000}, 1_000, 5_000)
+    14000
+    >>> idle_floor({}, 1_000, 5_000) is None
+    True
+    """
+    if not partition_max:
+        return None
+    return max(partition_max.values()) - lateness_ms + max(0, int(idle_ms))
+
+
+def in_time_bounds(times: np.ndarray, now_ms: int, max_age_ms: int, max_skew_ms: int) -> np.ndarray:
+    """Which event times lie in ``[now - max_age, now + max_skew]``.
+
+    >>> in_time_bounds(np.array([0, 50, 100, 200]), 100, 50, 10).tolist()
+    [False, True, True, False]
+    """
+    t = np.asarray(times, dtype=np.int64)
+    return (t >= now_ms - max_age_ms) & (t <= now_ms + max_skew_ms)
+
+
 def window_ends(
-    last_end: int | None, first_bucket: int | None, watermark: int | None, interval_ms: int
+    last_end: int | None,
+    first_bucket: int | None,
+    watermark: int | None,
+    interval_ms: int,
+    limit: int | None = None,
 ) -> np.ndarray:
     """Ends of the windows that close now: after ``last_end``, up to the watermark.
 
     Without a previous close, the first window to close is the earliest one holding
-    ``first_bucket`` (the oldest bucket with data).
+    ``first_bucket`` (the oldest bucket with data). ``limit`` caps how many are returned
+    (the earliest ones); the range is capped before it is built, so a far watermark costs
+    nothing.
 
     >>> window_ends(None, 1000, 3500, 1000).tolist()
     [2000, 3000]
@@ -128,7 +172,11 @@ def window_ends(
     []
     >>> window_ends(3000, 1000, 6000, 1000).tolist()
     [4000, 5000, 6000]
+    >>> window_ends(0, 0, 32_503_680_000_000, 1000, limit=2).tolist()
+    [1000, 2000]
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit}: must be >= 1")
     if watermark is None:
         return np.zeros(0, dtype=np.int64)
     if last_end is None:
@@ -138,6 +186,8 @@ def window_ends(
     else:
         start = last_end + interval_ms
     stop = watermark - watermark % interval_ms
+    if limit is not None:
+        stop = min(stop, start + (limit - 1) * interval_ms)
     if stop < start:
         return np.zeros(0, dtype=np.int64)
     return np.arange(start, stop + 1, interval_ms, dtype=np.int64)

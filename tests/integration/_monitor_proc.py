@@ -2,9 +2,10 @@
 
 ``python _monitor_proc.py CONFIG.json`` where the config holds ``topic_prefix``, ``key_prefix``,
 ``group``, ``pipelines``: ``[{name, partitions, lateness_ms, alerts: [{name, when, for_ms,
-repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds}]}]``,
+repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds,
+raise_in_compare}]}]``,
 and optionally ``fail_first_batch`` or ``fail_first_tick`` (raise on the first batch or
-housekeeping tick, as a bug would).
+housekeeping tick, as a bug would) and ``metrics_port`` (serve ``/metrics`` there).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from driftline.config import KafkaSettings, MonitorSettings, RedisSettings, Sett
 from driftline.detectors import Baseline
 from driftline.expressions import alert_condition, parse
 from driftline.streams._engine import AlertPlan, AssayPlan, DetectorBaseline, PipelineEngine
-from driftline.streams.monitor import Monitor, create_app
+from driftline.streams._faust_app import create_app
+from driftline.streams.monitor import Monitor
 from driftline.streams.state import RedisState
 
 
@@ -30,6 +32,13 @@ class _NoControl:
 
     def poll(self, timeout: float = 0.0) -> list[Any]:
         return []
+
+
+class _RaisingBaseline(DetectorBaseline):
+    """Stands for a detector bug: compare raises on every window."""
+
+    def compare_counts(self, fine_counts: Any) -> Any:
+        raise FloatingPointError("injected detector failure")
 
 
 def engine_from(conf: dict[str, Any], pipe: dict[str, Any], monitor: Monitor) -> PipelineEngine:
@@ -48,7 +57,7 @@ def engine_from(conf: dict[str, Any], pipe: dict[str, Any], monitor: Monitor) ->
         AssayPlan(
             y["name"],
             parse(y["iopath"]),
-            DetectorBaseline(
+            (_RaisingBaseline if y.get("raise_in_compare") else DetectorBaseline)(
                 Baseline.from_values(np.asarray(y["baseline"], dtype=float)),
                 y["metric"],
                 y.get("thresholds"),
@@ -87,6 +96,10 @@ def main(path: str) -> None:
         monitor_rebuild_lookback_ms=conf.get("lookback_ms"),
         monitor_batch_size=conf.get("batch_size", 5000),
     )
+    if conf.get("metrics_port"):
+        from driftline.metrics import start_metrics_server
+
+        start_metrics_server(int(conf["metrics_port"]), "127.0.0.1")
     monitor = Monitor(settings, ms)
     for pipe in conf["pipelines"]:
         monitor.watch(engine_from(conf, pipe, monitor))
@@ -108,11 +121,11 @@ def main(path: str) -> None:
         tick = monitor.tick
         ticks = [0]
 
-        def failing_tick(now_ms: int | None = None) -> None:
+        def failing_tick() -> None:
             ticks[0] += 1
             if ticks[0] == 1:  # stands for a bug met in housekeeping
                 raise RuntimeError("injected failure in housekeeping")
-            tick(now_ms)
+            tick()
 
         monitor.tick = failing_tick  # type: ignore[method-assign]
     app = create_app(monitor, follower=_NoControl())

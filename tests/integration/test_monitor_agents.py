@@ -236,10 +236,10 @@ def test_idle_pipeline_closes_windows_on_the_wall_clock(world, redis_client):  #
         assert not monitor.close("fraud").notifications  # other partitions hold the watermark
         w = monitor.pipelines["fraud"]
         w.last_event_wall -= 10
-        monitor.tick(now_ms=now)  # first look at the max times in Redis: progress, not idle
+        monitor.tick()  # first look at the max times in Redis: progress, not idle
         assert not read_all(world["conf"], world["k"].topic("notifications"))
         w.last_event_wall -= 10  # no progress for 10 s
-        monitor.tick(now_ms=now)
+        monitor.tick()
         notes = read_all(world["conf"], world["k"].topic("notifications"))
         end = t - t % 1000 + 1000
         assert [(n["state"], n["at"]) for n in notes] == [("firing", end), ("resolved", end + 1000)]
@@ -254,8 +254,10 @@ def test_idle_pipeline_closes_windows_on_the_wall_clock(world, redis_client):  #
 def test_an_idle_close_on_a_rolled_back_redis_rebuilds_first(world, redis_client):  # type: ignore[no-untyped-def]
     from driftline.config import MonitorSettings, RedisSettings, Settings
     from driftline.expressions import alert_condition, parse
+    from driftline.kafka.offsets import end_offsets
+    from driftline.streams._build import read_range
     from driftline.streams._engine import AlertPlan, PipelineEngine
-    from driftline.streams.monitor import Monitor, end_offsets, read_range
+    from driftline.streams.monitor import Monitor
     from driftline.streams.state import RedisState
 
     settings = Settings(kafka=world["k"], redis=RedisSettings(key_prefix=world["redis_prefix"]))

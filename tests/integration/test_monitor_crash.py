@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -31,7 +33,7 @@ from ._monitor_helpers import (
     wait_for,
     wait_for_log,
 )
-from ._private_redis import PrivateRedis
+from ._private_redis import PrivateRedis, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +71,9 @@ def _data(t0: int, seed: int) -> tuple[list[tuple[int, bytes]], np.ndarray]:
     return rows, rng.uniform(0, 0.85, 1000)
 
 
-def _config(world: dict[str, Any], baseline: np.ndarray) -> Path:
+def _config(world: dict[str, Any], baseline: np.ndarray, **extra: Any) -> Path:
     conf = {
+        **extra,
         "topic_prefix": world["prefix"],
         "key_prefix": world["redis_prefix"],
         "group": f"{world['prefix']}-monitor",
@@ -196,34 +199,57 @@ def test_sigkilled_monitors_leave_exact_windows_and_every_transition(world, redi
     topic = k.topic("fraud", "results")
     flush = [(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)]
 
+    killed = threading.Event()
+    producer_waits: list[bool] = []
+
     def producer() -> None:
         for c in range(25):
             chunk = rows[c * 2000 : (c + 1) * 2000]
             produce(k.client_config(), topic, chunk, txid=f"{world['prefix']}-p")
-            time.sleep(1.0)
+            if c % 5 == 4:  # every fifth chunk: go on only once a monitor was killed meanwhile
+                producer_waits.append(killed.wait(120))
+                killed.clear()
+            else:
+                time.sleep(1.0)
         produce(k.client_config(), topic, flush, txid=f"{world['prefix']}-p")
 
     thread = threading.Thread(target=producer)
     thread.start()
     log = world["tmp"] / "monitor.log"
+    state = RedisState(redis_client, world["redis_prefix"], "fraud")
     kills = 0
     alive_at_kill: list[bool] = []
     rng = np.random.default_rng(5)
+    proc = None
     try:
-        while kills < 5:
+        while thread.is_alive() and kills < 10:
+            before = _applied(state)
             proc = start_monitor(config, world["tmp"], log)
-            time.sleep(float(rng.uniform(2.5, 4.5)))
+            # kill only a monitor that has applied output of its own (like the worker's test):
+            # one killed while still starting up would prove nothing
+            deadline = time.monotonic() + 90
+            while _applied(state) <= before and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _applied(state) <= before:
+                break  # no progress: the assertions below say so
+            time.sleep(float(rng.uniform(0.0, 1.0)))
             alive_at_kill.append(thread.is_alive())
             stop(proc, kill=True)
             kills += 1
+            killed.set()
         thread.join(120)
         proc = start_monitor(config, world["tmp"], log)
         wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
         time.sleep(3)
     finally:
-        stop(proc)
+        if proc is not None:
+            stop(proc)
+        killed.set()
         thread.join(60)
-    assert kills == 5 and all(alive_at_kill), alive_at_kill  # killed while results flowed
+    assert kills >= 5, (kills, log.read_text(errors="replace")[-3000:])
+    # the producer waited for five kills, each made while results flowed (a later one may
+    # meet the producer just done)
+    assert all(alive_at_kill[:5]) and all(producer_waits), (alive_at_kill, producer_waits)
     _check(world, t0, base, redis_client)
 
 
@@ -349,7 +375,23 @@ def test_redis_away_for_a_while_stalls_the_monitor_without_losing_anything(world
     t0 = (int(time.time()) // 10 - 100) * 10_000
     rows, baseline = _data(t0, 6)
     base = Baseline.from_values(baseline)
-    config = _config(world, baseline)
+    port = free_port()
+    config = _config(world, baseline, metrics_port=port)
+
+    def stalled() -> str | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        found = re.search(r"^driftline_monitor_stalled (\S+)$", text, re.M)
+        return found.group(1) if found else None
+
+    def wait_stalled(value: str) -> None:
+        deadline = time.monotonic() + 60
+        while stalled() != value and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert stalled() == value, (value, log.read_text(errors="replace")[-2000:])
+
     k = world["k"]
     topic = k.topic("fraud", "results")
     log = world["tmp"] / "monitor.log"
@@ -367,14 +409,17 @@ def test_redis_away_for_a_while_stalls_the_monitor_without_losing_anything(world
         while _applied(state) < third and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _applied(state) >= third
+        wait_stalled("0.0")
         server.stop()
         send(rows[third : 2 * third])
-        time.sleep(8)  # the monitor meets the missing Redis with a batch in hand
+        wait_stalled("1.0")  # the monitor meets the missing Redis with a batch in hand
+        time.sleep(3)
         assert proc.poll() is None, log.read_text(errors="replace")
         server.start()
         send(rows[2 * third :])
         send([(p, result(t0 + 2 * SPAN_MS, 0.1, N + p)) for p in range(3)])
         wait_for(k.client_config(), k.topic("assays"), _done(t0), timeout=150)
+        wait_stalled("0.0")
         time.sleep(3)
         assert proc.poll() is None, log.read_text(errors="replace")
     finally:

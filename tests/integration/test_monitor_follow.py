@@ -16,10 +16,10 @@ import redis
 from driftline.config import KafkaSettings, RedisSettings, Settings
 from driftline.spec import load_spec
 from driftline.streams.control import ControlPlane, ensure_topics
-from driftline.streams.monitor import Monitor
+from driftline.streams.monitor import Monitor, check_redis
 
 from ._monitor_helpers import produce, stop, wait_for
-from ._private_redis import free_port
+from ._private_redis import PrivateRedis
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +50,21 @@ def _row(i: int, t: int, v: float) -> bytes:
     return orjson.dumps(doc)
 
 
+def _wait_for_group(k: KafkaSettings, group: str, log: Path, timeout: float = 90) -> None:
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(k.client_config())
+    deadline = time.monotonic() + timeout
+    while True:
+        d = admin.describe_consumer_groups([group])[group].result(10)
+        held = [tp.topic for m in d.members for tp in m.assignment.topic_partitions]
+        if d.state == ConsumerGroupState.STABLE and k.topic("pipelines") in held:
+            return
+        assert time.monotonic() < deadline, (d.state, held, log.read_text(errors="replace"))
+        time.sleep(0.5)
+
+
 def test_pipeline_deployed_after_start_is_monitored(topic_prefix, redis_prefix, tmp_path):  # type: ignore[no-untyped-def]
     env = dict(os.environ)
     env.update(
@@ -73,7 +88,9 @@ def test_pipeline_deployed_after_start_is_monitored(topic_prefix, redis_prefix, 
             stderr=subprocess.STDOUT,
         )
     try:
-        time.sleep(6)  # the monitor has joined its group with nothing to watch
+        # the monitor has joined its group (stable, holding the control topic) with nothing
+        # to watch yet: what is deployed from now on reaches it only by following
+        _wait_for_group(k, f"{topic_prefix}-monitor", log)
         spec = tmp_path / "pipeline.yaml"
         spec.write_text(SPEC)
         cp = ControlPlane(k)
@@ -98,7 +115,7 @@ def test_pipeline_deployed_after_start_is_monitored(topic_prefix, redis_prefix, 
 
 
 def test_a_spec_met_with_redis_down_starts_once_redis_answers(  # type: ignore[no-untyped-def]
-    topic_prefix, redis_prefix, redis_client, tmp_path
+    topic_prefix, redis_prefix, tmp_path
 ):
     """Redis may start after the monitor (compose, a failover): the spec waits, not dropped."""
     k = KafkaSettings(topic_prefix=topic_prefix)
@@ -108,27 +125,29 @@ def test_a_spec_met_with_redis_down_starts_once_redis_answers(  # type: ignore[n
     cp = ControlPlane(k)
     cp.deploy(spec)
     cp.close()
-    down = redis.Redis(port=free_port(), socket_connect_timeout=1)  # nothing listens there
+    server = PrivateRedis(tmp_path)  # not started: nothing listens on its port yet
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1, socket_timeout=2)
     settings = Settings(kafka=k, redis=RedisSettings(key_prefix=redis_prefix))
-    monitor = Monitor(settings, client=down)
+    monitor = Monitor(settings, client=client)
     try:
+        check_redis(client, redis_prefix)  # Redis down at start: a warning, not an error
         monitor.apply_spec("late", spec.to_canonical())
         assert "late" not in monitor.pipelines and "late" in monitor.waiting
         monitor.retry_waiting()  # still down
         assert "late" in monitor.waiting
-        monitor.client = redis_client  # Redis answers now
-        deadline = time.monotonic() + 10
+        server.start()  # Redis answers now
+        deadline = time.monotonic() + 30
         while "late" in monitor.waiting and time.monotonic() < deadline:
             time.sleep(0.1)
             monitor.retry_waiting()
         assert "late" in monitor.pipelines and not monitor.waiting
         assert monitor.topics == [k.topic("late", "results")]
-        # a newer spec (or an undeploy) replaces the waiting one
-        monitor.client = down
+        # Redis goes away again: a newer spec (or an undeploy) replaces the waiting one
+        server.stop()
         monitor.apply_spec("late", spec.to_canonical())
         assert "late" in monitor.waiting
         monitor.apply_spec("late", None)
         assert not monitor.waiting and not monitor.pipelines
     finally:
         monitor.close_all()
-        down.close()
+        server.stop()

@@ -41,6 +41,7 @@ assays:
     window: {{width: 4s, interval: 2s}}
     metric: psi
     thresholds: {{warning: {warning}, alert: 0.5}}
+    notify: [webhook:test]
   history:
     iopath: ccfraud.outputs[0][0]
     baseline: {{from: {hist_from}, to: {hist_to}}}
@@ -249,5 +250,11 @@ def test_replay_audit_matches_live_and_reports_a_changed_threshold(cli, env, tmp
     r = cli(env, "alerts", "--pipeline", "fraud", "--json")
     assert r.returncode == 0, r.stderr
     assert {n["id"] for n in json.loads(r.stdout)} == {n["id"] for n in notes}
+    # the drift assay's transitions went out to its targets, and audit compared them
+    drift_notes = [n for n in notes if n["kind"] == "assay" and n["alert"] == "drift"]
+    assert drift_notes and all(n["notify"] == ["webhook:test"] for n in drift_notes)
+    assert all(n["details"]["replay"].startswith("driftline replay fraud") for n in drift_notes)
+    in_range = {n["id"] for n in drift_notes if t0 + 10_000 <= n["at"] <= t0 + 40_000}
+    assert in_range and in_range <= {n["id"] for n in doc["notifications"]}
     r = cli(env, "alerts", "--pipeline", "fraud")
     assert r.returncode == 0 and "burst" in r.stdout

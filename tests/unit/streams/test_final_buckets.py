@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from driftline.streams._engine import _FinalBuckets
+from driftline.streams._final import FinalBuckets as _FinalBuckets
 
 
 class _Store:

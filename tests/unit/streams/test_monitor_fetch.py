@@ -10,7 +10,7 @@ import pytest
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
-from driftline.streams.monitor import _faust_classes, split_fetch
+from driftline.streams._faust_app import _faust_classes, split_fetch
 
 pytestmark = pytest.mark.unit
 

@@ -6,9 +6,11 @@ import numpy as np
 import orjson
 import pytest
 
+from driftline.compile import plans_from_spec
 from driftline.spec import load_baseline_values, load_spec
-from driftline.streams._engine import Batch, _decode, build_tensors
-from driftline.streams.monitor import plans_from_spec
+from driftline.streams._decode import build_tensors
+from driftline.streams._decode import decode_results as _decode
+from driftline.streams._engine import Batch
 
 pytestmark = pytest.mark.unit
 

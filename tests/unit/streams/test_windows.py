@@ -10,6 +10,8 @@ from driftline.streams.windows import (
     classify_late,
     fold_counts,
     fold_sums,
+    idle_floor,
+    in_time_bounds,
     pipeline_watermark,
     window_ends,
     window_sums,
@@ -66,11 +68,41 @@ def test_pipeline_watermark_is_min_over_partitions():
 )
 def test_window_ends_are_consecutive_and_closed(last, first, wm):
     ends = window_ends(last, first, wm, 10)
-    assert np.all(np.diff(ends) == 10)
-    assert np.all(ends <= wm)
-    if ends.size:
-        assert ends[0] == (last + 10 if last is not None else first + 10)
-        assert ends[-1] + 10 > wm
+    # every multiple of 10 after the last emitted end (or the first bucket), up to the
+    # watermark: counted one by one, so an always-empty result cannot pass
+    after = last if last is not None else first
+    expected = [e for e in range(0, 1100, 10) if after < e <= wm]
+    assert ends.tolist() == expected
+
+
+@given(
+    st.one_of(st.none(), st.integers(0, 50).map(lambda x: x * 10)),
+    st.integers(0, 50).map(lambda x: x * 10),
+    st.integers(0, 1000),
+    st.integers(1, 30),
+)
+def test_window_ends_limit_keeps_the_earliest(last, first, wm, limit):
+    whole = window_ends(last, first, wm, 10)
+    assert window_ends(last, first, wm, 10, limit).tolist() == whole[:limit].tolist()
+
+
+def test_window_ends_never_builds_more_than_its_cap():
+    # a watermark in the year 3000 with one-millisecond windows: 3e16 windows uncapped
+    ends = window_ends(None, 0, 32_503_680_000_000, 1, limit=5)
+    assert ends.tolist() == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="limit=0"):
+        window_ends(None, 0, 10, 1, limit=0)
+
+
+def test_idle_floor_advances_from_the_latest_event_by_the_idle_time():
+    assert idle_floor({}, 1000, 10**9) is None  # no event: nothing to close, ever
+    assert idle_floor({0: 5000, 1: 9000}, 1000, 2500) == 10_500
+    assert idle_floor({0: 5000}, 1000, -5) == 4000  # a clock step back never lowers it
+
+
+def test_time_bounds_are_inclusive():
+    t = np.array([899, 900, 1000, 1010, 1011])
+    assert in_time_bounds(t, 1000, 100, 10).tolist() == [False, True, True, True, False]
 
 
 @given(
