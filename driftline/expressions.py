@@ -38,10 +38,10 @@ from driftline._expr.nodes import (
     children,
     is_model_name,
     same,
+    to_text,
 )
 from driftline._expr.parse import parse
 from driftline._expr.serialize import from_json, to_json
-from driftline._expr.text import to_text
 from driftline.errors import ExpressionError
 
 __all__ = [

@@ -119,7 +119,7 @@ class SpecFollower:
         """Create the topic if needed, assign every partition from the start, read to the end."""
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-        from driftline.streams.control import ensure_topics
+        from driftline.kafka.admin import ensure_topics
 
         ensure_topics(self.kafka, [self.topic], partitions=1, compacted=True)
         self._consumer = Consumer(

@@ -264,7 +264,7 @@ class Bridge:
         import redis.asyncio as aioredis
         from confluent_kafka import Consumer, Producer
 
-        from driftline.streams.control import ensure_topics
+        from driftline.kafka.admin import ensure_topics
 
         s = self.settings
         ensure_topics(self.kafka, [self.topic, self.deadletter_topic])

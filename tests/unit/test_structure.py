@@ -206,30 +206,11 @@ def test_the_analyser_finds_cycles_between_floors(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- driftline
 
-#: Module cycles on the main branch when this test was written, each removed in a branch of
-#: its own; a case passes once no cycle reaches beyond the modules it names.
-KNOWN_MODULE_CYCLES = {
-    "cli-worker": (
-        {"driftline.cli", "driftline.cli.worker", "driftline.streams.worker"},
-        "fixed by the monitor/worker split: streams/worker.py's __main__ imports driftline.cli",
-    ),
-    "expr-nodes-text": (
-        {"driftline._expr.nodes", "driftline._expr.text"},
-        "_expr/nodes.py imports _expr/text.py inside a method (str of a node); not yet fixed",
-    ),
-}
+#: Module cycles known and being removed (none today); each case passes once no cycle reaches
+#: beyond the modules it names.
+KNOWN_MODULE_CYCLES: dict[str, tuple[set[str], str]] = {}
 #: Cycles between floors (driftline's top-level packages and modules).
-KNOWN_FLOOR_CYCLES = {
-    "alerts-streams": (
-        {"driftline.alerts", "driftline.streams"},
-        "fixed by the monitor/worker split: alerts imports streams and streams imports alerts",
-    ),
-    "cli-streams": (
-        {"driftline.cli", "driftline.streams", "driftline.sdk", "driftline.demo"},
-        "fixed by the monitor/worker split: streams/worker.py's __main__ imports driftline.cli, "
-        "closing cli → sdk, demo → streams → cli",
-    ),
-}
+KNOWN_FLOOR_CYCLES: dict[str, tuple[set[str], str]] = {}
 
 
 def _cases(known: dict[str, tuple[set[str], str]]) -> list[object]:
@@ -291,13 +272,8 @@ FLOORS = {
     2: {"streams", "alerts"},
     3: {"cli", "sdk", "demo", "__main__"},
 }
-#: Upward imports on the main branch when this test was written.
-KNOWN_UPWARD = {
-    "streams-cli": (
-        ("driftline.streams", "driftline.cli"),
-        "fixed by the monitor/worker split: streams/worker.py's __main__ imports driftline.cli",
-    ),
-}
+#: Upward imports known and being removed (none today).
+KNOWN_UPWARD: dict[str, tuple[tuple[str, str], str]] = {}
 
 
 def _floor_of(name: str) -> int:
@@ -332,12 +308,8 @@ def test_imports_point_down_only(case: str | None) -> None:
         assert new == [], "upward imports: " + "; ".join(f"{a} → {b}" for a, b in new)
 
 
-#: Modules over the limit today, being split in other branches.
-LONG_TODAY = {
-    "monitor.py": "fixed by the monitor/worker split (1,092 lines)",
-    "worker.py": "fixed by the monitor/worker split (887 lines)",
-    "_engine.py": "the monitor engine (865 lines): fixed by the monitor/worker split",
-}
+#: Modules over the limit being split (none today).
+LONG_TODAY: dict[str, str] = {}
 
 
 def _streams_modules() -> list[object]:
