@@ -141,6 +141,9 @@ class MemoryState:
             self.first = min_time
         if cutoff is not None:
             self.buckets = {k: b for k, b in self.buckets.items() if b[0] >= cutoff}
+            self.samples = {
+                k: v for k, v in self.samples.items() if int(k.rsplit(":", 1)[1]) >= cutoff
+            }
         return self._result(APPLIED)
 
     def snapshot(self) -> ApplyResult:

@@ -299,6 +299,9 @@ class RedisState:
             pipe.zadd(k, dict(members))
             pipe.zremrangebyrank(k, keep, -1)
             pipe.expire(k, ttl_s)
+            # indexed by bucket start like the counters, so the batch script's cleanup
+            # deletes a sample once no open window needs it (not only after the TTL)
+            pipe.zadd(self.key("idx"), {k: int(k.rsplit(":", 1)[1])})
         pipe.execute()
 
     def read_samples(self, keys: Sequence[str], keep: int) -> list[list[tuple[float, float]]]:

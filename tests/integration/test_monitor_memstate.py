@@ -73,3 +73,21 @@ def test_memory_and_redis_states_give_the_same_outputs(redis_client, redis_prefi
     assert mem[0] and mem[1]
     assert orjson.dumps(mem[:2]) == orjson.dumps(red[:2])
     assert mem[2] == red[2] and mem[3] == red[3]
+
+
+def test_samples_are_cleaned_up_with_the_buckets(redis_client, redis_prefix):  # type: ignore[no-untyped-def]
+    base = Baseline.from_values(np.linspace(0, 1, 100))
+    mmd = AssayPlan("mmd", parse("m.outputs[0][0]"), DetectorBaseline(base, "mmd", {"auto": 0.01}),
+                    1000, 1000, "mmd")  # fmt: skip
+    rows = [
+        orjson.dumps({"id": f"r{i}", "time": T0 + 100 * i, "outputs": {"m": [[i % 10 / 10]]}})
+        for i in range(300)  # 30 one-second buckets
+    ]
+    mem = MemoryState("p")
+    red = RedisState(redis_client, redis_prefix, "p")
+    for state in (mem, red):
+        out = PipelineEngine("p", "v", ["m"], [], [mmd], state, 1, 0).test(rows, batch_size=20)
+        assert len(out.assays) == 29
+    left = sorted(redis_client.scan_iter(match=f"{red.key('r')}*"))
+    assert len(mem.samples) == len(left)
+    assert 0 < len(left) <= 5, left  # the last few buckets (cleanup runs with a batch), not 30
