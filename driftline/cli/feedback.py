@@ -29,4 +29,4 @@ def feedback(
     """
     from driftline.streams._outcomes_cli import cmd_feedback
 
-    raise typer.Exit(cmd_feedback(load_settings().kafka, name, file, rate))
+    cmd_feedback(load_settings().kafka, name, file, rate)

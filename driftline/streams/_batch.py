@@ -11,7 +11,10 @@ import numpy as np
 from driftline.errors import DriftlineError
 from driftline.events import AssayResult, Notification
 
-__all__ = ["AssayFailed", "Batch", "ClosedWindows", "IngestReport", "StateLost"]
+__all__ = ["AssayFailed", "Batch", "ClosedWindows", "IngestReport", "Record", "StateLost"]
+
+#: A consumed record: ``(partition, offset, value)``, with its Kafka timestamp when known.
+Record = tuple[int, int, bytes] | tuple[int, int, bytes, int]
 
 
 def _ascending_per_partition(partitions: np.ndarray, offsets: np.ndarray) -> bool:
@@ -32,7 +35,7 @@ class Batch:
     values: list[bytes]
 
     @classmethod
-    def of(cls, topic: str, records: Iterable[tuple[int, int, bytes]]) -> Batch:
+    def of(cls, topic: str, records: Iterable[Record]) -> Batch:
         """A batch of ``(partition, offset, value)`` records, offsets made ascending per
         partition (a stable sort, only when they are not already)."""
         rows = records if isinstance(records, list) else list(records)

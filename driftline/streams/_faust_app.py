@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from driftline.config import MonitorSettings, Settings
+from driftline.streams._monitor_redis import check_redis
 from driftline.streams.monitor import (
     EXIT_BATCH_FAILED,
     RETRIES,
     STALLED,
     Monitor,
-    check_redis,
     transient,
 )
 
@@ -120,7 +120,7 @@ def _faust_classes(fetch_wait_ms: int) -> Any:
 class FetchBatch:
     """One fetch of the results topics: rows per topic and the next offset per partition."""
 
-    rows: dict[str, list[tuple[int, int, bytes]]] = field(default_factory=dict)
+    rows: dict[str, list[tuple[int, int, bytes, int]]] = field(default_factory=dict)
     next_offsets: dict[Any, int] = field(default_factory=dict)
 
 
@@ -153,7 +153,9 @@ def split_fetch(
         if not flow_active or (active is not None and tp not in active):
             rewind[tp] = recs[0].offset
             continue
-        batch.rows.setdefault(tp.topic, []).extend([(r.partition, r.offset, r.value) for r in recs])
+        batch.rows.setdefault(tp.topic, []).extend(
+            [(r.partition, r.offset, r.value, r.timestamp) for r in recs]
+        )
         batch.next_offsets[tp] = recs[-1].offset + 1
     return batch, rewind
 

@@ -68,7 +68,6 @@ One pipeline never stops the others
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,12 +80,12 @@ from prometheus_client import Counter, Gauge
 
 from driftline.compile import plans_from_spec
 from driftline.config import MonitorSettings, Settings
-from driftline.errors import ServiceError
 from driftline.events import AssayResult, Notification, encode, notification_id
 from driftline.kafka.offsets import (
     offsets_for_time,
     start_offsets,
 )
+from driftline.streams._batch import Record
 from driftline.streams._build import build_engine, read_range, version_of
 from driftline.streams._engine import (
     AssayFailed,
@@ -96,13 +95,13 @@ from driftline.streams._engine import (
     PipelineEngine,
     StateLost,
 )
+from driftline.streams._monitor_outcomes import Outcomes
 from driftline.streams.state import split_field
 from driftline.streams.windows import idle_floor
 
 __all__ = [
     "Monitor",
     "build_engine",
-    "check_redis",
     "plans_from_spec",
     "read_range",
 ]
@@ -250,6 +249,8 @@ class Monitor:
         # ``by_topic`` so that the agent keeps reading and committing past them.
         self.quarantined: dict[str, Quarantine] = {}
         self.canonicals: dict[str, Mapping[str, Any]] = {}
+        # Label feedback joined to predictions, for pipelines that declare performance.
+        self.outcomes = Outcomes(settings, self.client, self.producer)
 
     # -- pipelines
 
@@ -258,6 +259,8 @@ class Monitor:
         old = self.pipelines.pop(name, None)
         if old is not None:
             self.by_topic.pop(old.results, None)
+        self.by_topic.pop(self.settings.kafka.topic(name, "feedback"), None)
+        self.outcomes.stop(name)
         if self.quarantined.pop(name, None) is not None:
             self.by_topic.pop(self.settings.kafka.topic(name, "results"), None)
             QUARANTINED.labels(name).set(0)
@@ -293,6 +296,8 @@ class Monitor:
         if attempts:
             log.warning("pipeline %s: started after %d failed attempts", name, attempts)
         self.watch(engine)
+        self.outcomes.start(name, _spec, engine.partitions)
+        self.by_topic.update(self.outcomes.topics())
 
     def retry_waiting(self) -> None:
         """Try again to start the pipelines that met Redis or Kafka unreachable."""
@@ -327,7 +332,7 @@ class Monitor:
 
     # -- batches
 
-    def handle(self, topic: str, records: Sequence[tuple[int, int, bytes]]) -> ClosedWindows | None:
+    def handle(self, topic: str, records: Sequence[Record]) -> ClosedWindows | None:
         """Apply one micro-batch of ``(partition, offset, value)`` records of a results topic.
 
         A quarantined pipeline's batch is skipped (the caller commits it all the same); an
@@ -338,6 +343,10 @@ class Monitor:
         if name is None or not records or name in self.quarantined:
             return None
         try:
+            self.outcomes.handle(name, topic, records)
+            w = self.pipelines.get(name)
+            if w is None or topic != w.results:
+                return None  # feedback: joined above, no windows of its own
             return self._handle(name, topic, records)
         except Exception as exc:
             if infrastructure(exc):
@@ -402,6 +411,7 @@ class Monitor:
         self.emit([event], [note])
         if w is not None:
             self.pipelines.pop(name, None)
+        self.outcomes.stop(name)  # its feedback topic stays in by_topic: read and committed
         self.by_topic[self.settings.kafka.topic(name, "results")] = name
         self.quarantined[name] = Quarantine(version, assay, cause)
         PIPELINE_ERRORS.labels(name).inc()
@@ -409,9 +419,7 @@ class Monitor:
         log.error("%s", detail)
         log.debug("pipeline %s: the error that quarantined it", name, exc_info=exc)
 
-    def _handle(
-        self, name: str, topic: str, records: Sequence[tuple[int, int, bytes]]
-    ) -> ClosedWindows | None:
+    def _handle(self, name: str, topic: str, records: Sequence[Record]) -> ClosedWindows | None:
         w = self.pipelines[name]
         batch = Batch.of(topic, records)
         firsts = batch.first_offsets()
@@ -569,6 +577,13 @@ class Monitor:
                 if infrastructure(exc):
                     raise
                 self.quarantine(name, exc)
+        for name in list(self.outcomes.pipelines):
+            try:
+                self.outcomes.tick(name)
+            except Exception as exc:
+                if infrastructure(exc):
+                    raise
+                self.quarantine(name, exc)
 
     def time_bounds(self) -> tuple[int, int]:
         """Event times the monitor accepts now: ``[now - max_age, now + max_skew]``."""
@@ -625,71 +640,3 @@ class Monitor:
     def close_all(self) -> None:
         self.producer.flush(10)
         self.client.close()
-
-
-#: Redis commands the monitor sends, directly or from its Lua scripts (``*.lua``): a Redis
-#: ACL user of the monitor needs every one of them on the keys under its key prefix.
-REDIS_COMMANDS = (
-    "PING", "EVALSHA", "SCRIPT|LOAD", "EVAL",  # the scripts: apply, mark, read
-    "HGET", "HSET", "HGETALL", "HMGET", "HINCRBY", "HINCRBYFLOAT",  # buckets, offsets, marks
-    "ZADD", "ZRANGE", "ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZREMRANGEBYRANK",  # index, samples
-    "EXPIRE", "DEL", "GET", "SET", "SCAN",  # TTLs, cleanup, cached baselines, replay scratch
-)  # fmt: skip
-
-# Runs each command the scripts and the monitor use once, on one scratch key of the prefix:
-# an ACL denial of any of them fails here, at start, instead of on the first batch.
-_PROBE = """
-local k = KEYS[1]
-redis.call('HSET', k .. ':h', 'f', '1')
-redis.call('HINCRBY', k .. ':h', 'f', 1)
-redis.call('HINCRBYFLOAT', k .. ':h', 'g', 0.5)
-redis.call('HGET', k .. ':h', 'f')
-redis.call('HMGET', k .. ':h', 'f', 'g')
-redis.call('HGETALL', k .. ':h')
-redis.call('ZADD', k .. ':z', 1, 'm')
-redis.call('ZRANGEBYSCORE', k .. ':z', '-inf', '+inf')
-redis.call('ZREMRANGEBYSCORE', k .. ':z', '-inf', '(0')
-redis.call('EXPIRE', k .. ':h', 60)
-redis.call('DEL', k .. ':h', k .. ':z')
-return 1
-"""
-
-
-def check_redis(client: redis.Redis, prefix: str = "dl") -> None:
-    """At start: a wrong password or a missing permission stops the monitor; Redis down only
-    delays pipelines.
-
-    The monitor's Redis user needs every command of :data:`REDIS_COMMANDS` on the keys under
-    ``prefix`` (``DRIFTLINE_KEY_PREFIX``): ``PING``; ``EVALSHA``, ``SCRIPT LOAD`` and
-    ``EVAL`` (its Lua scripts); ``HGET``, ``HSET``, ``HGETALL``, ``HMGET``, ``HINCRBY``,
-    ``HINCRBYFLOAT``; ``ZADD``, ``ZRANGE``, ``ZRANGEBYSCORE``, ``ZREMRANGEBYSCORE``,
-    ``ZREMRANGEBYRANK``; ``EXPIRE``, ``DEL``, ``GET``, ``SET``, ``SCAN``. Each is tried once
-    on a scratch key, so a denial is met here rather than on the first batch.
-
-    Raises :class:`~driftline.errors.ServiceError` (``driftline monitor`` exits with 3).
-    """
-    probe = f"{prefix}:{{driftline-check}}:{os.getpid()}"
-    try:
-        client.ping()
-        client.register_script(_PROBE)(keys=[probe])
-        pipe = client.pipeline(transaction=False)
-        pipe.set(probe, b"1", ex=60)
-        pipe.get(probe)
-        pipe.zadd(probe + ":z", {b"m": 1.0})
-        pipe.zrange(probe + ":z", 0, 0, withscores=True)
-        pipe.zremrangebyrank(probe + ":z", 0, -1)
-        pipe.delete(probe)
-        pipe.execute()
-        client.scan(0, match=probe, count=10)
-    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
-        raise ServiceError(
-            f"Redis refused the monitor: {str(exc).rstrip('.')}; check DRIFTLINE_REDIS_URL"
-        ) from None
-    except redis.ResponseError as exc:
-        raise ServiceError(
-            f"Redis refused the monitor: {str(exc).splitlines()[0].rstrip('.')}; the monitor's "
-            f"Redis user needs {', '.join(REDIS_COMMANDS)} on keys {prefix}:* "
-            "(check DRIFTLINE_REDIS_URL and the user's ACL)"
-        ) from None
-    except redis.RedisError as exc:
-        log.warning("Redis unreachable at start (%s); pipelines start once it answers", exc)

@@ -15,8 +15,9 @@ import redis
 
 from driftline.config import KafkaSettings, RedisSettings, Settings
 from driftline.spec import load_spec
+from driftline.streams._monitor_redis import check_redis
 from driftline.streams.control import ControlPlane, ensure_topics
-from driftline.streams.monitor import Monitor, check_redis
+from driftline.streams.monitor import Monitor
 
 from ._monitor_helpers import produce, stop, wait_for
 from ._private_redis import PrivateRedis

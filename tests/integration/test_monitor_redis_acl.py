@@ -23,7 +23,7 @@ from driftline.detectors import Baseline
 from driftline.errors import ServiceError
 from driftline.expressions import parse
 from driftline.streams._engine import PipelineEngine
-from driftline.streams.monitor import REDIS_COMMANDS, check_redis
+from driftline.streams._monitor_redis import REDIS_COMMANDS, check_redis
 from driftline.streams.state import RedisState
 
 from ._private_redis import PrivateRedis
