@@ -129,19 +129,20 @@ def split_fetch(
 ) -> tuple[FetchBatch, dict[Any, int]]:
     """Split one fetch into the batch the agent applies and the partitions to read again.
 
-    ``records`` maps each partition to its fetched records (``partition``, ``offset`` and
-    ``value`` each). While the flow is stopped (a rebalance is under way), or for a partition
-    outside ``active``, nothing is applied: the second value maps such a partition to the
-    offset of its first record, where the consumer must seek back.
+    ``records`` maps each partition to its fetched records (``partition``, ``offset``,
+    ``value`` and ``timestamp`` each). While the flow is stopped (a rebalance is under way),
+    or for a partition outside ``active``, nothing is applied: the second value maps such a
+    partition to the offset of its first record, where the consumer must seek back.
 
     >>> from types import SimpleNamespace as R
     >>> from faust.types import TP
     >>> t0, t1 = TP("t", 0), TP("t", 1)
-    >>> recs = {t0: [R(partition=0, offset=5, value=b"a"), R(partition=0, offset=6, value=b"b")],
-    ...         t1: [R(partition=1, offset=9, value=b"c")]}
+    >>> recs = {t0: [R(partition=0, offset=5, value=b"a", timestamp=1),
+    ...              R(partition=0, offset=6, value=b"b", timestamp=2)],
+    ...         t1: [R(partition=1, offset=9, value=b"c", timestamp=3)]}
     >>> batch, rewind = split_fetch(recs, {t0}, flow_active=True)
     >>> batch.rows, batch.next_offsets[t0], rewind[t1]
-    ({'t': [(0, 5, b'a'), (0, 6, b'b')]}, 7, 9)
+    ({'t': [(0, 5, b'a', 1), (0, 6, b'b', 2)]}, 7, 9)
     >>> sorted(split_fetch(recs, None, flow_active=False)[1].values())
     [5, 9]
     """

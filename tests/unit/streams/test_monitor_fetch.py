@@ -18,7 +18,10 @@ T0, T1, T2 = TP("r", 0), TP("r", 1), TP("other", 0)
 
 
 def _recs(partition: int, *offsets: int) -> list[Any]:
-    return [SimpleNamespace(partition=partition, offset=o, value=b"%d" % o) for o in offsets]
+    return [
+        SimpleNamespace(partition=partition, offset=o, value=b"%d" % o, timestamp=1000 + o)
+        for o in offsets
+    ]
 
 
 def test_a_fetch_while_the_flow_runs_is_applied_whole() -> None:
@@ -26,7 +29,10 @@ def test_a_fetch_while_the_flow_runs_is_applied_whole() -> None:
         {T0: _recs(0, 3, 4), T1: [], T2: _recs(0, 7)}, {T0, T1, T2}, flow_active=True
     )
     assert rewind == {}
-    assert batch.rows == {"r": [(0, 3, b"3"), (0, 4, b"4")], "other": [(0, 7, b"7")]}
+    assert batch.rows == {
+        "r": [(0, 3, b"3", 1003), (0, 4, b"4", 1004)],
+        "other": [(0, 7, b"7", 1007)],
+    }
     assert batch.next_offsets == {T0: 5, T2: 8}
 
 
