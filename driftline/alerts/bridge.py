@@ -72,6 +72,7 @@ from driftline.alerts.retry import backoff_delay
 from driftline.config import BridgeSettings, KafkaSettings, RedisSettings
 from driftline.errors import ConfigError, ServiceError
 from driftline.events import Notification
+from driftline.kafka.deadletter import dead_letter
 from driftline.notify import CHANNELS, Target, TargetError, parse_target
 
 __all__ = ["Bridge", "load_bridge_settings", "main", "parse_channels", "run_bridge"]
@@ -754,21 +755,25 @@ class Bridge:
         rec = self._messages.get(ref)
         if rec is None:
             return
-        headers = [
-            ("driftline-error", reason.encode()),
-            ("driftline-detail", self.redactor.redact(detail)[:500].encode()),
-            ("driftline-target", self.redactor.redact(target).encode()),
-            ("driftline-attempts", str(attempts).encode()),
-            ("driftline-source-topic", rec.topic.encode()),
-            ("driftline-source-partition", str(rec.partition).encode()),
-            ("driftline-source-offset", str(rec.offset).encode()),
-        ]
+        dl = dead_letter(
+            rec.value,
+            reason=reason,
+            detail=self.redactor.redact(detail),
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            key=rec.key,
+            extra_headers=[
+                ("driftline-target", self.redactor.redact(target)),
+                ("driftline-attempts", str(attempts)),
+            ],
+        )
         outcome: list[Any] = []
         self._producer.produce(
             self.deadletter_topic,
-            value=rec.value,
-            key=rec.key,
-            headers=headers,
+            value=dl.value,
+            key=dl.key,
+            headers=dl.headers,
             on_delivery=lambda err, _msg: outcome.append(err),
         )
         await asyncio.to_thread(self._producer.flush, 30)

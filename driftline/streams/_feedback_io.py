@@ -54,13 +54,17 @@ class DeadLetter:
     detail: str
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return [
-            ("driftline-error", self.reason.encode()),
-            ("driftline-detail", self.detail.encode("utf-8", "replace")),
-            ("driftline-source-topic", self.record.topic.encode()),
-            ("driftline-source-partition", str(self.record.partition).encode()),
-            ("driftline-source-offset", str(self.record.offset).encode()),
-        ]
+        return self.record_out().headers
+
+    def record_out(self) -> Any:
+        """The dead-letter record (:func:`driftline.kafka.deadletter.dead_letter`)."""
+        from driftline.kafka.deadletter import dead_letter
+
+        r = self.record
+        return dead_letter(
+            r.value, reason=self.reason, detail=self.detail, topic=r.topic,
+            partition=r.partition, offset=r.offset, key=r.key,
+        )  # fmt: skip
 
 
 def _is_int(x: Any) -> bool:

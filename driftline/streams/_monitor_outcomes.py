@@ -103,9 +103,8 @@ class Outcomes:
         ]
         dead = t.perf.apply(batch)
         if dead:
-            self._produce_all(
-                [(t.deadletter, d.record.value, d.record.key, d.headers(), 0) for d in dead]
-            )
+            out = [d.record_out() for d in dead]
+            self._produce_all([(t.deadletter, r.value, r.key, r.headers, 0) for r in out])
 
     def tick(self, name: str) -> None:
         """Close ``name``'s windows and publish revisions, at most once a second."""

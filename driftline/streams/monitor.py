@@ -81,6 +81,7 @@ from prometheus_client import Counter, Gauge
 from driftline.compile import plans_from_spec
 from driftline.config import MonitorSettings, Settings
 from driftline.events import AssayResult, Notification, encode, notification_id
+from driftline.kafka.deadletter import dead_letter
 from driftline.kafka.offsets import (
     offsets_for_time,
     start_offsets,
@@ -140,6 +141,10 @@ QUARANTINED = Gauge(
 
 #: Exit status of a monitor that met an unexpected error (EX_SOFTWARE).
 EXIT_BATCH_FAILED = 70
+
+
+def _h(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, str | bytes | None]]:
+    return list(headers)
 
 
 def transient(exc: BaseException) -> str | None:
@@ -461,22 +466,20 @@ class Monitor:
                 errors.append(str(err))
 
         for p, off, value in rep.late:
+            late = dead_letter(
+                value, reason="late", detail="later than the allowed lateness", topic=topic,
+                partition=p, offset=off,
+            )  # fmt: skip
             self.producer.produce(
-                w.late,
-                value,
-                headers={"driftline-source": f"{topic}/{p}/{off}"},
-                on_delivery=on_delivery,
+                w.late, late.value, headers=_h(late.headers), on_delivery=on_delivery
             )
         for p, off, value, reason in rep.dead:
+            dl = dead_letter(
+                value, reason=reason, detail="result event could not be read by the monitor",
+                topic=topic, partition=p, offset=off,
+            )  # fmt: skip
             self.producer.produce(
-                w.deadletter,
-                value,
-                headers={
-                    "driftline-error": reason,
-                    "driftline-detail": "result event could not be read by the monitor",
-                    "driftline-source": f"{topic}/{p}/{off}",
-                },
-                on_delivery=on_delivery,
+                w.deadletter, dl.value, headers=_h(dl.headers), on_delivery=on_delivery
             )
         left = self.producer.flush(30)
         if left or errors:

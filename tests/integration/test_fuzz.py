@@ -213,9 +213,6 @@ def _source(h: dict[str, str]) -> tuple[str, int, int] | None:
             int(h["driftline-source-partition"]),
             int(h["driftline-source-offset"]),
         )
-    if "driftline-source" in h:  # topic/partition/offset
-        topic, part, off = h["driftline-source"].rsplit("/", 2)
-        return topic, int(part), int(off)
     return None
 
 
