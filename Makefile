@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services down status lint typecheck unit test demo bench clean
+.PHONY: install services down status lint typecheck unit test fuzz demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ unit: install
 
 test: lint typecheck services
 	$(BIN)/pytest
+
+# A longer round of the fuzz harness that make test runs: more hostile messages on a new seed
+# (the run prints the seed that reproduces it).
+fuzz: services
+	DRIFTLINE_FUZZ_EXAMPLES=$${DRIFTLINE_FUZZ_EXAMPLES:-600} DRIFTLINE_FUZZ_SEED=$${DRIFTLINE_FUZZ_SEED:-$$(date +%s)} \
+	  $(BIN)/pytest -s tests/integration/test_fuzz.py
 
 demo: services
 	$(BIN)/driftline demo

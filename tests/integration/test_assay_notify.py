@@ -154,15 +154,18 @@ def test_an_assay_notifies_email_webhook_and_stdout_of_warning_alert_and_ok(
         assert "driftline replay drift" in body
 
     payloads = [orjson.loads(p.body) for p in posts]
-    assert [p["state"] for p in payloads] == ["firing", "firing", "resolved"]
-    assert [p["severity"] for p in payloads[:2]] == ["warning", "critical"]
-    details = [p["details"] for p in payloads]
+    assert [p["kind"] for p in payloads] == ["assay"] * 3
+    # one transition per call (grouping would put several in one body)
+    notes = [n for p in payloads for n in p["notifications"]]
+    assert [n["state"] for n in notes] == ["firing", "firing", "resolved"]
+    assert [n["severity"] for n in notes[:2]] == ["warning", "critical"]
+    details = [n["details"] for n in notes]
     assert [d["assay_status"] for d in details] == ["warning", "alert", "ok"]
     for d in details:
         assert d["metric"] == "psi"
         assert d["window_count"] == PER_WINDOW
         assert d["baseline_count"] == baseline.size
-    windows_notified = [p["window"]["start"] for p in payloads]
+    windows_notified = [n["window"]["start"] for n in notes]
     assert windows_notified == [t0 + 2 * MINUTE, t0 + 3 * MINUTE, t0 + 5 * MINUTE]
 
     printed = stack.log("bridge").read_text()
