@@ -196,6 +196,8 @@ class SpecOptions:
     lateness_ms: int = 5000
     max_message_bytes: int = 1_000_000
     partitions: int = 3
+    #: Whether result events repeat the request's inputs (false: large tensors stay small).
+    record_inputs: bool = True
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,8 @@ class PipelineSpec:
                 "lateness_ms": self.options.lateness_ms,
                 "max_message_bytes": self.options.max_message_bytes,
                 "partitions": self.options.partitions,
+                # only when set: specs without it keep their versions
+                **({} if self.options.record_inputs else {"record_inputs": False}),
             },
         }
 
@@ -531,6 +535,11 @@ def spec_from_canonical(
                 "lateness": format_duration(data["options"]["lateness_ms"]),
                 "max_message_bytes": data["options"]["max_message_bytes"],
                 "partitions": data["options"]["partitions"],
+                **(
+                    {"record_inputs": data["options"]["record_inputs"]}
+                    if "record_inputs" in data["options"]
+                    else {}
+                ),
             },
         }
     except (KeyError, TypeError, AttributeError) as exc:
@@ -1324,7 +1333,10 @@ class _Compiler:
             return SpecOptions()
         _mapping(value, "options")
         _only_keys(
-            value, "options", {"allow_nan", "lateness", "max_message_bytes", "partitions"}, set()
+            value,
+            "options",
+            {"allow_nan", "lateness", "max_message_bytes", "partitions", "record_inputs"},
+            set(),
         )
         defaults = SpecOptions()
         allow_nan = value.get("allow_nan", defaults.allow_nan)
@@ -1342,7 +1354,19 @@ class _Compiler:
             if isinstance(number, bool) or not isinstance(number, int) or number < low:
                 raise SpecError(f"options.{key}", f"expected an integer ≥ {low}, got {number!r}")
             ints[key] = number
-        return SpecOptions(allow_nan, lateness_ms, ints["max_message_bytes"], ints["partitions"])
+        record_inputs = value.get("record_inputs", defaults.record_inputs)
+        if not isinstance(record_inputs, bool):
+            raise SpecError(
+                "options.record_inputs",
+                f"expected true or false, got {record_inputs!r} (false: results omit inputs)",
+            )
+        return SpecOptions(
+            allow_nan,
+            lateness_ms,
+            ints["max_message_bytes"],
+            ints["partitions"],
+            record_inputs,
+        )
 
     @staticmethod
     def duration(where: str, value: Any, allow_zero: bool = False) -> int:
@@ -1654,7 +1678,8 @@ class PipelineBuilder:
         return self
 
     def set_options(self, **options: Any) -> PipelineBuilder:
-        """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions."""
+        """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions,
+        record_inputs."""
         self._options.update(options)
         return self
 
