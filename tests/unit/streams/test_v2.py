@@ -270,3 +270,45 @@ def test_a_request_the_model_refuses_is_dead_lettered_alone_and_inputs_can_be_le
     events = [orjson.loads(v) for _, v in out.results]
     assert [e["outputs"]["pairs"] for e in events] == [[[1.0, 2.0]], [[5.0, 6.0]]]
     assert all("inputs" not in e for e in events)
+
+
+def test_a_plain_rows_pipeline_reads_v2_beside_tensor_rows_with_equal_results(
+    tmp_path: Path,
+) -> None:
+    """Auto-detected per micro-batch: a V2 request among ``{"tensor": ...}`` ones is served
+    like them, and the batch's plain rows give the same results either way."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 1], [0.5, -1.0, 2.0])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "lin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])],
+        initializer=[w],
+    )
+    model = LoadedModel(_save(graph, tmp_path / "lin.onnx"), "lin")
+    runtime = _runtime(model)
+    plain = PipelineRuntime(
+        name="p",
+        version="sha256:v",
+        models=runtime.models,
+        input_width=3,
+        inputs=runtime.inputs,
+        feeds_only=False,
+    )
+    x = np.array([[1, 2, 3], [4, 5, 6], [0.25, 0.5, 1]], dtype=np.float32)
+    rows = [{"id": "a", "time": 5, "tensor": x[:2].tolist()}]
+    v2 = {
+        "id": "b",
+        "time": 5,
+        "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": x[2].tolist()}],
+    }
+    alone = _serve(plain, rows)
+    mixed = _serve(plain, [*rows, v2])
+    assert mixed.rejected == [] and mixed.rows == 3
+    strip = [k for k in orjson.loads(alone.results[0][1]) if k != "elapsed_ns"]
+    for (_, a), (_, b) in zip(alone.results, mixed.results[:2], strict=True):
+        da, db = orjson.loads(a), orjson.loads(b)
+        assert {k: da[k] for k in strip} == {k: db[k] for k in strip}
+    last = orjson.loads(mixed.results[2][1])
+    assert (last["id"], last["inputs"]) == ("b", x[2].astype(np.float64).tolist())
+    assert last["outputs"]["lin"] == [[float(np.float32(x[2] @ [0.5, -1.0, 2.0]))]]
