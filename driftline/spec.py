@@ -190,6 +190,10 @@ class PerformanceSpec:
         }
 
 
+#: The largest ``options.max_message_bytes``: librdkafka's default ``fetch.max.bytes``.
+MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class SpecOptions:
     allow_nan: bool = True
@@ -1354,6 +1358,13 @@ class _Compiler:
             if isinstance(number, bool) or not isinstance(number, int) or number < low:
                 raise SpecError(f"options.{key}", f"expected an integer ≥ {low}, got {number!r}")
             ints[key] = number
+        if ints["max_message_bytes"] > MAX_MESSAGE_BYTES:
+            raise SpecError(
+                "options.max_message_bytes",
+                f"{ints['max_message_bytes']} is over {MAX_MESSAGE_BYTES} (50 MiB, what a Kafka "
+                "consumer fetches at once by default); send large tensors as V2 base64 data, "
+                "or split them",
+            )
         record_inputs = value.get("record_inputs", defaults.record_inputs)
         if not isinstance(record_inputs, bool):
             raise SpecError(
