@@ -219,6 +219,20 @@ def _run_problem(model: object, feeds: dict[str, np.ndarray], expected: int) -> 
     return None
 
 
+def _structure_problem(model: object) -> str | None:
+    """A sequence or map output that is not a ZipMap: refused whatever the inputs."""
+    from driftline.models.runtime import LoadedModel
+
+    assert isinstance(model, LoadedModel)
+    for t in model.info.outputs:
+        if t.dtype.startswith(("seq", "map")) and t.name not in model.output_classes:
+            return (
+                f"output {t.name!r} is an ONNX {t.dtype}, not a ZipMap of class probabilities; "
+                "the worker writes tensors into results: export tensor outputs"
+            )
+    return None
+
+
 def check_servable(models: Sequence[tuple[str, ModelInfo, bool]]) -> list[ServingProblem]:
     """Problems that would stop the worker serving these models (empty: it can serve them).
 
@@ -239,6 +253,8 @@ def check_servable(models: Sequence[tuple[str, ModelInfo, bool]]) -> list[Servin
             except ModelError as exc:
                 why = str(exc)
             else:
+                why = _structure_problem(loaded)
+            if why is None:
                 feeds = synthetic_feeds(champion if champion is not None else info)
                 mine = {t.name: feeds[t.name] for t in info.inputs if t.name in feeds}
                 if len(mine) < len(info.inputs):  # a single input under another name

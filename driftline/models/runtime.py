@@ -126,8 +126,10 @@ class LoadedModel:
         except Exception as exc:
             raise ModelError(f"model {self.name!r} failed on a batch of {n}: {exc}") from None
         return [
-            _columns(o, self._classes[name], n) if name in self._classes else _rows_first(o, n)
-            for name, o in zip(self._output_names, map(np.asarray, outputs), strict=True)
+            _columns(o, self._classes[name], n)
+            if name in self._classes
+            else _rows_first(o, n, name)
+            for name, o in zip(self._output_names, outputs, strict=True)
         ]
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
@@ -177,10 +179,20 @@ def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.dtype(dtype))
 
 
-def _rows_first(values: np.ndarray, n: int) -> np.ndarray:
-    """An output with one entry per row; a scalar or row-less output is repeated per row."""
+def _rows_first(output: Any, n: int, name: str) -> np.ndarray:
+    """An output as an array with one entry per row, or a :class:`ModelError` naming it."""
+    if isinstance(output, list | tuple | dict):
+        raise ModelError(
+            f"output {name!r} is a {type(output).__name__} (an ONNX sequence or map that is not "
+            "a ZipMap of class probabilities), which the worker cannot write into results; "
+            "export tensor outputs"
+        )
+    values = np.asarray(output)
     if values.ndim == 0 or values.shape[0] != n:
-        raise ModelError(f"an output of shape {list(values.shape)} has no row for each of {n} rows")
+        raise ModelError(
+            f"output {name!r} has shape {list(values.shape)}, not one entry for each of {n} "
+            "rows; export it with the batch dimension first"
+        )
     return values
 
 

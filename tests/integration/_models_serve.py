@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import Producer
 
 from driftline.config import KafkaSettings, WorkerSettings
 from driftline.models import ModelStore
@@ -17,7 +18,7 @@ from driftline.streams._worker_source import ControlSource
 from driftline.streams.control import ControlPlane
 from driftline.streams.worker import Worker
 
-from .test_worker import _read, _Running, _send
+from .test_worker import _read, _Running
 
 #: A recent event time, inside the worker's accepted range.
 T0 = (int(time.time()) - 3600) * 1000
@@ -62,11 +63,11 @@ class Served:
         """Send requests (objects or raw bytes), read ``results`` results and ``dead`` dead
         letters (each list in order of the request's position in ``requests``)."""
         values = [r if isinstance(r, bytes) else orjson.dumps(r) for r in requests]
-        _send(
-            self.kafka,
-            self.kafka.topic(pipeline, "requests"),
-            [(str(i).encode(), v) for i, v in enumerate(values)],
-        )
+        # Large enough for any pipeline's options.max_message_bytes; the topic decides.
+        producer = Producer(self.kafka.client_config(**{"message.max.bytes": 8_000_000}))
+        for i, value in enumerate(values):
+            producer.produce(self.kafka.topic(pipeline, "requests"), value, str(i).encode())
+        assert producer.flush(30) == 0
         got = _read(self.kafka, self.kafka.topic(pipeline, "results"), results)
         events = sorted((orjson.loads(m.value()) for m in got), key=_order)
         letters = _read(self.kafka, self.kafka.topic(pipeline, "deadletter"), dead) if dead else []
