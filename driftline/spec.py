@@ -299,6 +299,27 @@ class PipelineSpec:
         return out
 
 
+def _check_record_inputs(spec: PipelineSpec) -> None:
+    """Alerts, assays and performance read results: with ``record_inputs: false`` they carry
+    no inputs, so an expression over a model's inputs there could never be computed."""
+    if spec.options.record_inputs:
+        return
+    from driftline.expressions import variables
+
+    exprs: list[tuple[str, Expr]] = [(f"alerts.{k}.when", a.when) for k, a in spec.alerts.items()]
+    exprs += [(f"assays.{k}.iopath", a.iopath) for k, a in spec.assays.items()]
+    for k, p in spec.performance.items():
+        exprs += [(f"performance.{k}.prediction", e) for e in p.prediction]
+    for where, expr in exprs:
+        reads = sorted(str(v) for v in variables(expr) if v.kind == "inputs")
+        if reads:
+            raise SpecError(
+                "options.record_inputs",
+                f"false, but {where} reads {', '.join(reads)}, which results would not carry; "
+                "set record_inputs: true, or use only outputs there",
+            )
+
+
 def _canonical_model(m: ModelSpec) -> dict[str, Any]:
     doc: dict[str, Any] = {"sha256": m.sha256, "shadow": m.shadow}
     if m.output_names or m.input_names:
@@ -655,6 +676,7 @@ class _Compiler:
             base_dir=self.base_dir,
             performance=performance,
         )
+        _check_record_inputs(spec)
         if self.check_serving:
             size = len(spec.canonical_json())
             if size > MAX_CANONICAL_BYTES:

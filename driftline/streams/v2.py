@@ -401,6 +401,11 @@ def decode_feeds(
         except _Reject as rej:
             out.rejected.append(Rejection(i, rej.reason, rej.detail[:500]))
             continue
+        except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+            # numpy's own refusal of some odd value: this message's, never the batch's.
+            detail = f"the tensor cannot be read: {type(exc).__name__}: {exc}"[:500]
+            out.rejected.append(Rejection(i, NON_NUMERIC, detail))
+            continue
         out.feeds.append(feeds)
         out.accepted.append(i)
         out.counts.append(int(next(iter(feeds.values())).shape[0]))

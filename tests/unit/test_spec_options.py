@@ -38,3 +38,27 @@ def test_record_inputs_defaults_to_true_and_leaves_existing_versions_alone() -> 
 def test_bad_options_are_refused_naming_the_field(options: dict[str, object], words: str) -> None:
     with pytest.raises(SpecError, match=words):
         spec_from_dict(_spec(**options))
+
+
+def test_without_recorded_inputs_an_assay_or_alert_over_inputs_is_refused() -> None:
+    assay = {
+        "iopath": "m.inputs[0][1]",
+        "baseline": {"values": [0.0, 1.0, 2.0, 3.0]},
+        "window": {"width": "1m", "interval": "1m"},
+    }
+    doc = _spec(record_inputs=False)
+    with pytest.raises(SpecError, match=r"assays.a.iopath reads m.inputs\[0\]\[1\]") as info:
+        spec_from_dict({**doc, "assays": {"a": assay}})
+    assert info.value.field == "options.record_inputs"
+    alert = {"when": 'count(m.inputs[0][0] > 1, "1m", "1m") > 3', "notify": ["stdout"]}
+    with pytest.raises(SpecError, match=r"alerts\.hot\.when reads"):
+        spec_from_dict({**doc, "alerts": {"hot": alert}})
+    # Outputs only, or validations (run by the worker on the request itself), are fine.
+    fine = spec_from_dict(
+        {
+            **doc,
+            "validations": {"v": "m.inputs[0][0] < 5"},
+            "assays": {"a": {**assay, "iopath": "m.outputs[0][0]"}},
+        }
+    )
+    assert not fine.options.record_inputs

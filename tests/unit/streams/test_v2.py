@@ -6,6 +6,7 @@ fixed to batch size 1), with results equal to onnxruntime's on the same arrays."
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +313,49 @@ def test_a_plain_rows_pipeline_reads_v2_beside_tensor_rows_with_equal_results(
     last = orjson.loads(mixed.results[2][1])
     assert (last["id"], last["inputs"]) == ("b", x[2].astype(np.float64).tolist())
     assert last["outputs"]["lin"] == [[float(np.float32(x[2] @ [0.5, -1.0, 2.0]))]]
+
+
+# -- no message makes decoding raise -------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from driftline.streams.codec import REASONS  # noqa: E402
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["img", "x", "FP32", "BYTES", "INT64", "AAAA", "shape", "data"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["tensor", "shape", "inputs", "name", "datatype", "data", "id", "time"]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+_GOOD = b'{"tensor": [[1, 2]]}'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_json, min_size=1, max_size=6), st.booleans())
+def test_arbitrary_json_never_makes_decode_feeds_raise(docs: list[Any], nan: bool) -> None:
+    specs = (InputSpec("x", "float32", (None, 2)), InputSpec("s", "string", (None,)))
+    values = [_GOOD, *(json.dumps(d).encode() for d in docs)]  # NaN, huge ints too
+    for inputs in (specs[:1], specs):
+        batch = _decode(values, *inputs, allow_nan=nan)
+        seen = sorted([*batch.accepted, *(r.index for r in batch.rejected)])
+        assert seen == list(range(len(values)))
+        assert all(r.reason in REASONS and len(r.detail) <= 500 for r in batch.rejected)
+        assert all(
+            next(iter(f.values())).shape[0] == c
+            for f, c in zip(batch.feeds, batch.counts, strict=True)
+        )
+    assert 0 in _decode(values, specs[0]).accepted
