@@ -108,7 +108,11 @@ def needs_feeds(values: Sequence[bytes | None]) -> bool:
     >>> needs_feeds([b'{"tensor": [[1]]}']), needs_feeds([b'{"inputs": [{"shape": [1]}]}'])
     (False, True)
     """
-    return any(v is not None and any(m in v for m in _MARKERS) for v in values)
+    # One join and a one-byte search (a memchr) over the batch: both markers hold a "p",
+    # which plain requests (keys id/time/tensor, numbers) lack; a word search or a loop over
+    # the messages would cost several percent of a plain request's serving time.
+    joined = b"\n".join([v for v in values if v is not None])
+    return b"p" in joined and any(m in joined for m in _MARKERS)
 
 
 def _shape_of(value: Any, where: str) -> tuple[int, ...]:
