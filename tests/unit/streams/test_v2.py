@@ -359,3 +359,62 @@ def test_arbitrary_json_never_makes_decode_feeds_raise(docs: list[Any], nan: boo
             for f, c in zip(batch.feeds, batch.counts, strict=True)
         )
     assert 0 in _decode(values, specs[0]).accepted
+
+
+def test_a_shadow_is_fed_the_champions_inputs_by_name_and_validations_see_both(
+    tmp_path: Path,
+) -> None:
+    champion = LoadedModel(_two_inputs(tmp_path / "a.onnx"), "champ")
+    shadow = LoadedModel(_two_inputs(tmp_path / "b.onnx"), "shade")
+    runtime = PipelineRuntime(
+        name="p",
+        version="sha256:v",
+        models=(
+            RuntimeModel("champ", "sha256:a", champion),
+            RuntimeModel("shade", "sha256:b", shadow, shadow=True),
+        ),
+        validations={
+            "same": lambda t: t[("champ", "outputs")][0][:, 0] == t[("shade", "outputs")][0][:, 0],
+            "k_small": lambda t: t[("shade", "inputs")][1][:, 0] < 2,
+        },
+        inputs=tuple(InputSpec(*s) for s in champion.input_specs),
+        feeds_only=True,
+    )
+    doc = {"inputs": {"x": [[1.0, 2.0], [3.0, 4.0]], "k": [1, 2], "flag": [True, True]}}
+    out = _serve(runtime, [doc])
+    events = [orjson.loads(v) for _, v in out.results]
+    assert [e["outputs"]["champ"] for e in events] == [e["outputs"]["shade"] for e in events]
+    assert [e["outputs"]["champ"][0][0] for e in events] == [3.0, 14.0]
+    assert [e["check_failures"] for e in events] == [[], ["k_small"]]
+    assert out.check_failures == {"same": 0, "k_small": 1}
+
+
+def test_the_deploy_check_refuses_a_shadow_the_worker_could_not_feed(tmp_path: Path) -> None:
+    from driftline.errors import SpecError
+    from driftline.spec import spec_from_dict
+
+    two = _two_inputs(tmp_path / "two.onnx")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["q"], ["y"])],
+        "other",
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+    )
+    other = _save(graph, tmp_path / "other.onnx")
+    same = _two_inputs(tmp_path / "same.onnx")
+
+    def spec(shadow: Path) -> Any:
+        return spec_from_dict(
+            {
+                "name": "p",
+                "models": [
+                    {"name": "champ", "path": str(two)},
+                    {"name": "shade", "path": str(shadow), "shadow": True},
+                ],
+            }
+        )
+
+    assert [m.name for m in spec(same).models] == ["champ", "shade"]
+    with pytest.raises(SpecError, match="its input 'q' is not an input of the champion") as info:
+        spec(other)
+    assert info.value.field == "models[1]" and "'shade'" in str(info.value)
