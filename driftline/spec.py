@@ -199,12 +199,18 @@ class PerformanceSpec:
         }
 
 
+#: The largest ``options.max_message_bytes``: librdkafka's default ``fetch.max.bytes``.
+MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class SpecOptions:
     allow_nan: bool = True
     lateness_ms: int = 5000
     max_message_bytes: int = 1_000_000
     partitions: int = 3
+    #: Whether result events repeat the request's inputs (false: large tensors stay small).
+    record_inputs: bool = True
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,8 @@ class PipelineSpec:
                 "lateness_ms": self.options.lateness_ms,
                 "max_message_bytes": self.options.max_message_bytes,
                 "partitions": self.options.partitions,
+                # only when set: specs without it keep their versions
+                **({} if self.options.record_inputs else {"record_inputs": False}),
             },
         }
 
@@ -299,6 +307,27 @@ class PipelineSpec:
                 out[(m.name, "inputs")] = list(m.input_names)
                 out[(m.name, "outputs")] = list(m.output_names)
         return out
+
+
+def _check_record_inputs(spec: PipelineSpec) -> None:
+    """Alerts, assays and performance read results: with ``record_inputs: false`` they carry
+    no inputs, so an expression over a model's inputs there could never be computed."""
+    if spec.options.record_inputs:
+        return
+    from driftline.expressions import variables
+
+    exprs: list[tuple[str, Expr]] = [(f"alerts.{k}.when", a.when) for k, a in spec.alerts.items()]
+    exprs += [(f"assays.{k}.iopath", a.iopath) for k, a in spec.assays.items()]
+    for k, p in spec.performance.items():
+        exprs += [(f"performance.{k}.prediction", e) for e in p.prediction]
+    for where, expr in exprs:
+        reads = sorted(str(v) for v in variables(expr) if v.kind == "inputs")
+        if reads:
+            raise SpecError(
+                "options.record_inputs",
+                f"false, but {where} reads {', '.join(reads)}, which results would not carry; "
+                "set record_inputs: true, or use only outputs there",
+            )
 
 
 def _canonical_model(m: ModelSpec) -> dict[str, Any]:
@@ -564,6 +593,11 @@ def spec_from_canonical(
                 "lateness": format_duration(data["options"]["lateness_ms"]),
                 "max_message_bytes": data["options"]["max_message_bytes"],
                 "partitions": data["options"]["partitions"],
+                **(
+                    {"record_inputs": data["options"]["record_inputs"]}
+                    if "record_inputs" in data["options"]
+                    else {}
+                ),
             },
         }
     except (KeyError, TypeError, AttributeError) as exc:
@@ -675,6 +709,7 @@ class _Compiler:
             base_dir=self.base_dir,
             performance=performance,
         )
+        _check_record_inputs(spec)
         if self.check_serving:
             size = len(spec.canonical_json())
             if size > MAX_CANONICAL_BYTES:
@@ -1377,7 +1412,10 @@ class _Compiler:
             return SpecOptions()
         _mapping(value, "options")
         _only_keys(
-            value, "options", {"allow_nan", "lateness", "max_message_bytes", "partitions"}, set()
+            value,
+            "options",
+            {"allow_nan", "lateness", "max_message_bytes", "partitions", "record_inputs"},
+            set(),
         )
         defaults = SpecOptions()
         allow_nan = value.get("allow_nan", defaults.allow_nan)
@@ -1395,7 +1433,26 @@ class _Compiler:
             if isinstance(number, bool) or not isinstance(number, int) or number < low:
                 raise SpecError(f"options.{key}", f"expected an integer ≥ {low}, got {number!r}")
             ints[key] = number
-        return SpecOptions(allow_nan, lateness_ms, ints["max_message_bytes"], ints["partitions"])
+        if ints["max_message_bytes"] > MAX_MESSAGE_BYTES:
+            raise SpecError(
+                "options.max_message_bytes",
+                f"{ints['max_message_bytes']} is over {MAX_MESSAGE_BYTES} (50 MiB, what a Kafka "
+                "consumer fetches at once by default); send large tensors as V2 base64 data, "
+                "or split them",
+            )
+        record_inputs = value.get("record_inputs", defaults.record_inputs)
+        if not isinstance(record_inputs, bool):
+            raise SpecError(
+                "options.record_inputs",
+                f"expected true or false, got {record_inputs!r} (false: results omit inputs)",
+            )
+        return SpecOptions(
+            allow_nan,
+            lateness_ms,
+            ints["max_message_bytes"],
+            ints["partitions"],
+            record_inputs,
+        )
 
     @staticmethod
     def duration(where: str, value: Any, allow_zero: bool = False) -> int:
@@ -1723,7 +1780,8 @@ class PipelineBuilder:
         return self
 
     def set_options(self, **options: Any) -> PipelineBuilder:
-        """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions."""
+        """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions,
+        record_inputs."""
         self._options.update(options)
         return self
 

@@ -8,10 +8,16 @@ shows every partition led.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from driftline.config import KafkaSettings
 from driftline.errors import DriftlineError, ServiceError
@@ -34,10 +40,16 @@ def ensure_topics(
     partitions: int | None = None,
     compacted: bool = False,
     admin: AdminClient | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet; existing ones keep their partitions.
+
+    ``config`` (topic settings such as ``max.message.bytes``) is given to the new topics and
+    set on those that already exist, so a redeploy with a new limit takes effect.
+    """
     admin = admin or admin_client(settings)
-    config = {"cleanup.policy": "compact"} if compacted else {}
+    given = dict(config or {})
+    config = {"cleanup.policy": "compact", **given} if compacted else given
     new = [
         NewTopic(
             n,
@@ -53,15 +65,35 @@ def ensure_topics(
         futures = admin.create_topics(new, operation_timeout=_TIMEOUT_S)
     except KafkaException as exc:
         raise ServiceError(f"Kafka at {settings.bootstrap_servers}: {exc}") from exc
+    existing = []
     for topic, fut in futures.items():
         try:
             fut.result(_TIMEOUT_S)
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                existing.append(topic)
                 continue
             raise ServiceError(f"cannot create topic {topic}: {exc}") from exc
+    if given and existing:
+        _set_configs(admin, existing, given)
     wait_for_metadata(admin, [t.topic for t in new])
+
+
+def _set_configs(admin: AdminClient, topics: list[str], config: Mapping[str, str]) -> None:
+    entries = [
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()
+    ]
+    resources = [
+        ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=entries) for t in topics
+    ]
+    for resource, fut in admin.incremental_alter_configs(resources).items():
+        try:
+            fut.result(_TIMEOUT_S)
+        except KafkaException as exc:
+            raise ServiceError(
+                f"cannot set {dict(config)} on topic {resource.name}: {exc}"
+            ) from exc
 
 
 def wait_for_metadata(admin: AdminClient, topics: list[str], timeout_s: float = _TIMEOUT_S) -> bool:

@@ -6,16 +6,25 @@ fail on every request. :func:`check_servable` builds a small synthetic batch fro
 declared input, runs the champion and every shadow on it through the same
 :class:`~driftline.models.runtime.LoadedModel` the worker uses, and checks what comes back.
 
-What the worker serves today, and so what this check accepts:
+What the worker serves, and so what this check accepts:
 
-- one numeric input tensor (float, double, int32, int64), whose shape is fixed apart from the
-  batch dimension; shadows take the champion's rows, so their input width must match;
-- numeric or boolean tensor outputs (a classifier's label and probability tensors), and ZipMap
-  outputs (skl2onnx's default classifier export), served as one probability column per class.
+- any number of named inputs of type float, double, float16, int8/32/64, uint8, bool or
+  string, of any rank; free dimensions (batch, height, width, time) are taken from each
+  request; a model fixed to batch size 1 is run once per row;
+- shadows are fed the champion's inputs by name (or, when both have a single input, that
+  input), so they must declare the same names, types and fixed dimensions; a shadow of a
+  champion fed plain rows takes the same rows;
+- numeric or boolean tensor outputs with one entry per row, and ZipMap outputs (skl2onnx's
+  default classifier export), served as one probability column per class.
 
-Everything else is refused with the model's spec name, the reason and the fix, for example a
-classifier with string class labels, or a sequence output that is not a ZipMap (convert it
-with ``options={id(model): {'zipmap': False}}``).
+The synthetic batch has two rows (one at a time for a batch-1 model) and a size of 16 for
+each free non-batch dimension. A model whose run fails on it is refused when every
+non-batch dimension is fixed (it would fail on every request); with free dimensions the
+failure may be the made-up size, so only a successful run's outputs are judged; the same
+holds for string inputs, whose made-up values a category encoder may refuse. Everything
+else is refused with the model's spec name, the reason and the fix, for example a classifier
+with string class labels, or a sequence output that is not a ZipMap (convert it with
+``options={id(model): {'zipmap': False}}``).
 """
 
 from __future__ import annotations
@@ -28,12 +37,16 @@ import numpy as np
 from driftline.errors import ModelError
 from driftline.models.info import ModelInfo
 
-__all__ = ["ServingProblem", "check_servable", "synthetic_batch"]
+__all__ = ["ServingProblem", "check_servable", "synthetic_batch", "synthetic_feeds"]
 
 #: Rows in the synthetic batch: two, so that a model fixed to batch size 1 shows.
 SYNTHETIC_ROWS = 2
 
-_NUMERIC_INPUTS = ("float32", "float64", "float16", "int64", "int32")
+#: Size given to each free non-batch dimension in the synthetic batch.
+FREE_DIM = 16
+
+_NUMERIC_INPUTS = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+_FEED_INPUTS = (*_NUMERIC_INPUTS, "string")
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,8 @@ class ServingProblem:
 
 
 def synthetic_batch(info: ModelInfo, rows: int = SYNTHETIC_ROWS) -> np.ndarray | None:
-    """A deterministic batch of ``rows`` rows for the model's first input (None: width free).
+    """A deterministic batch of ``rows`` flat rows for the model's first input (None: width
+    free).
 
     >>> from driftline.models.info import TensorInfo
     >>> info = ModelInfo("m", "0" * 64, "m.onnx", (TensorInfo("x", (None, 3), "float32"),), ())
@@ -63,35 +77,106 @@ def synthetic_batch(info: ModelInfo, rows: int = SYNTHETIC_ROWS) -> np.ndarray |
     return (grid % 7) / 7.0
 
 
+def synthetic_feeds(info: ModelInfo, rows: int = SYNTHETIC_ROWS) -> dict[str, np.ndarray]:
+    """A deterministic batch for every input, by name, in its declared type and shape.
+
+    >>> from driftline.models.info import TensorInfo
+    >>> img = TensorInfo("img", (None, 3, "h", "w"), "float32")
+    >>> info = ModelInfo("m", "0" * 64, "m.onnx", (img, TensorInfo("k", (1,), "string")), ())
+    >>> {k: (v.shape, v.dtype.kind) for k, v in synthetic_feeds(info).items()}
+    {'img': ((2, 3, 16, 16), 'f'), 'k': ((2,), 'O')}
+    """
+    feeds: dict[str, np.ndarray] = {}
+    for t in info.inputs:
+        dims = [d if isinstance(d, int) and d >= 0 else FREE_DIM for d in t.shape[1:]]
+        shape = (rows, *dims)
+        grid = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        if t.dtype == "string":
+            feeds[t.name] = np.array([f"v{g % 3}" for g in grid.flat], dtype=object).reshape(shape)
+        elif t.dtype == "bool":
+            feeds[t.name] = grid % 2 == 1
+        elif t.dtype in ("float32", "float64", "float16"):
+            feeds[t.name] = ((grid % 7) / 7.0).astype(t.dtype)
+        else:
+            feeds[t.name] = (grid % 3).astype(t.dtype)
+    return feeds
+
+
+def _guessed(info: ModelInfo) -> bool:
+    """Whether the synthetic batch had to guess what requests bring: a size for a free
+    non-batch dimension, or the values of a string input (categories it knows)."""
+    return any(
+        t.dtype == "string" or not (isinstance(d, int) and d >= 0)
+        for t in info.inputs
+        for d in t.shape[1:]
+    )
+
+
+def _plain(info: ModelInfo) -> bool:
+    """Whether the worker feeds this model flat float rows (one float input [batch, width])."""
+    if len(info.inputs) != 1:
+        return False
+    (t,) = info.inputs
+    return (
+        t.dtype in ("float32", "float64", "float16")
+        and len(t.shape) == 2
+        and not (isinstance(t.shape[0], int) and t.shape[0] >= 0)
+        and isinstance(t.shape[1], int)
+        and t.shape[1] >= 0
+    )
+
+
 def _input_problem(info: ModelInfo) -> str | None:
     if not info.inputs:
         return "it has no inputs"
-    if len(info.inputs) > 1:
-        names = [t.name for t in info.inputs]
-        return (
-            f"it has {len(info.inputs)} inputs {names}; the worker feeds one input tensor per "
-            "model: export the model with a single input (concatenate the features) "
-            "before deploying it"
-        )
-    first = info.inputs[0]
-    if first.dtype not in _NUMERIC_INPUTS:
-        return (
-            f"input {first.name!r} has type {first.dtype}; the worker feeds numeric tensors "
-            "(float, double, int32, int64): encode the column numerically in the exported graph"
-        )
-    if info.input_width is None:
-        return (
-            f"input {first.name!r} has shape {list(first.shape)}, free beyond the batch "
-            "dimension; the worker needs a fixed number of values per row: export it with "
-            "fixed feature dimensions"
-        )
-    batch = first.shape[0] if first.shape else None
-    if isinstance(batch, int) and batch >= 1:
-        return (
-            f"input {first.name!r} is fixed to batch size {batch} (shape {list(first.shape)}); "
-            "the worker scores whole micro-batches: export it with a dynamic batch dimension "
-            "(e.g. torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))"
-        )
+    for t in info.inputs:
+        if t.dtype not in _FEED_INPUTS:
+            return (
+                f"input {t.name!r} has type {t.dtype}; the worker feeds tensors of "
+                f"{', '.join(_FEED_INPUTS)}: change the exported graph's input type"
+            )
+        if not t.shape:
+            return (
+                f"input {t.name!r} is a scalar; the worker feeds batches: export it with a "
+                "batch dimension first"
+            )
+    return None
+
+
+def _shadow_problem(info: ModelInfo, champion: ModelInfo) -> str | None:
+    if _plain(champion):
+        if info.input_width != champion.input_width or len(info.inputs) != 1:
+            return (
+                f"it takes {info.input_width} values per row but the champion "
+                f"{champion.name!r} takes {champion.input_width}; a shadow scores the "
+                "champion's rows"
+            )
+        return None
+    theirs = {t.name: t for t in champion.inputs}
+    pairs = [(t, theirs.get(t.name)) for t in info.inputs]
+    if len(info.inputs) == 1 and len(champion.inputs) == 1:
+        pairs = [(info.inputs[0], champion.inputs[0])]
+    for mine, other in pairs:
+        if other is None:
+            return (
+                f"its input {mine.name!r} is not an input of the champion {champion.name!r} "
+                f"({', '.join(theirs)}); a shadow is fed the champion's inputs by name"
+            )
+        fixed = [
+            (a, b)
+            for a, b in zip(mine.shape[1:], other.shape[1:], strict=False)
+            if isinstance(a, int) and isinstance(b, int)
+        ]
+        if (
+            mine.dtype != other.dtype
+            or len(mine.shape) != len(other.shape)
+            or any(a != b for a, b in fixed)
+        ):
+            return (
+                f"its input {mine.name!r} ({mine.dtype} {list(mine.shape)}) does not match the "
+                f"champion's {other.name!r} ({other.dtype} {list(other.shape)}); a shadow is fed "
+                "the champion's inputs"
+            )
     return None
 
 
@@ -108,13 +193,15 @@ def _output_problem(info: ModelInfo) -> str | None:
     return None
 
 
-def _run_problem(model: object, x: np.ndarray, expected: int) -> str | None:
+def _run_problem(model: object, feeds: dict[str, np.ndarray], expected: int) -> str | None:
     from driftline.models.runtime import LoadedModel
 
     assert isinstance(model, LoadedModel)
     try:
-        outputs = model.run(x)
+        outputs = model.run_feeds(feeds)
     except ModelError as exc:
+        if _guessed(model.info):
+            return None  # the made-up sizes or strings may be at fault; requests bring theirs
         return f"it fails on a synthetic batch of {expected} rows: {exc}"
     for name, out in zip(model.output_names, outputs, strict=True):
         arr = np.asarray(out)
@@ -132,37 +219,47 @@ def _run_problem(model: object, x: np.ndarray, expected: int) -> str | None:
     return None
 
 
+def _structure_problem(model: object) -> str | None:
+    """A sequence or map output that is not a ZipMap: refused whatever the inputs."""
+    from driftline.models.runtime import LoadedModel
+
+    assert isinstance(model, LoadedModel)
+    for t in model.info.outputs:
+        if t.dtype.startswith(("seq", "map")) and t.name not in model.output_classes:
+            return (
+                f"output {t.name!r} is an ONNX {t.dtype}, not a ZipMap of class probabilities; "
+                "the worker writes tensors into results: export tensor outputs"
+            )
+    return None
+
+
 def check_servable(models: Sequence[tuple[str, ModelInfo, bool]]) -> list[ServingProblem]:
     """Problems that would stop the worker serving these models (empty: it can serve them).
 
     ``models`` lists ``(spec name, info, shadow)`` with the champion first. Each model is
-    loaded and run once on :func:`synthetic_batch` of the champion's input.
+    loaded and run once on :func:`synthetic_feeds` of the champion's inputs.
     """
     from driftline.models.runtime import LoadedModel
 
     problems: list[ServingProblem] = []
     champion = next((info for _, info, shadow in models if not shadow), None)
-    x = synthetic_batch(champion) if champion is not None else None
     for name, info, shadow in models:
         why = _input_problem(info) or _output_problem(info)
-        if (
-            why is None
-            and shadow
-            and champion is not None
-            and info.input_width != champion.input_width
-        ):
-            why = (
-                f"it takes {info.input_width} values per row but the champion "
-                f"{champion.name!r} takes {champion.input_width}; a shadow scores the "
-                "champion's rows"
-            )
-        if why is None and x is not None:
+        if why is None and shadow and champion is not None:
+            why = _shadow_problem(info, champion)
+        if why is None:
             try:
                 loaded = LoadedModel(info.path, name, info=info)
             except ModelError as exc:
                 why = str(exc)
             else:
-                why = _run_problem(loaded, x, x.shape[0])
+                why = _structure_problem(loaded)
+            if why is None:
+                feeds = synthetic_feeds(champion if champion is not None else info)
+                mine = {t.name: feeds[t.name] for t in info.inputs if t.name in feeds}
+                if len(mine) < len(info.inputs):  # a single input under another name
+                    mine = {info.inputs[0].name: next(iter(feeds.values()))}
+                why = _run_problem(loaded, mine, SYNTHETIC_ROWS)
         if why is not None:
             problems.append(ServingProblem(name, why))
     return problems

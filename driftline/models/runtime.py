@@ -66,12 +66,14 @@ class LoadedModel:
             raise ModelError(f"model {self.info.name!r} cannot be loaded: {exc}") from None
         first = self.info.inputs[0]
         self._input_name = first.name
+        # None: the first input is not a float matrix; such a model is fed by run_feeds only.
         self._input_dtype = _NUMPY_TYPES.get(first.dtype)
-        if self._input_dtype is None:
-            raise ModelError(
-                f"model {self.info.name!r}: input {first.name!r} has type {first.dtype}; "
-                "only numeric tensor inputs are supported"
-            )
+        for t in self.info.inputs:
+            if t.dtype not in _FEED_TYPES:
+                raise ModelError(
+                    f"model {self.info.name!r}: input {t.name!r} has type {t.dtype}; the worker "
+                    f"feeds {', '.join(_FEED_TYPES)} tensors"
+                )
         self._output_names = [t.name for t in self.info.outputs]
         self._classes = _zipmap_classes(Path(path), self._output_names)
 
@@ -94,8 +96,48 @@ class LoadedModel:
         the order of the columns :meth:`run` returns for it."""
         return {name: list(labels) for name, labels in self._classes.items()}
 
+    @property
+    def input_specs(self) -> tuple[tuple[str, str, tuple[int | None, ...]], ...]:
+        """``(name, dtype, shape)`` of every input, free dimensions as ``None``."""
+        return tuple(
+            (t.name, t.dtype, tuple(d if isinstance(d, int) and d >= 0 else None for d in t.shape))
+            for t in self.info.inputs
+        )
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Score one batch given by input name (arrays batch-first, in the declared ranks).
+
+        Each output comes back as (n_rows, ...) as the model returns it, ZipMap outputs as one
+        column per class. A model fixed to batch size 1 is run once per row.
+        """
+        missing = [t.name for t in self.info.inputs if t.name not in feeds]
+        if missing:
+            raise ModelError(f"model {self.name!r}: no value for input(s) {missing}")
+        batch = {t.name: _cast(feeds[t.name], t.dtype) for t in self.info.inputs}
+        n = int(next(iter(batch.values())).shape[0])
+        if n == 0:
+            raise ModelError(f"model {self.name!r}: a batch of 0 rows")
+        first = self.info.inputs[0].shape
+        if first and first[0] == 1 and n > 1:
+            parts = [self.run_feeds({k: v[r : r + 1] for k, v in batch.items()}) for r in range(n)]
+            return [np.concatenate(cols, axis=0) for cols in zip(*parts, strict=True)]
+        try:
+            outputs = self._session.run(self._output_names, batch)
+        except Exception as exc:
+            raise ModelError(f"model {self.name!r} failed on a batch of {n}: {exc}") from None
+        return [
+            _columns(o, self._classes[name], n)
+            if name in self._classes
+            else _rows_first(o, n, name)
+            for name, o in zip(self._output_names, outputs, strict=True)
+        ]
+
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Score a batch: ``x`` has shape (n_rows, input_width); each output is (n_rows, -1)."""
+        if self._input_dtype is None or len(self.info.inputs) > 1:
+            raise ModelError(
+                f"model {self.name!r} takes named or non-float inputs; feed it with run_feeds"
+            )
         batch = np.asarray(x, dtype=self._input_dtype)
         if batch.ndim != 2:
             raise ModelError(
@@ -125,6 +167,33 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, sha256={self.info.sha256[:12]})"
+
+
+#: Input types the worker can feed (strings as numpy object arrays of str).
+_FEED_TYPES = (*_NUMPY_TYPES, "int8", "uint8", "bool", "string")
+
+
+def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "string":
+        return np.asarray(values, dtype=object)
+    return np.ascontiguousarray(values, dtype=np.dtype(dtype))
+
+
+def _rows_first(output: Any, n: int, name: str) -> np.ndarray:
+    """An output as an array with one entry per row, or a :class:`ModelError` naming it."""
+    if isinstance(output, list | tuple | dict):
+        raise ModelError(
+            f"output {name!r} is a {type(output).__name__} (an ONNX sequence or map that is not "
+            "a ZipMap of class probabilities), which the worker cannot write into results; "
+            "export tensor outputs"
+        )
+    values = np.asarray(output)
+    if values.ndim == 0 or values.shape[0] != n:
+        raise ModelError(
+            f"output {name!r} has shape {list(values.shape)}, not one entry for each of {n} "
+            "rows; export it with the batch dimension first"
+        )
+    return values
 
 
 def _zipmap_classes(path: Path, outputs: list[str]) -> dict[str, tuple[int | str, ...]]:

@@ -24,6 +24,7 @@ from driftline.streams.codec import (
     Rejection,
     decode_requests,
 )
+from driftline.streams.v2 import FeedBatch, InputSpec, decode_feeds, needs_feeds
 
 __all__ = [
     "BatchOutcome",
@@ -71,6 +72,13 @@ class PipelineRuntime:
     input_names: tuple[str, ...] | None = None
     allow_nan: bool = True
     max_message_bytes: int | None = None
+    #: The champion's inputs; with them, requests with shapes, by name or in V2 form are read.
+    inputs: tuple[InputSpec, ...] | None = None
+    #: Whether every request needs the feed path (several inputs, strings, integers, ranks
+    #: other than 2, free feature dimensions, batch size fixed to 1).
+    feeds_only: bool = False
+    #: Whether result events carry the request's inputs.
+    record_inputs: bool = True
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -199,6 +207,17 @@ def process_batch(
     """
     t0 = time.perf_counter_ns() if received_ns is None else received_ns
     limit = runtime.max_message_bytes or max_message_bytes
+    if runtime.inputs and (runtime.feeds_only or needs_feeds(values)):
+        feeds = decode_feeds(
+            values,
+            inputs=runtime.inputs,
+            default_ids=default_ids,
+            default_times=default_times,
+            allow_nan=runtime.allow_nan,
+            max_bytes=limit,
+            time_range=time_range,
+        )
+        return _process_feeds(runtime, feeds, len(values), t0)
     batch = decode_requests(
         values,
         width=runtime.input_width,
@@ -291,14 +310,19 @@ def _evaluate(
     outs: dict[str, list[np.ndarray]],
     batch: DecodedBatch,
     outcome: BatchOutcome,
+    inputs: Mapping[str, list[np.ndarray]] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
-    """Failed-row masks of every validation that fails somewhere in the batch."""
+    """Failed-row masks of every validation that fails somewhere in the batch.
+
+    A model's ``inputs[i]`` is its i-th input, one flattened row per request row: ``rows``
+    for every model, unless ``inputs`` gives each model's own.
+    """
     if not runtime.validations:
         return []
     tensors: dict[tuple[str, str], Sequence[np.ndarray]] = {}
     for name, o in outs.items():
         tensors[(name, "outputs")] = o
-        tensors[(name, "inputs")] = [rows]
+        tensors[(name, "inputs")] = inputs[name] if inputs is not None else [rows]
     failures: list[tuple[str, np.ndarray]] = []
     n = rows.shape[0]
     for vname, fn in runtime.validations.items():
@@ -411,13 +435,14 @@ def _build(
             + orjson.dumps(runtime.version)
         ).replace(b"%", b"%%")
     )
-    template.append(b',"inputs":[%b"outputs":{')
+    template.append(b',"inputs":[%b"outputs":{' if runtime.record_inputs else b',"outputs":{')
     columns: list[list[Any]] = [
         _per_row(list(map(orjson.dumps, ids)), msg_of_row),
         [0] * n if single else batch.row_number().tolist(),
         _per_row(times, msg_of_row),
-        _rows_with_comma(rows),
     ]
+    if runtime.record_inputs:
+        columns.append(_rows_with_comma(rows))
     for m, (name, o_list) in enumerate(outs.items()):
         slots = b",".join([b"[%b]"] * len(o_list))
         template.append((b"," if m else b"") + orjson.dumps(name).replace(b"%", b"%%") + b":[")
@@ -436,6 +461,155 @@ def _build(
     outcome.ids = dict(zip(accepted, ids, strict=True))
     outcome.times = dict(zip(accepted, times, strict=True))
     outcome.rows = n
+
+
+# -- the feed path: named inputs, shapes, V2 -------------------------------------------------
+
+
+def _model_feeds(model: RuntimeModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The champion's feeds as this model takes them: by name, or positionally when both
+    have one input under different names."""
+    specs = getattr(model.runner, "input_specs", None)
+    names = [spec[0] for spec in specs] if specs else list(feeds)
+    if all(n in feeds for n in names):
+        return {n: feeds[n] for n in names}
+    if len(names) == 1 and len(feeds) == 1:
+        return {names[0]: next(iter(feeds.values()))}
+    raise ValueError(f"model {model.name!r} takes inputs {names}, the request gives {list(feeds)}")
+
+
+def _run_feeds(
+    runtime: PipelineRuntime, feeds: Mapping[str, np.ndarray], n: int
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
+    """Every model on one group's feeds: outputs and inputs, each one flattened row per row."""
+    outs: dict[str, list[np.ndarray]] = {}
+    ins: dict[str, list[np.ndarray]] = {}
+    for model in runtime.models:
+        mine = _model_feeds(model, feeds)
+        run_feeds = getattr(model.runner, "run_feeds", None)
+        if run_feeds is not None:
+            res = run_feeds(mine)
+        else:
+            (only,) = mine.values()
+            res = model.runner.run(only.reshape(n, -1))
+        outs[model.name] = [np.asarray(o).reshape(n, -1) for o in res]
+        ins[model.name] = [
+            a.reshape(n, -1) if a.dtype.kind == "O" else a.reshape(n, -1).astype(np.float64)
+            for a in mine.values()
+        ]
+    return outs, ins
+
+
+def _groups(batch: FeedBatch) -> list[list[int]]:
+    """Messages whose inputs share every non-batch dimension and type, run together."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for k, feeds in enumerate(batch.feeds):
+        key = tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(feeds.items()))
+        groups.setdefault(key, []).append(k)
+    return list(groups.values())
+
+
+def _process_feeds(
+    runtime: PipelineRuntime, batch: FeedBatch, messages: int, t0: int
+) -> BatchOutcome:
+    outcome = BatchOutcome(messages=messages, rejected=list(batch.rejected))
+    t_inf = time.perf_counter()
+    pending = _groups(batch)
+    served: list[tuple[list[int], dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]] = []
+    while pending:
+        group = pending.pop()
+        n = sum(batch.counts[k] for k in group)
+        feeds = {
+            name: np.concatenate([batch.feeds[k][name] for k in group], axis=0)
+            for name in batch.feeds[group[0]]
+        }
+        try:
+            outs, ins = _run_feeds(runtime, feeds, n)
+        except Exception as exc:
+            if len(group) > 1:  # find the messages the model refuses, one by one
+                pending.extend([k] for k in group)
+            else:
+                detail = f"model run failed: {exc}"[:500]
+                outcome.rejected.append(Rejection(batch.accepted[group[0]], MODEL_ERROR, detail))
+            continue
+        served.append((group, outs, ins))
+    outcome.inference_s = time.perf_counter() - t_inf
+    for group, outs, ins in served:
+        sub = DecodedBatch(
+            rows=np.zeros((sum(batch.counts[k] for k in group), 0)),
+            accepted=[batch.accepted[k] for k in group],
+            counts=[batch.counts[k] for k in group],
+            ids=[batch.ids[k] for k in group],
+            times=[batch.times[k] for k in group],
+        )
+        unfit = _unserializable(runtime, outs)
+        if unfit is not None:
+            _reject_all(sub, UNSERIALIZABLE_OUTPUT, unfit)
+        else:
+            counts = BatchOutcome()
+            failures = _evaluate(runtime, sub.rows, outs, sub, counts, ins)
+            for vname, c in counts.check_failures.items():
+                outcome.check_failures[vname] = outcome.check_failures.get(vname, 0) + c
+            if sub.accepted:
+                try:
+                    _build_feeds(runtime, sub, ins, outs, failures, t0, outcome)
+                except (TypeError, ValueError) as exc:
+                    _reject_all(sub, UNSERIALIZABLE_OUTPUT, f"results cannot be written: {exc}")
+        outcome.rejected.extend(sub.rejected)
+    outcome.results.sort(key=lambda r: r[0])  # stable: rows stay in order within a message
+    outcome.rejected.sort(key=lambda r: r.index)
+    return outcome
+
+
+def _build_feeds(
+    runtime: PipelineRuntime,
+    batch: DecodedBatch,
+    ins: Mapping[str, list[np.ndarray]],
+    outs: Mapping[str, list[np.ndarray]],
+    failures: list[tuple[str, np.ndarray]],
+    t0: int,
+    outcome: BatchOutcome,
+) -> None:
+    """Result events of one group, one ``orjson.dumps`` per row.
+
+    ``inputs`` is the row's flattened input as a list when the champion has one numeric
+    input (as on the fast path), else an object of flattened inputs by name.
+    """
+    champion = runtime.models[0].name
+    names = [s.name for s in runtime.inputs or ()]
+    numeric = [a if a.dtype.kind == "O" else a.astype(np.float64) for a in ins[champion]]
+    as_list = len(numeric) == 1 and numeric[0].dtype.kind != "O"
+    wide = {
+        m: [o.astype(np.float64) if o.dtype.kind == "f" else o for o in v] for m, v in outs.items()
+    }
+    checks = _checks_json(failures, int(numeric[0].shape[0]))
+    elapsed = time.perf_counter_ns() - t0
+    option = orjson.OPT_SERIALIZE_NUMPY
+    r = 0
+    for k, count in enumerate(batch.counts):
+        for row in range(count):
+            event: dict[str, Any] = {
+                "id": batch.ids[k],
+                "row": row,
+                "time": batch.times[k],
+                "pipeline": runtime.name,
+                "spec": runtime.version,
+            }
+            if runtime.record_inputs:
+                event["inputs"] = (
+                    numeric[0][r]
+                    if as_list
+                    else {n: a[r].tolist() for n, a in zip(names, numeric, strict=True)}
+                )
+            event["outputs"] = {m: [o[r] for o in v] for m, v in wide.items()}
+            event["models"] = runtime.model_versions
+            event["check_failures"] = orjson.Fragment(checks[r])
+            event["elapsed_ns"] = elapsed
+            outcome.results.append((batch.accepted[k], orjson.dumps(event, option=option)))
+            r += 1
+        outcome.ids[batch.accepted[k]] = batch.ids[k]
+        outcome.times[batch.accepted[k]] = batch.times[k]
+    outcome.rows += r
 
 
 @dataclass

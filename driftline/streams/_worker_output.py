@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from itertools import repeat
 from typing import Any
 
@@ -19,7 +20,7 @@ from driftline.kafka.deadletter import (
     dead_letter,
     record_size,
 )
-from driftline.streams._worker_core import BatchOutcome
+from driftline.streams._worker_core import BatchOutcome, PipelineRuntime
 from driftline.streams.codec import RESULT_TOO_LARGE, UNDEPLOYED_PIPELINE, Rejection
 
 log = logging.getLogger("driftline.worker")
@@ -40,6 +41,21 @@ class _Output:
     _partition_counts: dict[str, int]
     _limits: dict[str, int]
     _admin_client: AdminClient | None
+    #: The producer's ``message.max.bytes``: librdkafka's default unless the Kafka options set
+    #: one, raised (and the producer recreated) when a deployed spec allows larger records.
+    _producer_max: int
+
+    def _base_producer_bytes(self) -> int:
+        return int(self.kafka.kafka_options.get("message.max.bytes", PRODUCER_MAX_BYTES))
+
+    def _wanted_producer_bytes(self, runtimes: Iterable[PipelineRuntime]) -> int:
+        """The producer limit the deployed pipelines need: a spec whose
+        ``options.max_message_bytes`` exceeds the base limit gets its topics' record size."""
+        from driftline.streams.control import topic_max_bytes
+
+        base = self._base_producer_bytes()
+        asked = [r.max_message_bytes for r in runtimes if r.max_message_bytes]
+        return max([base, *(topic_max_bytes(b) for b in asked if b > base)])
 
     def _ensure_topic(self, topic: str) -> None:
         # Producing to a missing topic inside a transaction would abort every batch after it.
@@ -60,7 +76,7 @@ class _Output:
         ``message.max.bytes`` and the topic's ``max.message.bytes``."""
         limit = self._limits.get(topic)
         if limit is None:
-            limit = int(self.kafka.kafka_options.get("message.max.bytes", PRODUCER_MAX_BYTES))
+            limit = self._producer_max
             resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
             try:
                 entries = self._admin().describe_configs([resource])[resource].result(15)

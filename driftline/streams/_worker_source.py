@@ -17,6 +17,7 @@ import numpy as np
 
 from driftline.config import KafkaSettings
 from driftline.streams._worker_core import PipelineRuntime, RuntimeModel, Validation
+from driftline.streams.v2 import InputSpec
 
 __all__ = ["ControlSource", "RuntimeSource", "StaticSource", "runtime_from_canonical"]
 
@@ -60,6 +61,7 @@ def runtime_from_canonical(
         models.append(RuntimeModel(m.name, f"sha256:{m.sha256}", runner, m.shadow))
     info = spec.champion.info
     names = spec.tensor_names()
+    inputs = _input_specs(info) if info is not None else None
     return PipelineRuntime(
         name=spec.name,
         version=spec_version(dict(canonical)),
@@ -69,6 +71,32 @@ def runtime_from_canonical(
         input_names=tuple(t.name for t in info.inputs) if info is not None else None,
         allow_nan=spec.options.allow_nan,
         max_message_bytes=spec.options.max_message_bytes,
+        inputs=inputs,
+        feeds_only=inputs is not None and not _plain_rows(inputs),
+        record_inputs=spec.options.record_inputs,
+    )
+
+
+def _input_specs(info: Any) -> tuple[InputSpec, ...]:
+    return tuple(
+        InputSpec(
+            t.name, t.dtype, tuple(d if isinstance(d, int) and d >= 0 else None for d in t.shape)
+        )
+        for t in info.inputs
+    )
+
+
+def _plain_rows(inputs: Sequence[InputSpec]) -> bool:
+    """Whether flat float rows feed the model (the codec's fast path): one float input of
+    shape [batch, width], width fixed, batch free."""
+    if len(inputs) != 1:
+        return False
+    (only,) = inputs
+    return (
+        only.dtype in ("float32", "float64", "float16")
+        and len(only.shape) == 2
+        and only.shape[0] is None
+        and only.shape[1] is not None
     )
 
 

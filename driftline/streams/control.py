@@ -37,7 +37,18 @@ __all__ = [
     "ensure_topics",
     "pipeline_topics",
     "spec_version",
+    "topic_max_bytes",
 ]
+
+
+def topic_max_bytes(max_message_bytes: int) -> int:
+    """A pipeline topic's ``max.message.bytes`` for ``options.max_message_bytes``: room for a
+    request of that size with its key, headers and record overhead (a dead letter's copy)."""
+    return max_message_bytes + TOPIC_HEADROOM_BYTES
+
+
+#: Record bytes beyond the value a pipeline topic allows: key, trace and dead-letter headers.
+TOPIC_HEADROOM_BYTES = 64 * 1024
 
 #: The per-pipeline topics created on deploy.
 PIPELINE_TOPICS = ("requests", "results", "deadletter", "feedback")
@@ -189,6 +200,7 @@ class ControlPlane:
             topics.values(),
             partitions=spec.options.partitions,
             admin=self._admin,
+            config={"max.message.bytes": str(topic_max_bytes(spec.options.max_message_bytes))},
         )
         ensure_topics(
             self.settings,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from driftline.config import KafkaSettings
 from driftline.errors import DriftlineError, ServiceError
@@ -91,6 +91,59 @@ def _ends(consumer: Consumer, topic: str, parts: list[int]) -> dict[int, tuple[i
     }
 
 
+def _rows_of(request: dict[str, Any]) -> int:
+    """Rows a request holds (results to wait for), in any form the worker reads.
+
+    >>> _rows_of({"tensor": [[1], [2]]}), _rows_of({"tensor": [1, 2], "shape": [1, 2]})
+    (2, 1)
+    >>> _rows_of({"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": []}]})
+    3
+    >>> _rows_of({"inputs": {"age": [1, 2], "city": ["a", "b"]}})
+    2
+    """
+    try:
+        if "tensor" in request:
+            if isinstance(request.get("shape"), list) and request["shape"]:
+                return max(int(request["shape"][0]), 1)
+            tensor = request["tensor"]
+            return len(tensor) if isinstance(tensor, list) and tensor else 1
+        inputs = request.get("inputs")
+        first = inputs[0] if isinstance(inputs, list) else next(iter(inputs.values()))  # type: ignore[union-attr]
+        if isinstance(first, dict):
+            return max(int(first["shape"][0]), 1)
+        return len(first) if isinstance(first, list) and first else 1
+    except (AttributeError, KeyError, IndexError, StopIteration, TypeError, ValueError):
+        return 1  # the worker dead-letters it; one answer is all there is
+
+
+def _send_one(kafka: KafkaSettings, topic: str, value: bytes, key: bytes, timeout: float) -> None:
+    """Produce one request and wait for the broker's answer, naming the limit it exceeds."""
+    errors: list[Any] = []
+    # librdkafka's own 1,000,000-byte limit would refuse a large request before the broker
+    # sees it; the topic's max.message.bytes (options.max_message_bytes) is the real bound.
+    producer = Producer(
+        kafka.client_config(
+            **{"linger.ms": 0, "message.max.bytes": max(1_000_000, len(value) + 65_536)}
+        )
+    )
+    try:
+        producer.produce(topic, value, key, on_delivery=lambda err, _m: errors.append(err))
+    except KafkaException as exc:
+        errors.append(exc.args[0])
+    if producer.flush(timeout) != 0:
+        raise ServiceError(f"could not send the request to {topic}")
+    err = next((e for e in errors if e is not None), None)
+    if err is None:
+        return
+    if getattr(err, "code", lambda: None)() == KafkaError.MSG_SIZE_TOO_LARGE:
+        raise DriftlineError(
+            f"the request is {len(value)} bytes, more than {topic} takes; raise the pipeline's "
+            "options.max_message_bytes and redeploy, send the tensor as V2 base64 data, or "
+            "split the request"
+        )
+    raise ServiceError(f"could not send the request to {topic}: {err}")
+
+
 def infer(
     kafka: KafkaSettings,
     pipeline: str,
@@ -106,8 +159,7 @@ def infer(
     if "tensor" in request and hasattr(request["tensor"], "tolist"):
         request["tensor"] = request["tensor"].tolist()
     rid = str(request.setdefault("id", f"r-{uuid.uuid4().hex[:16]}"))
-    tensor = request.get("tensor")
-    expected = len(tensor) if isinstance(tensor, list) and tensor else 1
+    expected = _rows_of(request)
     results_topic = kafka.topic(pipeline, "results")
     dead_topic = kafka.topic(pipeline, "deadletter")
     requests_topic = kafka.topic(pipeline, "requests")
@@ -121,10 +173,7 @@ def infer(
                 assignment.append(TopicPartition(topic, p, high))
         consumer.assign(assignment)
         _partitions(consumer, requests_topic)
-        producer = Producer(kafka.client_config(**{"linger.ms": 0}))
-        producer.produce(requests_topic, orjson.dumps(request), rid.encode())
-        if producer.flush(timeout) != 0:
-            raise ServiceError(f"could not send the request to {requests_topic}")
+        _send_one(kafka, requests_topic, orjson.dumps(request), rid.encode(), timeout)
         found: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
         while len(found) < expected and time.monotonic() < deadline:

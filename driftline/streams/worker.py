@@ -195,6 +195,7 @@ class Worker(_Output, _Split):
         self._producer: Producer | None = None
         self._in_txn = False
         self._pending: tuple[Future[KafkaException | None], _Batch, _CommitState] | None = None
+        self._producer_max = self._base_producer_bytes()
         self._committer = _Committer()
 
     # ------------------------------------------------------------------ clients
@@ -215,6 +216,7 @@ class Worker(_Output, _Split):
             "linger.ms": 2,
             "queue.buffering.max.messages": 1_000_000,
             "enable.idempotence": True,
+            "message.max.bytes": self._producer_max,
         }
         if self.exactly_once:
             extra["transactional.id"] = f"driftline-worker-{self.settings.worker_id}"
@@ -290,6 +292,28 @@ class Worker(_Output, _Split):
                 if old is None or old.version != runtime.version:
                     log.info("pipeline %s now at %s", name, runtime.version)
                     self._reported = {r for r in self._reported if r[0] != name}
+                if old is not None and old.max_message_bytes != runtime.max_message_bytes:
+                    # Deploy has set the topics' limits anew (options.max_message_bytes).
+                    mine = self.kafka.topic(name, "")
+                    self._limits = {t: b for t, b in self._limits.items() if not t.startswith(mine)}
+
+    def _grow_producer(self) -> None:
+        """Recreate the producer between transactions when a deployed spec allows records
+        larger than it may send (its ``message.max.bytes`` is fixed at creation)."""
+        wanted = self._wanted_producer_bytes(self._runtimes.values())
+        if wanted <= self._producer_max or self._pending is not None or self._in_txn:
+            return
+        log.info(
+            "producer message.max.bytes %d -> %d for a spec's options.max_message_bytes",
+            self._producer_max,
+            wanted,
+        )
+        if self._producer is not None:
+            self._producer.flush(30)
+        self._producer_max = wanted
+        self._limits.clear()
+        self.stats.producer_restarts += 1
+        self._producer = self._new_producer(wait=True)
 
     def _pipeline_of(self, topic: str) -> str:
         if topic.startswith(self._prefix) and topic.endswith(".requests"):
@@ -306,6 +330,7 @@ class Worker(_Output, _Split):
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
         self._apply_changes(self.source.snapshot().items())
+        self._producer_max = self._wanted_producer_bytes(self._runtimes.values())
         self._consumer = Consumer(self._consumer_config())
         self._producer = self._new_producer()
         self._subscribe(self._consumer)
@@ -318,6 +343,9 @@ class Worker(_Output, _Split):
             while not self._stop.is_set():
                 msgs = self._consumer.consume(self.settings.worker_batch_size, max(timeout, 0.001))
                 self._apply_changes(self.source.poll())
+                if self._wanted_producer_bytes(self._runtimes.values()) > self._producer_max:
+                    self._finish_pending()
+                    self._grow_producer()
                 if not msgs:
                     self._finish_pending()
                     if max_idle_s is not None and time.monotonic() - last_msg > max_idle_s:

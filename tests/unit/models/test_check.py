@@ -65,7 +65,9 @@ def test_string_labels_are_refused(tmp_path: Path) -> None:
     assert "'forest'" in str(info.value)
 
 
-def test_a_column_transformer_with_named_inputs_is_refused(tmp_path: Path) -> None:
+def test_a_column_transformer_with_named_string_and_numeric_inputs_is_accepted(
+    tmp_path: Path,
+) -> None:
     import pandas as pd
     from skl2onnx import to_onnx
     from sklearn.compose import ColumnTransformer
@@ -80,12 +82,18 @@ def test_a_column_transformer_with_named_inputs_is_refused(tmp_path: Path) -> No
         LinearRegression(),
     ).fit(frame, target)
     onx = to_onnx(pipe, frame[:1], target_opset=17)
-    with pytest.raises(SpecError, match="2 inputs") as info:
-        spec_from_dict(_spec({"name": "price", "path": str(_save(onx, tmp_path / "c.onnx"))}))
-    assert "'price'" in str(info.value)
+    path = _save(onx, tmp_path / "c.onnx")
+    spec = spec_from_dict(_spec({"name": "price", "path": str(path)}))
+    assert [t.name for t in spec.champion.info.inputs] == ["city", "age"]  # type: ignore[union-attr]
+
+    from driftline.models import LoadedModel
+
+    feeds = {"city": frame[["city"]].to_numpy(dtype=object), "age": frame[["age"]].to_numpy()}
+    (got,) = LoadedModel(path).run_feeds(feeds)
+    np.testing.assert_allclose(got.ravel(), pipe.predict(frame), rtol=1e-4, atol=1e-4)
 
 
-def test_a_model_fixed_to_batch_size_one_is_refused(tmp_path: Path) -> None:
+def test_a_model_fixed_to_batch_size_one_is_accepted_and_run_row_by_row(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
@@ -98,8 +106,52 @@ def test_a_model_fixed_to_batch_size_one_is_refused(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    with pytest.raises(SpecError, match="batch size 1"):
-        spec_from_dict(_spec({"name": "one", "path": str(_save(model, tmp_path / "one.onnx"))}))
+    path = _save(model, tmp_path / "one.onnx")
+    spec_from_dict(_spec({"name": "one", "path": str(path)}))
+    from driftline.models import LoadedModel
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    (got,) = LoadedModel(path).run_feeds({"x": x})
+    assert got.tolist() == x.tolist()
+
+
+def test_a_float_input_of_another_type_is_refused_naming_the_model(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+        "u16",
+        [helper.make_tensor_value_info("x", TensorProto.UINT16, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    with pytest.raises(SpecError, match="input 'x' has type tensor\\(uint16\\)") as info:
+        spec_from_dict(_spec({"name": "u16", "path": str(_save(model, tmp_path / "u.onnx"))}))
+    assert "'u16'" in str(info.value)
+
+
+def test_a_model_with_fixed_shapes_that_fails_on_its_own_shapes_is_refused(
+    tmp_path: Path,
+) -> None:
+    from onnx import TensorProto, helper
+
+    # Reshape to 5 values from inputs of 3: it fails on every request, whatever they hold.
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [-1, 5])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])],
+        "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])],
+        initializer=[shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(SpecError, match="fails on a synthetic batch") as info:
+        spec_from_dict(_spec({"name": "bad", "path": str(_save(model, tmp_path / "b.onnx"))}))
+    assert "'bad'" in str(info.value)
 
 
 def test_a_shadow_of_another_width_is_refused(tmp_path: Path) -> None:
