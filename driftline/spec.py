@@ -311,8 +311,11 @@ class PipelineSpec:
 
 def _check_record_inputs(spec: PipelineSpec) -> None:
     """Alerts, assays and performance read results: with ``record_inputs: false`` they carry
-    no inputs, so an expression over a model's inputs there could never be computed."""
-    if spec.options.record_inputs:
+    no inputs, and a champion with several (or non-numeric) inputs records them by name, which
+    the monitor does not read; an expression over inputs there could never be computed."""
+    info = spec.champion.info
+    flat = info is None or (len(info.inputs) == 1 and info.inputs[0].dtype != "string")
+    if spec.options.record_inputs and flat:
         return
     from driftline.expressions import variables
 
@@ -322,11 +325,19 @@ def _check_record_inputs(spec: PipelineSpec) -> None:
         exprs += [(f"performance.{k}.prediction", e) for e in p.prediction]
     for where, expr in exprs:
         reads = sorted(str(v) for v in variables(expr) if v.kind == "inputs")
-        if reads:
+        if reads and not spec.options.record_inputs:
             raise SpecError(
                 "options.record_inputs",
                 f"false, but {where} reads {', '.join(reads)}, which results would not carry; "
                 "set record_inputs: true, or use only outputs there",
+            )
+        if reads:
+            raise SpecError(
+                where,
+                f"reads {', '.join(reads)}, but the champion has inputs "
+                f"{[t.name for t in info.inputs] if info else []} recorded by name, which the "
+                "monitor does not window; monitor the model's outputs, or a model with one "
+                "numeric input",
             )
 
 

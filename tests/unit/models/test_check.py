@@ -93,6 +93,32 @@ def test_a_column_transformer_with_named_string_and_numeric_inputs_is_accepted(
     np.testing.assert_allclose(got.ravel(), pipe.predict(frame), rtol=1e-4, atol=1e-4)
 
 
+def test_the_monitor_reads_no_named_inputs_and_deploy_says_so(tmp_path: Path) -> None:
+    import pandas as pd
+    from skl2onnx import to_onnx
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = pd.DataFrame({"city": ["a", "b", "c", "a"] * 5, "age": np.arange(20.0)})
+    pipe = make_pipeline(
+        ColumnTransformer([("c", OneHotEncoder(), ["city"]), ("n", StandardScaler(), ["age"])]),
+        LinearRegression(),
+    ).fit(frame, np.arange(20.0))
+    path = _save(to_onnx(pipe, frame[:1], target_opset=17), tmp_path / "c.onnx")
+    doc = _spec({"name": "price", "path": str(path)})
+    doc["assays"] = {
+        "age_drift": {"iopath": "price.inputs[1][0]", "baseline": {"values": [1.0, 2.0, 3.0]},
+                      "window": {"width": "1m"}},
+    }  # fmt: skip
+    with pytest.raises(SpecError, match="recorded by name") as info:
+        spec_from_dict(doc)
+    assert info.value.field == "assays.age_drift.iopath"
+    doc["assays"]["age_drift"]["iopath"] = "price.outputs[0][0]"
+    assert spec_from_dict(doc).assays["age_drift"]
+
+
 def test_a_model_fixed_to_batch_size_one_is_accepted_and_run_row_by_row(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
