@@ -7,7 +7,10 @@ cannot read one spec differently:
 * **monitor plans** (:func:`plans_from_spec`): per alert an :class:`AlertPlan`, per assay an
   :class:`AssayPlan` whose :class:`DetectorBaseline` binds the baseline, the metric (with
   what it needs from a window, see :mod:`driftline.detectors._registry`) and thresholds;
-* **worker runtime**: to come here from ``streams._worker_source.runtime_from_canonical``.
+* **worker plan** (:func:`worker_plan`): the models to load (champion first, by hash), the
+  validations, the champion's tensors and the options; the worker binds loaded models to it
+  (``streams._worker_source.runtime_from_canonical``);
+* the spec **version** (:func:`spec_version`) every event carries.
 
 It sits below ``streams/`` and imports nothing from it.
 """
@@ -18,6 +21,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,7 +35,11 @@ __all__ = [
     "AssayPlan",
     "DetectorBaseline",
     "ScanPlan",
+    "WorkerModel",
+    "WorkerPlan",
     "plans_from_spec",
+    "spec_version",
+    "worker_plan",
 ]
 
 
@@ -216,7 +224,71 @@ def plans_from_spec(
 
 
 # ---------------------------------------------------------------------------- worker runtime
-#
-# The worker's ``runtime_from_canonical`` (today in ``streams/_worker_source.py``) moves here,
-# so that one module turns a canonical spec into both the worker's runtime and the monitor's
-# plans.
+
+
+def spec_version(canonical: Mapping[str, Any]) -> str:
+    """The version of a canonical spec: ``sha256:`` of its sorted-key JSON.
+
+    >>> spec_version({"name": "fraud"})
+    'sha256:...'
+    """
+    raw = orjson.dumps(dict(canonical), option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """One model step as the worker runs it: its stored file, by spec name and hash."""
+
+    name: str
+    sha256: str
+    path: Path
+    shadow: bool
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What the worker runs for one deployed spec version (models not loaded yet).
+
+    ``models`` has the champion first; ``validations`` are the row expressions by name and
+    ``tensor_names`` resolves ``m.outputs["name"]`` in them; ``champion`` describes the
+    champion's tensors (how requests are fed).
+    """
+
+    name: str
+    version: str
+    models: tuple[WorkerModel, ...]
+    validations: Mapping[str, Any]
+    tensor_names: Mapping[tuple[str, str], list[str]]
+    champion: Any
+    allow_nan: bool
+    max_message_bytes: int
+    record_inputs: bool
+
+
+def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Path]) -> WorkerPlan:
+    """The worker's plan of a canonical spec; ``resolve_model(sha256)`` finds stored models.
+
+    Raises :class:`~driftline.errors.SpecError` for a malformed spec and
+    :class:`~driftline.errors.ModelError` for a model missing from the store.
+    """
+    from driftline.errors import ModelError
+    from driftline.spec import spec_from_canonical
+
+    spec = spec_from_canonical(canonical, resolve_model=resolve_model)
+    models = []
+    for m in (spec.champion, *spec.shadows):
+        if m.path is None or m.sha256 is None:
+            raise ModelError(f"model {m.name!r} of pipeline {spec.name!r} has no stored file")
+        models.append(WorkerModel(m.name, m.sha256, m.path, m.shadow))
+    return WorkerPlan(
+        name=spec.name,
+        version=spec_version(canonical),
+        models=tuple(models),
+        validations=dict(spec.validations),
+        tensor_names=spec.tensor_names(),
+        champion=spec.champion.info,
+        allow_nan=spec.options.allow_nan,
+        max_message_bytes=spec.options.max_message_bytes,
+        record_inputs=spec.options.record_inputs,
+    )

@@ -44,36 +44,28 @@ def runtime_from_canonical(
     Raises :class:`~driftline.errors.SpecError` or :class:`~driftline.errors.ModelError` when
     the spec is malformed or a model is missing from the store.
     """
+    from driftline.compile import worker_plan
     from driftline.models import ModelStore
-    from driftline.spec import spec_from_canonical
-    from driftline.streams.control import spec_version
 
-    store = ModelStore(model_store)
-    spec = spec_from_canonical(canonical, resolve_model=store.path)
-    ordered = [spec.champion, *spec.shadows]
-    models = []
-    for m in ordered:
-        if m.path is None or m.sha256 is None:
-            from driftline.errors import ModelError
-
-            raise ModelError(f"model {m.name!r} of pipeline {spec.name!r} has no stored file")
-        runner = load(m.sha256, m.path, m.name)
-        models.append(RuntimeModel(m.name, f"sha256:{m.sha256}", runner, m.shadow))
-    info = spec.champion.info
-    names = spec.tensor_names()
+    plan = worker_plan(canonical, ModelStore(model_store).path)
+    models = tuple(
+        RuntimeModel(m.name, f"sha256:{m.sha256}", load(m.sha256, m.path, m.name), m.shadow)
+        for m in plan.models
+    )
+    info = plan.champion
     inputs = _input_specs(info) if info is not None else None
     return PipelineRuntime(
-        name=spec.name,
-        version=spec_version(dict(canonical)),
-        models=tuple(models),
-        validations={k: _validation(e, names) for k, e in spec.validations.items()},
+        name=plan.name,
+        version=plan.version,
+        models=models,
+        validations={k: _validation(e, plan.tensor_names) for k, e in plan.validations.items()},
         input_width=info.input_width if info is not None else None,
         input_names=tuple(t.name for t in info.inputs) if info is not None else None,
-        allow_nan=spec.options.allow_nan,
-        max_message_bytes=spec.options.max_message_bytes,
+        allow_nan=plan.allow_nan,
+        max_message_bytes=plan.max_message_bytes,
         inputs=inputs,
         feeds_only=inputs is not None and not _plain_rows(inputs),
-        record_inputs=spec.options.record_inputs,
+        record_inputs=plan.record_inputs,
     )
 
 

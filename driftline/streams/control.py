@@ -8,7 +8,6 @@ JSON; a tombstone undeploys). ``driftline.models`` holds one message per uploade
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from driftline.compile import spec_version
 from driftline.config import KafkaSettings
 from driftline.errors import ServiceError
 
@@ -54,16 +54,6 @@ TOPIC_HEADROOM_BYTES = 64 * 1024
 PIPELINE_TOPICS = ("requests", "results", "deadletter", "feedback")
 
 _TIMEOUT_S = 30.0
-
-
-def spec_version(canonical: dict[str, Any]) -> str:
-    """The version of a canonical spec: ``sha256:`` of its sorted-key JSON.
-
-    >>> spec_version({"name": "fraud"})
-    'sha256:...'
-    """
-    raw = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def pipeline_topics(settings: KafkaSettings, name: str) -> dict[str, str]:
