@@ -112,7 +112,7 @@ def dead_letter(
     value, key:
         The original message's value and key.
     reason:
-        Reason code (letters, digits and ``_``), the ``driftline-error`` header.
+        Reason code (letters, digits, ``_`` and ``-``), the ``driftline-error`` header.
     detail:
         What was wrong and what to do, for a person; clipped to :data:`MAX_DETAIL_BYTES`.
     topic, partition, offset:
@@ -136,8 +136,8 @@ def dead_letter(
     >>> big.size <= 2000 - RECORD_OVERHEAD_BYTES, dict(big.headers)["driftline-truncated"]
     (True, b'5000')
     """
-    if not reason or not reason.replace("_", "").isalnum():
-        raise ValueError(f"reason={reason!r}: use a short code of letters, digits and '_'")
+    if not reason or not reason.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"reason={reason!r}: use a short code of letters, digits, '_' and '-'")
     headers: list[Header] = [
         (ERROR, reason.encode()),
         (DETAIL, _clip(detail, MAX_DETAIL_BYTES)),
