@@ -619,8 +619,8 @@ def _outcomes(
     sent = send(first)
     out.print(
         f"labels arrive late: sent {sent} labels for t0 … t0+{first[-1] + 1}m with the code "
-        f"of [bold]driftline feedback[/] (the last {n_windows - len(first)} minutes' are still "
-        "to come)"
+        f"of [bold]driftline feedback[/]; those of the last {n_windows - len(first)} minutes are "
+        "still to come"
     )
     _wait_for("the revised windows", labeled(len(first)), stack)
     firing = _wait_for(f"the {alert_name} email", lambda: _mail(smtp, "FIRING", alert_name), stack)
