@@ -383,7 +383,8 @@ def _run(output: Path) -> Path:
         facts["t0"] = t0
         producer = Producer(with_logger(kafka.client_config(**{"linger.ms": 5})))
         requests_topic = kafka.topic(spec.name, "requests")
-        reader = Topics(kafka, [kafka.topic("assays"), kafka.topic("notifications")])
+        results_topic = kafka.topic(spec.name, "results")
+        reader = Topics(kafka, [kafka.topic("assays"), kafka.topic("notifications"), results_topic])
 
         def send(timed: list[Timed]) -> int:
             # In event-time order, as a real feed would arrive: out-of-order beyond the allowed
@@ -545,7 +546,15 @@ def _run(output: Path) -> Path:
 
         # 6. outcomes ----------------------------------------------------------------------
         facts["performance"] = _outcomes(
-            kafka, spec, smtp, stack, truth, t0, n_windows, t_end + MINUTE
+            kafka,
+            spec,
+            smtp,
+            stack,
+            truth,
+            lambda: reader.poll()[results_topic] if reader is not None else [],
+            t0,
+            n_windows,
+            t_end + MINUTE,
         )
         facts["elapsed_s"] = round(time.monotonic() - started, 1)
     finally:
@@ -567,11 +576,16 @@ def _outcomes(
     smtp: SmtpSink,
     stack: Stack,
     truth: dict[int, list[tuple[str, int, int]]],
+    results: Callable[[], list[dict[str, Any]]],
     t0: int,
     n_windows: int,
     t_labels: int,
 ) -> dict[str, Any]:
-    """Step 6: estimates at close, then late labels, the accuracy email, and its resolve."""
+    """Step 6: estimates at close, then late labels, the accuracy email, and its resolve.
+
+    The realized accuracy of every window is checked against one computed here from the
+    results topic (the champion's scores) and the labels sent.
+    """
     from driftline.streams._outcomes_cli import latest_revisions, read_performance, send_feedback
 
     (name, perf), *_ = spec.performance.items()
@@ -638,6 +652,11 @@ def _outcomes(
 
     latest = [final[end] for end in ends]
     realized = [float(e["metrics"]["accuracy"]) for e in latest]
+    offline = _offline_accuracy(
+        spec, truth, results, stack, t0, ends, sum(e["predictions"] for e in latest), perf
+    )
+    if any(abs(a - b) > 1e-9 for a, b in zip(realized, offline, strict=True)):
+        raise DemoFailed(f"realized accuracy {realized} differs from the labels' {offline}")
     _print_performance(at_close, latest, t0)
     below = [m for m in WAVE_MINUTES if realized[m] < alert.value]
     if not below or any(realized[m] >= estimated[m] for m in WAVE_MINUTES):
@@ -649,7 +668,8 @@ def _outcomes(
         f"realized accuracy in the fraud wave {min(realized[m] for m in WAVE_MINUTES):.4f} … "
         f"{max(realized[m] for m in WAVE_MINUTES):.4f} ({alert.when}): below the estimate, "
         "because the frauds the model scored low are missed with confidence — only labels show "
-        "those"
+        "those. Every window's realized accuracy equals the one counted from the results topic "
+        "and the labels sent"
     )
     return {
         "name": name,
@@ -664,9 +684,38 @@ def _outcomes(
         "labeled": [e["labeled"] for e in latest],
         "revisions": [e["revision"] for e in latest],
         "realized_accuracy": [round(v, 6) for v in realized],
+        "offline_accuracy": [round(v, 6) for v in offline],
         "firing_email": {"subject": firing["Subject"], "to": firing["To"]},
         "resolved_email": {"subject": resolved["Subject"], "to": resolved["To"]},
     }
+
+
+def _offline_accuracy(
+    spec: Any,
+    truth: dict[int, list[tuple[str, int, int]]],
+    results: Callable[[], list[dict[str, Any]]],
+    stack: Stack,
+    t0: int,
+    ends: list[int],
+    predictions: int,
+    perf: Any,
+) -> list[float]:
+    """Accuracy per window from the results read back and the labels sent (no join state)."""
+    labels = {(rid, row): y for rows in truth.values() for rid, row, y in rows}
+
+    def in_range() -> list[dict[str, Any]] | None:
+        got = [r for r in results() if t0 <= r["time"] < ends[-1]]
+        return got if len(got) >= predictions else None
+
+    rows = _wait_for("the results of the story", in_range, stack)
+    right = np.zeros(len(ends))
+    total = np.zeros(len(ends))
+    for r in rows:
+        w = (r["time"] - t0) // MINUTE
+        score = r["outputs"][spec.champion.name][0][0]
+        total[w] += 1
+        right[w] += int(score >= perf.threshold) == labels[(r["id"], r["row"])]
+    return [float(v) for v in right / total]
 
 
 def _print_performance(

@@ -65,6 +65,8 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     before = [m for m in range(min(wave)) if m != 11]
     est, real = perf["estimated_accuracy"], perf["realized_accuracy"]
     assert len(est) == len(real) == n
+    # the join's realized accuracy equals the demo's own count from the results and the labels
+    assert real == pytest.approx(perf["offline_accuracy"], abs=1e-6)
     assert max(est[m] for m in wave) < min(est[m] for m in before)
     assert all(real[m] < min(est[m], threshold) for m in wave)
     assert all(real[m] >= threshold for m in range(n) if m not in wave)
