@@ -11,7 +11,10 @@ a monitor and a bridge as subprocesses, a local SMTP sink and a local Slack stan
 4. assay: normal traffic keeps the PSI assay ok, drifted traffic raises warning then alert;
    the scores are printed and charted;
 5. replay: the assay and the alert transitions are recomputed from the results topic and
-   compared with what was emitted live.
+   compared with what was emitted live;
+6. outcomes: each minute's estimated accuracy (CBPE) is read at close, before any label; the
+   labels then arrive late, the realized accuracy of the fraud-wave minutes drops below the
+   spec's threshold and the ``accuracy_drop`` email goes out; the last labels resolve it.
 
 Event time runs faster than the wall clock: each request carries a ``time`` on a simulated
 clock that starts a little ahead of now, so eighteen minutes of traffic take seconds, and
@@ -61,6 +64,9 @@ MINUTE = 60_000
 ROWS_PER_MINUTE = 300
 ROWS_PER_REQUEST = 10
 DRIFT_SHIFT = -4.0
+#: Share of subtle frauds in the drifted minutes after the first (the fraud wave).
+WAVE_SHARE = 0.35
+WAVE_MINUTES = range(12, 16)
 _WAIT_S = 90.0
 
 
@@ -222,6 +228,22 @@ def _requests(rows: np.ndarray, start_ms: int, span_ms: int, prefix: str) -> Ite
         yield _request(f"{prefix}-{i}", start_ms + (i * span_ms) // n, chunk)
 
 
+def _labels(labels: np.ndarray, prefix: str) -> list[tuple[str, int, int]]:
+    """``(request id, row, label)`` of the rows :func:`_requests` sent with the same prefix.
+
+    >>> reqs = [orjson.loads(r[2]) for r in _requests(np.arange(25.0)[:, None], 0, 60, "m")]
+    >>> sent = [(r["id"], i, int(v[0])) for r in reqs for i, v in enumerate(r["tensor"])]
+    >>> sent == _labels(np.arange(25), "m")
+    True
+    """
+    n = max(1, len(labels) // ROWS_PER_REQUEST)
+    return [
+        (f"{prefix}-{i}", row, int(y))
+        for i, chunk in enumerate(np.array_split(labels, n))
+        for row, y in enumerate(chunk.tolist())
+    ]
+
+
 # --------------------------------------------------------------------------- the story
 def run_demo(output_dir: str) -> int:
     """Run the story; returns the process exit code (0 when every step happened).
@@ -361,7 +383,8 @@ def _run(output: Path) -> Path:
         facts["t0"] = t0
         producer = Producer(with_logger(kafka.client_config(**{"linger.ms": 5})))
         requests_topic = kafka.topic(spec.name, "requests")
-        reader = Topics(kafka, [kafka.topic("assays"), kafka.topic("notifications")])
+        results_topic = kafka.topic(spec.name, "results")
+        reader = Topics(kafka, [kafka.topic("assays"), kafka.topic("notifications"), results_topic])
 
         def send(timed: list[Timed]) -> int:
             # In event-time order, as a real feed would arrive: out-of-order beyond the allowed
@@ -372,7 +395,12 @@ def _run(output: Path) -> Path:
             producer.flush(30)
             return len(timed)
 
-        def minute(m: int, rows: np.ndarray) -> list[Timed]:
+        # The ground truth of every row sent, by minute: what the labels say in step 6.
+        truth: dict[int, list[tuple[str, int, int]]] = {}
+
+        def minute(m: int, rows: np.ndarray, labels: np.ndarray | None = None) -> list[Timed]:
+            y = np.zeros(len(rows), np.int64) if labels is None else labels
+            truth.setdefault(m, []).extend(_labels(y, f"m{m}"))
             return list(_requests(rows, t0 + m * MINUTE, MINUTE, f"m{m}"))
 
         def normal(m: int) -> list[Timed]:
@@ -385,13 +413,16 @@ def _run(output: Path) -> Path:
             _request(f"burst-{i}", burst_at + 1000 * i, frauds[i : i + 1])
             for i in range(len(frauds))
         ]
+        truth[5] = [(f"burst-{i}", 0, 1) for i in range(len(frauds))]
         sent = sum(send(normal(m)) for m in range(5))
         sent += send(normal(5) + burst)
         out.print(
             f"sent 6 minutes of normal traffic ({sent} requests) with a burst of {len(frauds)} "
             "fraudulent transactions at t0+5m10s…t0+5m24s (event time)"
         )
-        firing = _wait_for("the firing email", lambda: _mail(smtp, "FIRING"), stack)
+        firing = _wait_for(
+            "the firing email", lambda: _mail(smtp, "FIRING", "high_fraud_5m"), stack
+        )
         facts["firing_email"] = {"subject": firing["Subject"], "to": firing["To"]}
         out.print(f"[bold]email received[/] by the local SMTP sink: {escape(firing['Subject'])}")
         body = firing.get_body(preferencelist=("plain",))
@@ -401,7 +432,9 @@ def _run(output: Path) -> Path:
 
         send([pair for m in range(6, 11) for pair in normal(m)])
         out.print("sent 5 more minutes of normal traffic: the burst leaves the 5-minute window")
-        resolved = _wait_for("the resolved email", lambda: _mail(smtp, "RESOLVED"), stack)
+        resolved = _wait_for(
+            "the resolved email", lambda: _mail(smtp, "RESOLVED", "high_fraud_5m"), stack
+        )
         facts["resolved_email"] = {"subject": resolved["Subject"]}
         out.print(f"[bold]email received[/]: {escape(resolved['Subject'])}")
 
@@ -416,14 +449,12 @@ def _run(output: Path) -> Path:
 
         # 4. assay -------------------------------------------------------------------------
         out.rule("4. Assay: PSI of ccfraud.outputs[0][0] over 5-minute windows every minute")
-        drifted_minutes = range(11, 16)
-        timed = [
-            pair
-            for m in drifted_minutes
-            for pair in minute(
-                m, gen.drifted_rows(ROWS_PER_MINUTE, shift=DRIFT_SHIFT, seed=200 + m)
+        timed = minute(11, gen.drifted_rows(ROWS_PER_MINUTE, shift=DRIFT_SHIFT, seed=211))
+        for m in WAVE_MINUTES:
+            rows, labels = gen.fraud_wave(
+                ROWS_PER_MINUTE, shift=DRIFT_SHIFT, fraud_share=WAVE_SHARE, seed=200 + m
             )
-        ]
+            timed += minute(m, rows, labels)
         timed += [pair for m in (16, 17) for pair in normal(m)]
         # The watermark is the minimum over the results partitions, so the final windows
         # close only once every partition has seen an event past them: a few one-row requests
@@ -433,7 +464,8 @@ def _run(output: Path) -> Path:
         timed += [_request(f"end-{i}", t_end + 6_000, tail[i : i + 1]) for i in range(len(tail))]
         send(timed)
         out.print(
-            f"sent 5 minutes of drifted traffic (some features shifted by {DRIFT_SHIFT:+g}σ), "
+            f"sent 5 minutes of drifted traffic (some features shifted by {DRIFT_SHIFT:+g}σ; "
+            f"from t0+{WAVE_MINUTES[0]}m {WAVE_SHARE:.0%} of it subtle fraud), "
             "then 2 minutes of normal traffic"
         )
         n_windows = 18
@@ -511,6 +543,19 @@ def _run(output: Path) -> Path:
             out.print(f"  {d.kind} {d.key} {d.what}: live {d.live} vs replay {d.replay}")
         if report.differences or not report.compared_assays:
             raise DemoFailed("the replay did not match what was emitted live")
+
+        # 6. outcomes ----------------------------------------------------------------------
+        facts["performance"] = _outcomes(
+            kafka,
+            spec,
+            smtp,
+            stack,
+            truth,
+            lambda: reader.poll()[results_topic] if reader is not None else [],
+            t0,
+            n_windows,
+            t_end + MINUTE,
+        )
         facts["elapsed_s"] = round(time.monotonic() - started, 1)
     finally:
         if reader is not None:
@@ -525,6 +570,182 @@ def _run(output: Path) -> Path:
     return summary
 
 
+def _outcomes(
+    kafka: KafkaSettings,
+    spec: Any,
+    smtp: SmtpSink,
+    stack: Stack,
+    truth: dict[int, list[tuple[str, int, int]]],
+    results: Callable[[], list[dict[str, Any]]],
+    t0: int,
+    n_windows: int,
+    t_labels: int,
+) -> dict[str, Any]:
+    """Step 6: estimates at close, then late labels, the accuracy email, and its resolve.
+
+    The realized accuracy of every window is checked against one computed here from the
+    results topic (the champion's scores) and the labels sent.
+    """
+    from driftline.streams._outcomes_cli import latest_revisions, read_performance, send_feedback
+
+    (name, perf), *_ = spec.performance.items()
+    (alert_name, alert), *_ = perf.alerts.items()
+    out.rule(f"6. Outcomes: late labels, {name} accuracy realized and estimated (CBPE)")
+    ends = [t0 + (m + 1) * MINUTE for m in range(n_windows)]
+
+    def windows(pred: Callable[[dict[str, Any]], bool]) -> dict[int, dict[str, Any]] | None:
+        events = [e for e in read_performance(kafka, spec.name) if e["name"] == name]
+        latest = {e["window_end"]: e for e in latest_revisions(events)}
+        got = {end: latest[end] for end in ends if end in latest and pred(latest[end])}
+        return got if len(got) == len(ends) else None
+
+    # Revision 0 of every window, published at close: no label yet, the estimate already there.
+    closed = _wait_for("the performance windows at close", lambda: windows(lambda e: True), stack)
+    at_close = [closed[end] for end in ends]
+    if any(e["revision"] != 0 or e["labeled"] for e in at_close):
+        raise DemoFailed("a performance window had labels before any label was sent")
+    estimated = [float(e["estimated"]["accuracy"]) for e in at_close]
+    normal = [estimated[m] for m in range(min(WAVE_MINUTES)) if m != 11]
+    wave = [estimated[m] for m in WAVE_MINUTES]
+    out.print(
+        f"windows closed, no label yet: estimated accuracy {min(normal):.4f} … {max(normal):.4f} "
+        f"on normal traffic, [bold]{min(wave):.4f} … {max(wave):.4f}[/] in the fraud wave "
+        f"(t0+{WAVE_MINUTES[0]}m … t0+{WAVE_MINUTES[-1] + 1}m): the model is less sure"
+    )
+    if max(wave) >= min(normal):
+        raise DemoFailed(f"the estimate did not drop in the fraud wave: {estimated}")
+
+    def send(minutes: range) -> int:
+        rows = [
+            {"id": rid, "row": row, "label": y, "time": t_labels}
+            for m in minutes
+            for rid, row, y in truth.get(m, [])
+        ]
+        return send_feedback(kafka, spec.name, rows)
+
+    def labeled(upto: int) -> Callable[[], dict[int, dict[str, Any]] | None]:
+        # a window counts once every prediction of it up to ``upto`` has its label
+        return lambda: windows(
+            lambda e: e["window_end"] > t0 + upto * MINUTE or e["labeled"] == e["predictions"]
+        )
+
+    first = range(0, WAVE_MINUTES[-1] + 1)
+    sent = send(first)
+    out.print(
+        f"labels arrive late: sent {sent} labels for t0 … t0+{first[-1] + 1}m with the code "
+        f"of [bold]driftline feedback[/]; those of the last {n_windows - len(first)} minutes are "
+        "still to come"
+    )
+    _wait_for("the revised windows", labeled(len(first)), stack)
+    firing = _wait_for(f"the {alert_name} email", lambda: _mail(smtp, "FIRING", alert_name), stack)
+    out.print(f"[bold]email received[/]: {escape(firing['Subject'])}")
+    if _mail(smtp, "RESOLVED", alert_name) is not None:
+        raise DemoFailed(f"{alert_name} resolved before the labels of normal traffic came")
+    rest = range(len(first), n_windows)
+    sent += send(rest)
+    out.print(f"the last {len(rest)} minutes' labels arrive (normal traffic again)")
+    final = _wait_for("every window labeled", labeled(n_windows), stack)
+    resolved = _wait_for(
+        f"the {alert_name} resolved email", lambda: _mail(smtp, "RESOLVED", alert_name), stack
+    )
+    out.print(f"[bold]email received[/]: {escape(resolved['Subject'])}")
+
+    latest = [final[end] for end in ends]
+    realized = [float(e["metrics"]["accuracy"]) for e in latest]
+    offline = _offline_accuracy(
+        spec, truth, results, stack, t0, ends, sum(e["predictions"] for e in latest), perf
+    )
+    if any(abs(a - b) > 1e-9 for a, b in zip(realized, offline, strict=True)):
+        raise DemoFailed(f"realized accuracy {realized} differs from the labels' {offline}")
+    _print_performance(at_close, latest, t0)
+    below = [m for m in WAVE_MINUTES if realized[m] < alert.value]
+    if not below or any(realized[m] >= estimated[m] for m in WAVE_MINUTES):
+        raise DemoFailed(
+            f"expected the fraud wave's realized accuracy under the estimate and under "
+            f"{alert.value}; realized {realized}, estimated {estimated}"
+        )
+    out.print(
+        f"realized accuracy in the fraud wave {min(realized[m] for m in WAVE_MINUTES):.4f} … "
+        f"{max(realized[m] for m in WAVE_MINUTES):.4f} ({alert.when}): below the estimate, "
+        "because the frauds the model scored low are missed with confidence — only labels show "
+        "those. Every window's realized accuracy equals the one counted from the results topic "
+        "and the labels sent"
+    )
+    return {
+        "name": name,
+        "alert": alert_name,
+        "threshold": alert.value,
+        "wave_windows": list(WAVE_MINUTES),
+        "labels_sent": sent,
+        "labeled_at_close": [e["labeled"] for e in at_close],
+        "revision_at_close": [e["revision"] for e in at_close],
+        "estimated_accuracy": [round(v, 6) for v in estimated],
+        "predictions": [e["predictions"] for e in latest],
+        "labeled": [e["labeled"] for e in latest],
+        "revisions": [e["revision"] for e in latest],
+        "realized_accuracy": [round(v, 6) for v in realized],
+        "offline_accuracy": [round(v, 6) for v in offline],
+        "firing_email": {"subject": firing["Subject"], "to": firing["To"]},
+        "resolved_email": {"subject": resolved["Subject"], "to": resolved["To"]},
+    }
+
+
+def _offline_accuracy(
+    spec: Any,
+    truth: dict[int, list[tuple[str, int, int]]],
+    results: Callable[[], list[dict[str, Any]]],
+    stack: Stack,
+    t0: int,
+    ends: list[int],
+    predictions: int,
+    perf: Any,
+) -> list[float]:
+    """Accuracy per window from the results read back and the labels sent (no join state)."""
+    labels = {(rid, row): y for rows in truth.values() for rid, row, y in rows}
+
+    def in_range() -> list[dict[str, Any]] | None:
+        got = [r for r in results() if t0 <= r["time"] < ends[-1]]
+        return got if len(got) >= predictions else None
+
+    rows = _wait_for("the results of the story", in_range, stack)
+    right = np.zeros(len(ends))
+    total = np.zeros(len(ends))
+    for r in rows:
+        w = (r["time"] - t0) // MINUTE
+        score = r["outputs"][spec.champion.name][0][0]
+        total[w] += 1
+        right[w] += int(score >= perf.threshold) == labels[(r["id"], r["row"])]
+    return [float(v) for v in right / total]
+
+
+def _print_performance(
+    at_close: list[dict[str, Any]], latest: list[dict[str, Any]], t0: int
+) -> None:
+    from rich.table import Table
+
+    table = Table(
+        "window (event time)",
+        "predictions",
+        "est. accuracy (rev 0)",
+        "labeled",
+        "accuracy",
+        "rev",
+        title="quality: estimated at close, realized once the labels came",
+    )
+    for first, last in zip(at_close, latest, strict=True):
+        s, e = (first["window_start"] - t0) / MINUTE, (first["window_end"] - t0) / MINUTE
+        acc = last["metrics"]["accuracy"]
+        table.add_row(
+            f"t0{s:+.0f}m … t0{e:+.0f}m",
+            str(last["predictions"]),
+            f"{first['estimated']['accuracy']:.4f}",
+            str(last["labeled"]),
+            "-" if acc is None else f"{acc:.4f}",
+            str(last["revision"]),
+        )
+    out.print(table)
+
+
 def _try_infer(infer: Any, kafka: KafkaSettings, name: str, request: dict[str, Any]) -> Any:
     from driftline.errors import ServiceError
 
@@ -534,9 +755,10 @@ def _try_infer(infer: Any, kafka: KafkaSettings, name: str, request: dict[str, A
         return None
 
 
-def _mail(smtp: SmtpSink, state: str) -> EmailMessage | None:
+def _mail(smtp: SmtpSink, state: str, alert: str) -> EmailMessage | None:
+    """The first email on ``alert`` in ``state`` (the subject names both)."""
     for msg in smtp.snapshot():
-        if state in str(msg["Subject"]).upper():
+        if f"{state}: {alert} " in str(msg["Subject"]):
             return msg
     return None
 

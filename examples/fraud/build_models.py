@@ -1,6 +1,7 @@
 """Build the fraud example's ONNX models, baseline and sample requests, reproducibly.
 
     python examples/fraud/build_models.py
+    python examples/fraud/build_models.py --reference-only   # data/reference.csv from the models
 
 Trains, on the synthetic data of ``generate.py`` (fixed seeds, nothing downloaded):
 
@@ -10,7 +11,9 @@ Trains, on the synthetic data of ``generate.py`` (fixed seeds, nothing downloade
 Both take one float32 input ``tensor`` of shape (n, 29) and give one output ``probability`` of
 shape (n, 1): the probability of fraud, so ``ccfraud.outputs[0][0]`` means what it means in the
 original notebooks. It also writes ``data/baseline.csv`` (champion scores on legitimate
-traffic, column ``score``) and the request files ``data/smoke_test.json``,
+traffic, column ``score``), ``data/reference.csv`` (champion scores and ground-truth labels on
+the generator's labelled reference set, columns ``score`` and ``label``: what the spec's CBPE
+estimate is calibrated on) and the request files ``data/smoke_test.json``,
 ``data/high_fraud.json`` and ``data/drifted.json``.
 
 Requires scikit-learn and skl2onnx (the ``dev`` extra).
@@ -87,6 +90,22 @@ def to_onnx(estimator: Any, n_features: int, doc: str) -> Any:
     return model
 
 
+def write_reference(session: Any, gen: ModuleType) -> Path:
+    """``data/reference.csv``: the champion's scores on the labelled reference set."""
+    rows, labels = gen.reference_set()
+    scores = np.asarray(session.run(None, {"tensor": rows})[0][:, 0], dtype=np.float64)
+    path = HERE / "data" / "reference.csv"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("score,label\n")
+        handle.writelines(f"{s:.9g},{y}\n" for s, y in zip(scores, labels.tolist(), strict=True))
+    accuracy = float(np.mean((scores >= 0.5) == (labels == 1)))
+    print(
+        f"data/reference.csv: {len(labels)} rows, {int(labels.sum())} frauds, "
+        f"accuracy {accuracy:.4f}"
+    )
+    return path
+
+
 def main() -> None:
     import onnx
     import onnxruntime as ort
@@ -147,7 +166,18 @@ def main() -> None:
             f"fraud_base={score('fraud_base', tensor)[0]:.6f}"
         )
     print(f"data/baseline.csv: {len(baseline)} scores, median {np.median(baseline):.6f}")
+    write_reference(sessions["ccfraud"], gen)
+
+
+def reference_only() -> None:
+    """Rewrite ``data/reference.csv`` from the models as they are (no retraining)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(HERE / "models" / "ccfraud.onnx"), providers=["CPUExecutionProvider"]
+    )
+    write_reference(session, load_generator())
 
 
 if __name__ == "__main__":
-    main()
+    reference_only() if "--reference-only" in sys.argv[1:] else main()

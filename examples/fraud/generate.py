@@ -6,6 +6,10 @@ data the original notebooks used: 29 roughly standardized features (PCA-like com
 scaled amount). Legitimate rows are correlated Gaussians; fraud moves a dozen features far
 into the positive tail; drift shifts a few features of otherwise legitimate traffic.
 
+Labelled sets give the ground truth the outcomes step of the demo sends back as feedback:
+subtle frauds of varying strength get scores anywhere from 0 to 1, so the champion is unsure
+of some (its estimated accuracy drops) and misses others outright (only labels show those).
+
 Used by ``build_models.py``, the demo and the tests (load this file by path).
 """
 
@@ -18,7 +22,10 @@ __all__ = [
     "N_FEATURES",
     "drifted_rows",
     "fraud_rows",
+    "fraud_wave",
     "normal_rows",
+    "reference_set",
+    "subtle_fraud_rows",
     "training_set",
 ]
 
@@ -73,3 +80,34 @@ def training_set(
     y = np.concatenate([np.zeros(len(legit), np.int64), np.ones(n_fraud, np.int64)])
     order = rng.permutation(len(y))
     return x[order], y[order]
+
+
+def subtle_fraud_rows(n: int, seed: int = 0, low: float = 0.12, high: float = 0.3) -> np.ndarray:
+    """``n`` frauds pushed ``low`` … ``high`` of the way :func:`fraud_rows` goes (uniformly)."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n, N_FEATURES)) @ _FACTOR.T
+    return (base + rng.uniform(low, high, (n, 1)) * _FRAUD).astype(np.float32)
+
+
+def _mix(legit: np.ndarray, fraud: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.vstack([legit, fraud])
+    y = np.concatenate([np.zeros(len(legit), np.int64), np.ones(len(fraud), np.int64)])
+    order = np.random.default_rng(seed).permutation(len(y))
+    return x[order], y[order]
+
+
+def reference_set(
+    n: int = 2000, fraud_share: float = 0.03, seed: int = 41
+) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled sample of past traffic: legitimate rows and a few subtle frauds."""
+    n_fraud = int(n * fraud_share)
+    return _mix(normal_rows(n - n_fraud, seed), subtle_fraud_rows(n_fraud, seed + 1), seed + 2)
+
+
+def fraud_wave(
+    n: int, shift: float = -4.0, fraud_share: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drifted legitimate traffic (as :func:`drifted_rows`) with a wave of subtle frauds."""
+    n_fraud = int(n * fraud_share)
+    legit = drifted_rows(n - n_fraud, shift, seed)
+    return _mix(legit, subtle_fraud_rows(n_fraud, seed + 1), seed + 2)

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
 
 
 @pytest.mark.timeout(420)
@@ -48,8 +51,40 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert replay["differences"] == 0
     assert replay["compared_assays"] >= 10 and replay["compared_notifications"] >= 1
 
+    # Outcomes: every minute's window closed with an estimate and no label (revision 0); the
+    # estimate dropped in the fraud wave; the late labels revised every window, the wave's
+    # realized accuracy fell under the estimate and the spec's threshold, and the alert's
+    # email fired, then resolved with the labels of normal traffic.
+    perf = facts["performance"]
+    spec = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text())["performance"][perf["name"]]
+    threshold = float(spec["alerts"][perf["alert"]]["when"].split("<")[1])
+    assert perf["threshold"] == threshold
+    n = len(statuses)
+    assert perf["labeled_at_close"] == [0] * n and perf["revision_at_close"] == [0] * n
+    wave = perf["wave_windows"]
+    before = [m for m in range(min(wave)) if m != 11]
+    est, real = perf["estimated_accuracy"], perf["realized_accuracy"]
+    assert len(est) == len(real) == n
+    # the join's realized accuracy equals the demo's own count from the results and the labels
+    assert real == pytest.approx(perf["offline_accuracy"], abs=1e-6)
+    assert max(est[m] for m in wave) < min(est[m] for m in before)
+    assert all(real[m] < min(est[m], threshold) for m in wave)
+    assert all(real[m] >= threshold for m in range(n) if m not in wave)
+    assert perf["labeled"] == perf["predictions"] and sum(perf["labeled"]) == perf["labels_sent"]
+    assert all(r >= 1 for r in perf["revisions"])
+    assert f"FIRING: {perf['alert']} " in perf["firing_email"]["subject"]
+    assert f"RESOLVED: {perf['alert']} " in perf["resolved_email"]["subject"]
+    assert perf["firing_email"]["to"] == spec["alerts"][perf["alert"]]["notify"][0].split(":")[1]
+
     # What the user saw says the same, with numbers from the run.
-    for step in ("1. Validations", "2. Shadow deploy", "3. Count alert", "4. Assay", "5. Replay"):
+    for step in (
+        "1. Validations",
+        "2. Shadow deploy",
+        "3. Count alert",
+        "4. Assay",
+        "5. Replay",
+        "6. Outcomes",
+    ):
         assert step in proc.stdout
     assert "identical" in proc.stdout
     # librdkafka's own lines go through logging, never raw onto the story ("%4|…|GETPID|…")
