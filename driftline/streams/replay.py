@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,7 @@ __all__ = [
     "Difference",
     "ReplayResult",
     "audit",
+    "compare_performance",
     "replay",
     "result_frame",
     "write_result",
@@ -285,6 +286,8 @@ def _replay_performance(
     settings: Settings, spec: Any, out: ReplayResult, partitions: int, results_stop_at: int
 ) -> None:
     """Fill ``out.performance`` with every entry's windows of the range (module docstring)."""
+    from confluent_kafka import KafkaException
+
     from driftline.kafka.offsets import end_offsets, offsets_for_time, topic_partitions
     from driftline.streams._feedback_io import PipelinePerformance
     from driftline.streams._feedback_state import MemoryJoinState
@@ -307,7 +310,7 @@ def _replay_performance(
 
     try:
         fparts = range(topic_partitions(settings, feedback))
-    except Exception:  # never deployed with performance: no labels to join
+    except KafkaException:  # never deployed with performance: no labels to join
         fparts = range(0)
     if fparts:
         lo = offsets_for_time(settings, feedback, fparts, out.start - lookback - horizon)
@@ -337,47 +340,73 @@ def _flat(prefix: str, x: Any) -> dict[str, Any]:
 
 
 def _audit_performance(settings: Settings, result: ReplayResult) -> tuple[int, list[Difference]]:
-    """Latest live revision of each window against the replay; revisions' own consistency."""
+    live = _live(settings, settings.kafka.topic("performance"), result.start)
+    return compare_performance(live, result)
+
+
+def compare_performance(
+    live: Iterable[Mapping[str, Any]], result: ReplayResult
+) -> tuple[int, list[Difference]]:
+    """Audit of performance windows: ``(windows compared, differences)``.
+
+    ``live`` holds the ``driftline.performance`` events read back (any pipeline, any
+    order). The latest revision of each window of the range is compared with the replayed
+    window; the others are checked for what is exact without timing: revision numbers
+    ``0..latest`` without a gap, one content per (window, revision).
+
+    >>> e = {"pipeline": "p", "name": "q", "window_start": 0, "window_end": 10,
+    ...      "predictions": 3, "labeled": 2, "metrics": {"accuracy": 0.5}, "estimated": None}
+    >>> r = ReplayResult("p", 0, 10, performance=[dict(e, revision=0)])
+    >>> compare_performance([dict(e, revision=0, labeled=0), dict(e, revision=1)], r)
+    (1, [])
+    >>> n, d = compare_performance([dict(e, revision=1, metrics={"accuracy": 1.0})], r)
+    >>> [(x.key, x.what, x.live, x.replay) for x in d]
+    [('q@10', 'revisions', [0], None), ('q@10', 'metrics.accuracy', 1.0, 0.5)]
+    """
     diffs: list[Difference] = []
-    seen: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for d in _live(settings, settings.kafka.topic("performance"), result.start):
+    seen: dict[tuple[str, int, int], Mapping[str, Any]] = {}
+    for d in live:
         if not (
             d.get("pipeline") == result.pipeline
             and isinstance(d.get("window_end"), int)
+            and isinstance(d.get("revision"), int)
             and d.get("window_start", -1) >= result.start
             and d["window_end"] <= result.end
         ):
             continue
-        key = (str(d.get("name")), int(d["window_end"]), int(d.get("revision", -1)))
-        label = f"{key[0]}@{key[1]}#{key[2]}"
+        key = (str(d.get("name")), int(d["window_end"]), int(d["revision"]))
         first = seen.setdefault(key, d)
         if first is not d:
-            for f, v in sorted(_flat("", _content(d)).items()):
-                if not _same(_flat("", _content(first)).get(f), v):
-                    diffs.append(
-                        Difference("performance", label, f"republished {f.lstrip('.')}", first, d)
-                    )
-                    break
-    latest: dict[tuple[str, int], dict[str, Any]] = {}
+            a, b = _flat("", _content(first)), _flat("", _content(d))
+            for f in sorted(set(a) | set(b)):
+                if not _same(a.get(f), b.get(f)):
+                    label = f"{key[0]}@{key[1]}#{key[2]}"
+                    what = f"republished {f.lstrip('.')}"
+                    diffs.append(Difference("performance", label, what, a.get(f), b.get(f)))
+    latest: dict[tuple[str, int], Mapping[str, Any]] = {}
     revisions: dict[tuple[str, int], set[int]] = {}
     for (name, end, rev), d in seen.items():
         revisions.setdefault((name, end), set()).add(rev)
         if (name, end) not in latest or latest[(name, end)]["revision"] < rev:
             latest[(name, end)] = d
     for (name, end), revs in sorted(revisions.items()):
-        if sorted(revs) != list(range(max(revs) + 1)):
-            missing = sorted(set(range(max(revs) + 1)) - revs)
+        missing = sorted(set(range(max(revs) + 1)) - revs)
+        if missing:
             diffs.append(Difference("performance", f"{name}@{end}", "revisions", missing, None))
-    mine = {(str(e["name"]), int(e["window_end"])): e for e in result.performance}
+    mine = {
+        (str(e["name"]), int(e["window_end"])): e
+        for e in result.performance
+        if e["window_start"] >= result.start and e["window_end"] <= result.end
+    }
     for window in sorted(set(latest) | set(mine)):
         label = f"{window[0]}@{window[1]}"
-        live, rep = latest.get(window), mine.get(window)
-        if live is None or rep is None:
+        now, rep = latest.get(window), mine.get(window)
+        if now is None or rep is None:
             diffs.append(
-                Difference("performance", label, "missing", live is not None, rep is not None)
+                Difference("performance", label, "missing", now is not None, rep is not None)
             )
             continue
-        a, b = _flat("", _content(live)), _flat("", _content(rep))
+        a, b = _flat("", _content(now)), _flat("", _content(rep))
         for f in sorted(set(a) | set(b)):
             if not _same(a.get(f), b.get(f)):
                 diffs.append(Difference("performance", label, f.lstrip("."), a.get(f), b.get(f)))
