@@ -27,7 +27,9 @@ Performance (pipelines whose spec has ``performance:``)
       can change a window of the range. The results are read as above.
     * Feedback is applied first, then the results, each partition in offset order, to a
       :class:`~driftline.streams._feedback_io.PipelinePerformance` on in-memory state; then
-      windows are closed once, at the results' watermark, as the monitor's tick closes them.
+      windows are closed once, at the results' watermark, as the monitor's tick closes them
+      (a partition whose reading stopped at a record stamped past the range counts as
+      having reached that stamp, as it has live).
       Each window's single replayed event therefore holds *every* label: it is what the live
       monitor's latest revision holds once it has applied the same labels.
     * Only that is deterministic. The live monitor publishes a revision on its housekeeping
@@ -225,19 +227,21 @@ def _read_timed(
     on_records: Callable[[list[Record]], None],
     stop_at_ms: int | None = None,
     timeout_s: float = 60.0,
-) -> None:
+) -> set[int]:
     """Like :func:`~driftline.kafka.offsets.read_records`, with each record's timestamp.
 
     The join needs it: feedback without a ``time`` takes its record's timestamp, as it does
-    in the monitor.
+    in the monitor. Returns the partitions that ended at a record stamped ``stop_at_ms`` or
+    later (rather than at ``stop``).
     """
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     from driftline.streams._feedback_io import Record
 
     todo = {p: (s, stop[p]) for p, s in start.items() if p in stop and s < stop[p]}
+    cut: set[int] = set()
     if not todo:
-        return
+        return cut
     consumer = Consumer(
         settings.kafka.client_config(
             **{
@@ -270,6 +274,7 @@ def _read_timed(
                     continue
                 if stop_at_ms is not None and ts >= stop_at_ms:
                     remaining.discard(part)
+                    cut.add(part)
                     continue
                 rows.append(Record(topic, part, off, m.value(), ts, m.key()))
                 if off + 1 >= todo[part][1]:
@@ -280,6 +285,7 @@ def _read_timed(
                 on_records(rows)
     finally:
         consumer.close()
+    return cut
 
 
 def _replay_performance(
@@ -291,6 +297,7 @@ def _replay_performance(
     from driftline.kafka.offsets import end_offsets, offsets_for_time, topic_partitions
     from driftline.streams._feedback_io import PipelinePerformance
     from driftline.streams._feedback_state import MemoryJoinState
+    from driftline.streams.windows import pipeline_watermark
 
     out.joined = True
     k = settings.kafka
@@ -319,8 +326,15 @@ def _replay_performance(
     rparts = range(partitions)
     lo = offsets_for_time(settings, results, rparts, out.start - lookback)
     hi = end_offsets(settings, results, rparts)
-    _read_timed(settings, results, lo, hi, apply, stop_at_ms=results_stop_at)
-    for closing in perf.close().values():
+    cut = _read_timed(settings, results, lo, hi, apply, stop_at_ms=results_stop_at)
+    # A partition whose reading stopped at a record stamped past the range has, live, seen
+    # that record too: its watermark is at least there, even when the partition was quiet
+    # before it (otherwise the range's last windows would close live and not here).
+    seen = next(iter(perf.joins.values())).state.max_times()
+    for part in cut:
+        seen[part] = max(seen.get(part, results_stop_at), results_stop_at)
+    watermark = pipeline_watermark(seen, partitions, int(spec.options.lateness_ms))
+    for closing in perf.close(watermark).values():
         out.performance.extend(
             e
             for e in closing.events

@@ -23,7 +23,7 @@ from driftline.spec import spec_from_dict
 from driftline.streams._outcomes_cli import latest_revisions, read_performance
 from driftline.streams.replay import audit, replay
 
-from ._outcomes_data import EXAMPLE, MINUTE, check_window, outcomes, spec_dict
+from ._outcomes_data import EXAMPLE, MINUTE, check_window, outcomes, result, spec_dict
 from ._stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -118,3 +118,29 @@ def test_replay_audits_the_latest_revision_of_every_performance_window(
         (f"quality@{w2['window_end']}", "revisions"),
         (f"quality@{w2['window_end']}", "metrics.accuracy"),
     }, report.differences
+
+
+def test_replay_closes_the_windows_a_quiet_partition_let_close_live(
+    topic_prefix: str, tmp_path: Path
+) -> None:
+    # Partition 1 is quiet from the first minute until 5 minutes past the range: live, that
+    # later record moves its watermark past every window of the range, so replay, which
+    # stops reading at it, closes them all too.
+    settings = Settings(
+        model_store=tmp_path / "store", kafka=KafkaSettings(topic_prefix=topic_prefix)
+    )
+    spec = spec_from_dict(spec_dict("quiet", PARTITIONS), EXAMPLE)
+    Client(settings).deploy(spec)
+    t0 = (int(time.time() * 1000) - 30 * MINUTE) // MINUTE * MINUTE
+    end = t0 + WINDOWS * MINUTE
+    rows = [(0, t0 + w * MINUTE + 10_000) for w in range(WINDOWS)] + [(1, t0 + 10_000)]
+    rows += [(p, end + 5 * MINUTE) for p in range(PARTITIONS)]
+    producer = Producer(settings.kafka.client_config())
+    topic = settings.kafka.topic("quiet", "results")
+    for i, (part, t) in enumerate(rows):
+        producer.produce(topic, result("quiet", f"r{i}", t, 0.9), partition=part, timestamp=t)
+    assert producer.flush(30) == 0
+    got = replay(settings, spec.to_canonical(), t0, end, base_dir=EXAMPLE)
+    assert [(e["window_end"], e["predictions"]) for e in got.performance] == [
+        (t0 + (w + 1) * MINUTE, 2 if w == 0 else 1) for w in range(WINDOWS)
+    ]
