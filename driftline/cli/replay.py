@@ -55,7 +55,12 @@ def replay(
         Path | None, typer.Option("--spec", help="Replay with this spec file instead.")
     ] = None,
     audit: Annotated[
-        bool, typer.Option("--audit", help="Compare with what was published; exit 1 if differs.")
+        bool,
+        typer.Option(
+            "--audit",
+            help="Compare with what was published (of a performance window, its latest "
+            "revision); exit 1 if anything differs.",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     output: Annotated[
@@ -66,7 +71,7 @@ def replay(
         Path | None, typer.Option("--chart", help="Also draw the assay scores to a PNG file.")
     ] = None,
 ) -> None:
-    """Recompute windows, assay results and alert transitions over a range of the results topic."""
+    """Recompute windows, assay results, alert transitions and performance windows of a range."""
     from driftline.streams._monitor_cli import cmd_replay
 
     check_time(start, "--from")

@@ -239,20 +239,31 @@ def cmd_replay(
             f"{result.events} events, {result.late} late, {result.dead} malformed; "
             f"{len(result.assays)} assay results, {len(result.notifications)} transitions"
         )
+        if result.joined:
+            out.print(
+                f"{result.labels} labels ({result.dead_labels} malformed) joined into "
+                f"{len(result.performance)} performance windows, each with every label"
+            )
         if report is not None:
             if report.differences:
                 diff = Table("kind", "key", "field", "live", "replay")
                 for d in report.differences:
                     diff.add_row(d.kind, d.key, d.what, str(d.live), str(d.replay))
                 out.print(diff)
+            perf = (
+                f", plus the latest revision of {report.compared_performance} performance windows"
+                if result.joined
+                else ""
+            )
             out.print(
                 f"audit: {len(report.differences)} difference(s) over "
                 f"{report.compared_assays} assay results and "
-                f"{report.compared_notifications} notifications"
+                f"{report.compared_notifications} notifications{perf}"
             )
     if output is not None:
         write_result(result, output)
-        err.print(f"wrote {len(result.assays) + len(result.notifications)} rows to {output}")
+        rows = len(result.assays) + len(result.notifications) + len(result.performance)
+        err.print(f"wrote {rows} rows to {output}")
     if chart is not None:
         if result.assays:
             from driftline.charts import assay_chart

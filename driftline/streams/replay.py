@@ -19,13 +19,39 @@ Range rules (all deterministic)
 Audit compares those with what ``driftline.assays`` and ``driftline.notifications`` hold:
 assay results by (assay, window end) — count, score, p-value, status — and notifications
 (alert and assay transitions) by their deterministic id — value and severity.
+
+Performance (pipelines whose spec has ``performance:``)
+    * The feedback topic is read from its records stamped ``T1 - (longest window + lateness
+      + horizon)`` (a label may come before its prediction, and waits at most a horizon) up
+      to the first record stamped ``T2 + horizon`` or later, or its end: after that no label
+      can change a window of the range. The results are read as above.
+    * Feedback is applied first, then the results, each partition in offset order, to a
+      :class:`~driftline.streams._feedback_io.PipelinePerformance` on in-memory state; then
+      windows are closed once, at the results' watermark, as the monitor's tick closes them
+      (a partition whose reading stopped at a record stamped past the range counts as
+      having reached that stamp, as it has live).
+      Each window's single replayed event therefore holds *every* label: it is what the live
+      monitor's latest revision holds once it has applied the same labels.
+    * Only that is deterministic. The live monitor publishes a revision on its housekeeping
+      tick (about once a second), so which labels an intermediate revision holds, and how
+      many revisions a window gets, depend on timing. Audit therefore compares the *latest*
+      live revision of every window of the range (``start >= T1``, ``end <= T2``) with the
+      replayed window — predictions, labeled, every realized and estimated metric — and
+      checks what it can check exactly about the others on the topic alone: revision
+      numbers run ``0..latest`` without a gap, and no (window, revision) was published with
+      two different contents (a redelivery after a crash carries the same content).
+    * Exactness needs what the live join needs: every label of a pair in one feedback
+      partition (``driftline feedback`` keys by id, so the last label wins in both), and
+      labels arriving within the horizon (a label the live monitor refused as older than
+      the horizon, ``expired_labels``, is one replay may count).
 """
 
 from __future__ import annotations
 
 import math
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,11 +65,14 @@ from driftline.streams._engine import Batch, PipelineEngine
 if TYPE_CHECKING:
     import pandas as pd
 
+    from driftline.streams._feedback_io import Record
+
 __all__ = [
     "AuditReport",
     "Difference",
     "ReplayResult",
     "audit",
+    "compare_performance",
     "replay",
     "result_frame",
     "write_result",
@@ -66,6 +95,11 @@ class ReplayResult:
     assays: list[AssayResult] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
     compare_from: int = 0
+    #: ``driftline.performance`` events, one per (entry, window): the window with every label
+    performance: list[dict[str, Any]] = field(default_factory=list)
+    labels: int = 0
+    dead_labels: int = 0
+    joined: bool = False  # the spec declares performance: audit compares it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,12 +111,15 @@ class ReplayResult:
             "dead": self.dead,
             "assays": [a.to_dict() for a in self.assays],
             "notifications": [n.to_dict() for n in self.notifications],
+            "labels": self.labels,
+            "dead_labels": self.dead_labels,
+            "performance": list(self.performance),
         }
 
 
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # "assay" or "notification"
+    kind: str  # "assay", "notification" or "performance"
     key: str
     what: str
     live: Any
@@ -103,11 +140,13 @@ class AuditReport:
     compared_assays: int
     compared_notifications: int
     differences: list[Difference]
+    compared_performance: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "compared_assays": self.compared_assays,
             "compared_notifications": self.compared_notifications,
+            "compared_performance": self.compared_performance,
             "differences": [d.to_dict() for d in self.differences],
         }
 
@@ -166,6 +205,8 @@ def replay(
 
         read_range(settings, topic, lo, hi, on_batch, stop_at_ms=stop_at)
         collect(floor=end)
+        if getattr(spec, "performance", None):
+            _replay_performance(settings, spec, out, engine.partitions, stop_at)
         out.assays = [a for a in out.assays if a.window_start >= start and a.window_end <= end]
         out.notifications = [
             n for n in out.notifications if start <= n.window.get("start", n.at) and n.at <= end
@@ -176,6 +217,219 @@ def replay(
             engine.state.clear()
         if own:
             client.close()
+
+
+def _read_timed(
+    settings: Settings,
+    topic: str,
+    start: Mapping[int, int],
+    stop: Mapping[int, int],
+    on_records: Callable[[list[Record]], None],
+    stop_at_ms: int | None = None,
+    timeout_s: float = 60.0,
+) -> set[int]:
+    """Like :func:`~driftline.kafka.offsets.read_records`, with each record's timestamp.
+
+    The join needs it: feedback without a ``time`` takes its record's timestamp, as it does
+    in the monitor. Returns the partitions that ended at a record stamped ``stop_at_ms`` or
+    later (rather than at ``stop``).
+    """
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    from driftline.streams._feedback_io import Record
+
+    todo = {p: (s, stop[p]) for p, s in start.items() if p in stop and s < stop[p]}
+    cut: set[int] = set()
+    if not todo:
+        return cut
+    consumer = Consumer(
+        settings.kafka.client_config(
+            **{
+                "group.id": f"driftline-replay-{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+            }
+        )
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p, s) for p, (s, _) in todo.items()])
+        remaining = set(todo)
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: partitions {sorted(remaining)} incomplete")
+            rows: list[Record] = []
+            for m in consumer.consume(5000, 0.5):
+                err, part = m.error(), int(m.partition() or 0)
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(part)
+                        continue
+                    raise KafkaException(err)
+                off, ts = int(m.offset() or 0), int(m.timestamp()[1])
+                if part not in remaining or off >= todo[part][1]:
+                    remaining.discard(part)
+                    continue
+                if stop_at_ms is not None and ts >= stop_at_ms:
+                    remaining.discard(part)
+                    cut.add(part)
+                    continue
+                rows.append(Record(topic, part, off, m.value(), ts, m.key()))
+                if off + 1 >= todo[part][1]:
+                    remaining.discard(part)
+            if rows:
+                # offset order per partition, as a monitor's fetch delivers them
+                rows.sort(key=lambda r: (r.partition, r.offset))
+                on_records(rows)
+    finally:
+        consumer.close()
+    return cut
+
+
+def _replay_performance(
+    settings: Settings, spec: Any, out: ReplayResult, partitions: int, results_stop_at: int
+) -> None:
+    """Fill ``out.performance`` with every entry's windows of the range (module docstring)."""
+    from confluent_kafka import KafkaException
+
+    from driftline.kafka.offsets import end_offsets, offsets_for_time, topic_partitions
+    from driftline.streams._feedback_io import PipelinePerformance
+    from driftline.streams._feedback_state import MemoryJoinState
+    from driftline.streams.windows import pipeline_watermark
+
+    out.joined = True
+    k = settings.kafka
+    results, feedback = k.topic(spec.name, "results"), k.topic(spec.name, "feedback")
+    perf = PipelinePerformance(
+        spec, lambda _n, _d, _h: MemoryJoinState(), results, feedback, partitions
+    )
+    entries = spec.performance.values()
+    lookback = max(p.window_width_ms for p in entries) + int(spec.options.lateness_ms)
+    horizon = max(p.horizon_ms for p in entries)
+
+    def apply(records: list[Record]) -> None:
+        dead = perf.apply(records)
+        if records[0].topic == feedback:
+            out.labels += len(records) - len(dead)
+            out.dead_labels += len(dead)
+
+    try:
+        fparts = range(topic_partitions(settings, feedback))
+    except KafkaException:  # never deployed with performance: no labels to join
+        fparts = range(0)
+    if fparts:
+        lo = offsets_for_time(settings, feedback, fparts, out.start - lookback - horizon)
+        hi = end_offsets(settings, feedback, fparts)
+        _read_timed(settings, feedback, lo, hi, apply, stop_at_ms=out.end + horizon)
+    rparts = range(partitions)
+    lo = offsets_for_time(settings, results, rparts, out.start - lookback)
+    hi = end_offsets(settings, results, rparts)
+    cut = _read_timed(settings, results, lo, hi, apply, stop_at_ms=results_stop_at)
+    # A partition whose reading stopped at a record stamped past the range has, live, seen
+    # that record too: its watermark is at least there, even when the partition was quiet
+    # before it (otherwise the range's last windows would close live and not here).
+    seen = next(iter(perf.joins.values())).state.max_times()
+    for part in cut:
+        seen[part] = max(seen.get(part, results_stop_at), results_stop_at)
+    watermark = pipeline_watermark(seen, partitions, int(spec.options.lateness_ms))
+    for closing in perf.close(watermark).values():
+        out.performance.extend(
+            e
+            for e in closing.events
+            if e["window_start"] >= out.start and e["window_end"] <= out.end
+        )
+    out.performance.sort(key=lambda e: (e["window_end"], e["name"]))
+
+
+def _flat(prefix: str, x: Any) -> dict[str, Any]:
+    """``{"metrics.accuracy": 0.9, "metrics.per_class.a.recall": ...}`` of nested dicts."""
+    if isinstance(x, Mapping):
+        flat: dict[str, Any] = {}
+        for key, v in x.items():
+            flat.update(_flat(f"{prefix}.{key}", v))
+        return flat
+    return {prefix: x}
+
+
+def _audit_performance(settings: Settings, result: ReplayResult) -> tuple[int, list[Difference]]:
+    live = _live(settings, settings.kafka.topic("performance"), result.start)
+    return compare_performance(live, result)
+
+
+def compare_performance(
+    live: Iterable[Mapping[str, Any]], result: ReplayResult
+) -> tuple[int, list[Difference]]:
+    """Audit of performance windows: ``(windows compared, differences)``.
+
+    ``live`` holds the ``driftline.performance`` events read back (any pipeline, any
+    order). The latest revision of each window of the range is compared with the replayed
+    window; the others are checked for what is exact without timing: revision numbers
+    ``0..latest`` without a gap, one content per (window, revision).
+
+    >>> e = {"pipeline": "p", "name": "q", "window_start": 0, "window_end": 10,
+    ...      "predictions": 3, "labeled": 2, "metrics": {"accuracy": 0.5}, "estimated": None}
+    >>> r = ReplayResult("p", 0, 10, performance=[dict(e, revision=0)])
+    >>> compare_performance([dict(e, revision=0, labeled=0), dict(e, revision=1)], r)
+    (1, [])
+    >>> n, d = compare_performance([dict(e, revision=1, metrics={"accuracy": 1.0})], r)
+    >>> [(x.key, x.what, x.live, x.replay) for x in d]
+    [('q@10', 'revisions', [0], None), ('q@10', 'metrics.accuracy', 1.0, 0.5)]
+    """
+    diffs: list[Difference] = []
+    seen: dict[tuple[str, int, int], Mapping[str, Any]] = {}
+    for d in live:
+        if not (
+            d.get("pipeline") == result.pipeline
+            and isinstance(d.get("window_end"), int)
+            and isinstance(d.get("revision"), int)
+            and d.get("window_start", -1) >= result.start
+            and d["window_end"] <= result.end
+        ):
+            continue
+        key = (str(d.get("name")), int(d["window_end"]), int(d["revision"]))
+        first = seen.setdefault(key, d)
+        if first is not d:
+            a, b = _flat("", _content(first)), _flat("", _content(d))
+            for f in sorted(set(a) | set(b)):
+                if not _same(a.get(f), b.get(f)):
+                    label = f"{key[0]}@{key[1]}#{key[2]}"
+                    what = f"republished {f.lstrip('.')}"
+                    diffs.append(Difference("performance", label, what, a.get(f), b.get(f)))
+    latest: dict[tuple[str, int], Mapping[str, Any]] = {}
+    revisions: dict[tuple[str, int], set[int]] = {}
+    for (name, end, rev), d in seen.items():
+        revisions.setdefault((name, end), set()).add(rev)
+        if (name, end) not in latest or latest[(name, end)]["revision"] < rev:
+            latest[(name, end)] = d
+    for (name, end), revs in sorted(revisions.items()):
+        missing = sorted(set(range(max(revs) + 1)) - revs)
+        if missing:
+            diffs.append(Difference("performance", f"{name}@{end}", "revisions", missing, None))
+    mine = {
+        (str(e["name"]), int(e["window_end"])): e
+        for e in result.performance
+        if e["window_start"] >= result.start and e["window_end"] <= result.end
+    }
+    for window in sorted(set(latest) | set(mine)):
+        label = f"{window[0]}@{window[1]}"
+        now, rep = latest.get(window), mine.get(window)
+        if now is None or rep is None:
+            diffs.append(
+                Difference("performance", label, "missing", now is not None, rep is not None)
+            )
+            continue
+        a, b = _flat("", _content(now)), _flat("", _content(rep))
+        for f in sorted(set(a) | set(b)):
+            if not _same(a.get(f), b.get(f)):
+                diffs.append(Difference("performance", label, f.lstrip("."), a.get(f), b.get(f)))
+    return len(mine), diffs
+
+
+def _content(d: Mapping[str, Any]) -> dict[str, Any]:
+    """What a revision says about its window (not its number, spec or timing)."""
+    return {k: d.get(k) for k in ("predictions", "labeled", "metrics", "estimated")}
 
 
 def _live(settings: Settings, topic: str, start: int) -> list[dict[str, Any]]:
@@ -258,7 +512,10 @@ def audit(settings: Settings, result: ReplayResult) -> AuditReport:
             for f in ("value", "severity"):
                 if not _same(live.get(f), rep.get(f)):
                     diffs.append(Difference("notification", label, f, live.get(f), rep.get(f)))
-    return AuditReport(len(mine), len(my_notes), diffs)
+    compared, perf_diffs = 0, list[Difference]()
+    if result.joined:
+        compared, perf_diffs = _audit_performance(settings, result)
+    return AuditReport(len(mine), len(my_notes), diffs + perf_diffs, compared)
 
 
 def summarize(result: ReplayResult) -> list[dict[str, Any]]:
@@ -286,14 +543,39 @@ def summarize(result: ReplayResult) -> list[dict[str, Any]]:
                 "count": None,
             }
         )
+    for e in result.performance:
+        rows.append(
+            {
+                "at": e["window_end"],
+                "kind": "performance",
+                "name": e["name"],
+                "value": headline(e["metrics"]),
+                "status": f"{e['labeled']} labeled",
+                "count": e["predictions"],
+            }
+        )
     rows.sort(key=lambda r: (r["at"], r["kind"], r["name"]))
     return rows
+
+
+def headline(metrics: Mapping[str, Any]) -> Any:
+    """The one metric a table shows of a performance window: accuracy, or RMSE (regression).
+
+    >>> headline({"accuracy": 0.9, "f1": 0.5}), headline({"rmse": 1.5}), headline({})
+    (0.9, 1.5, None)
+    """
+    for name in ("accuracy", "rmse"):
+        if name in metrics:
+            return metrics[name]
+    return None
 
 
 def result_frame(result: ReplayResult) -> pd.DataFrame:
     """The recomputed assay windows and alert transitions as a DataFrame, in time order.
 
-    Columns: ``at`` (UTC timestamp), ``record`` (``window`` for an assay window,
+    Performance windows are rows too (``kind`` performance, ``value`` the accuracy or RMSE,
+    ``count`` the predictions). Columns: ``at`` (UTC timestamp), ``record`` (``window`` for
+    an assay or performance window,
     ``transition`` for an alert or assay-status transition), ``kind`` (assay or alert),
     ``name``, ``value`` (score or aggregate), ``status`` (ok/warning/alert or
     firing/resolved), ``count``, ``p_value``, ``window_start``, ``window_end`` (epoch ms) and
@@ -332,6 +614,22 @@ def result_frame(result: ReplayResult) -> pd.DataFrame:
                 "window_start": n.window.get("start"),
                 "window_end": n.window.get("end"),
                 "id": n.id,
+            }
+        )
+    for e in result.performance:
+        rows.append(
+            {
+                "at": e["window_end"],
+                "record": "window",
+                "kind": "performance",
+                "name": e["name"],
+                "value": headline(e["metrics"]),
+                "status": f"{e['labeled']} labeled",
+                "count": e["predictions"],
+                "p_value": None,
+                "window_start": e["window_start"],
+                "window_end": e["window_end"],
+                "id": None,
             }
         )
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)

@@ -1,0 +1,216 @@
+"""``driftline monitor`` SIGKILLed five times while it joins labels to predictions: the final
+revision of every window equals the offline answer (scikit-learn), no (window, revision) was
+published with two different contents, and replay's audit finds no difference. Also, as a
+known failure: two monitors closing one pipeline's windows can number a revision twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from driftline import Client
+from driftline.config import KafkaSettings, Settings
+from driftline.performance import BinaryLayout
+from driftline.spec import spec_from_dict
+from driftline.streams._outcomes_cli import latest_revisions, read_performance
+from driftline.streams.feedback import Labels, PerformanceJoin, Predictions, RedisJoinState
+from driftline.streams.replay import audit, replay
+
+from ._outcomes_data import EXAMPLE, MINUTE, check_window, outcomes, spec_dict
+from ._stack import Stack
+
+pytestmark = pytest.mark.integration
+
+N = 3000
+WINDOWS = 10
+PARTITIONS = 3
+KILLS = 5
+
+
+def _pairs(events: list[dict[str, Any]]) -> set[tuple[int, int]]:
+    return {(int(e["window_end"]), int(e["revision"])) for e in events}
+
+
+def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_revision(
+    topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
+) -> None:
+    settings = Settings(
+        model_store=tmp_path / "store", kafka=KafkaSettings(topic_prefix=topic_prefix)
+    )
+    spec = spec_from_dict(spec_dict("crashy", PARTITIONS), EXAMPLE)
+    Client(settings).deploy(spec)
+    env = dict(
+        os.environ,
+        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
+        DRIFTLINE_KEY_PREFIX=redis_prefix,
+        DRIFTLINE_MODEL_STORE=str(settings.model_store),
+        DRIFTLINE_MONITOR_GROUP=f"monitor-{unique}",
+        DRIFTLINE_MONITOR_DATADIR=str(tmp_path / "faust"),
+    )
+    env.pop("DRIFTLINE_METRICS_PORT", None)
+    t0 = (int(time.time() * 1000) - 60 * MINUTE) // MINUTE * MINUTE
+    data = outcomes("crashy", N, t0, WINDOWS, PARTITIONS, seed=11)
+    k = settings.kafka
+    results, feedback = k.topic("crashy", "results"), k.topic("crashy", "feedback")
+    producer = Producer(k.client_config())
+
+    # Six rounds, each a slice of the predictions (in time order, so windows keep closing)
+    # and of the shuffled labels (some for predictions not sent yet); early labels go first.
+    # A round goes out in small parts, so a kill made while it is under way lands while the
+    # monitor still has records of it to read and join.
+    rounds = KILLS + 1
+    cut_r = [len(data.results) * i // rounds for i in range(rounds + 1)]
+    cut_l = [len(data.late) * i // rounds for i in range(rounds + 1)]
+    parts_per_round = 20
+
+    def parts(i: int) -> list[list[tuple[str, bytes, bytes | None, int, int]]]:
+        preds = [(results, v, None, p, ts) for p, ts, v in data.results[cut_r[i] : cut_r[i + 1]]]
+        labels = [(feedback, v, key, -1, 0) for key, v in data.late[cut_l[i] : cut_l[i + 1]]]
+        # predictions and labels interleaved evenly, each in its own order
+        tagged = [(j / len(preds), 0, r) for j, r in enumerate(preds)]
+        tagged += [(j / len(labels), 1, r) for j, r in enumerate(labels)]
+        rows = [r for _, _, r in sorted(tagged, key=lambda x: (x[0], x[1]))]
+        if i == 0:
+            rows = [(feedback, v, key, -1, 0) for key, v in data.early] + rows
+        step = -(-len(rows) // parts_per_round)
+        return [rows[j : j + step] for j in range(0, len(rows), step)]
+
+    def send(part: list[tuple[str, bytes, bytes | None, int, int]]) -> None:
+        for topic, value, key, partition, ts in part:
+            if partition < 0:
+                producer.produce(topic, value, key)  # keyed by id, as driftline feedback does
+            else:
+                producer.produce(topic, value, key, partition=partition, timestamp=ts)
+        assert producer.flush(30) == 0
+
+    stack = Stack(env, tmp_path / "logs")
+    kills, mid_round = 0, 0
+    published = _pairs(read_performance(k, "crashy"))
+    try:
+        proc = stack.start("monitor0", "monitor")
+
+        def progressed() -> bool:
+            # a monitor that has published a revision of its own since it started: one
+            # killed while still starting up would prove nothing
+            return bool(_pairs(read_performance(k, "crashy")) - published)
+
+        def kill_and_restart() -> None:
+            nonlocal kills, proc, published
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            stack.procs.pop(f"monitor{kills}")
+            kills += 1
+            published = _pairs(read_performance(k, "crashy"))
+            proc = stack.start(f"monitor{kills}", "monitor")
+
+        for i in range(rounds):
+            killed = i == rounds - 1  # the last round runs to the end
+            for part in parts(i):
+                send(part)
+                if not killed and progressed():
+                    kill_and_restart()
+                    killed, mid_round = True, mid_round + 1
+                time.sleep(0.1)
+            if not killed:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline and proc.poll() is None and not progressed():
+                    time.sleep(0.2)
+                if proc.poll() is not None or not progressed():
+                    break  # no progress, or the monitor died: the assertions below say so
+                kill_and_restart()
+
+        def caught_up() -> list[dict[str, Any]] | None:
+            latest = latest_revisions(read_performance(k, "crashy"))
+            rows = [e for e in latest if e["window_end"] <= data.end]
+            got = [(e["window_start"], e["labeled"]) for e in rows]
+            want = [(w["window_start"], w["labeled"]) for w in data.expected]
+            return rows if got == want else None
+
+        final = stack.wait("every window's labels joined", caught_up, timeout_s=240)
+        time.sleep(2)  # a tick more: nothing else may come out
+        history = read_performance(k, "crashy")
+        assert not stack.dead(), stack.tails()
+    finally:
+        stack.stop()
+    # kills made while a round was still going out: 4 of 5 in a run here (not asserted:
+    # it depends on timing)
+    assert kills == KILLS, (kills, mid_round, stack.tails())
+    for event, want in zip(final, data.expected, strict=True):
+        check_window(event, want)
+    contents: dict[tuple[int, int], set[bytes]] = {}
+    for e in history:
+        body = {f: e[f] for f in ("predictions", "labeled", "metrics", "estimated")}
+        contents.setdefault((e["window_end"], e["revision"]), set()).add(
+            orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        )
+    assert {pair: len(c) for pair, c in contents.items() if len(c) > 1} == {}
+    latest = {e["window_end"]: e["revision"] for e in latest_revisions(history)}
+    for end, top in latest.items():
+        assert {r for w, r in contents if w == end} == set(range(top + 1)), end
+    report = audit(settings, replay(settings, spec.to_canonical(), t0, data.end, base_dir=EXAMPLE))
+    assert report.differences == [] and report.compared_performance == WINDOWS
+
+
+def _join(client: Any, prefix: str) -> PerformanceJoin:
+    state = RedisJoinState(client, prefix, "p", "quality", "d1", horizon_ms=10**9)
+    return PerformanceJoin(
+        "p", "quality", "s", BinaryLayout(bins=20), None, state, width_ms=MINUTE,
+        interval_ms=MINUTE, horizon_ms=10**9, partitions=2, lateness_ms=0,
+    )  # fmt: skip
+
+
+def _preds(part: int, rows: list[tuple[str, int, float]]) -> Predictions:
+    return Predictions(
+        "p.results",
+        [r[0] for r in rows],
+        np.zeros(len(rows), dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        np.array([r[2] for r in rows]),
+        np.full(len(rows), part, dtype=np.int64),
+        np.arange(len(rows), dtype=np.int64),
+    )
+
+
+def _labels(part: int, ident: str, y: float) -> Labels:
+    one = np.ones(1, dtype=np.int64)
+    return Labels(
+        "p.feedback", [ident], 0 * one, np.array([y]), 10 * MINUTE * one, part * one, 0 * one
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PerformanceJoin.close numbers a revision from the confirmed marks, and "
+    "feedback_mark.lua keeps the first confirm of a (window, revision): two monitors of one "
+    "group that both tick the pipeline's performance (each owns some partitions) publish the "
+    "same (window, revision) with different contents when one applies labels between the "
+    "other's close and confirm",
+)
+def test_two_monitors_closing_one_pipeline_never_publish_a_revision_twice(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    a, b = _join(redis_client, redis_prefix), _join(redis_client, redis_prefix)
+    a.apply(_preds(0, [("r0", 1000, 0.9), ("r1", 2000, 0.1), ("c0", MINUTE + 10, 0.1)]), None)
+    b.apply(_preds(1, [("r2", 3000, 0.8), ("c1", MINUTE + 10, 0.1)]), None)
+    first = a.close()
+    a.confirm(first)
+    assert [(e["window_end"], e["revision"]) for e in first.events] == [(MINUTE, 0)]
+    # each monitor gets a label on its own feedback partition and closes on its own tick
+    a.apply(None, _labels(0, "r0", 1.0))
+    from_a = a.close()
+    b.apply(None, _labels(1, "r2", 0.0))
+    from_b = b.close()
+    a.confirm(from_a)
+    b.confirm(from_b)
+    contents: dict[tuple[int, int], set[int]] = {}
+    for e in first.events + from_a.events + from_b.events:
+        contents.setdefault((e["window_end"], e["revision"]), set()).add(e["labeled"])
+    assert all(len(c) == 1 for c in contents.values()), contents
