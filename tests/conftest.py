@@ -14,8 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from driftline.config import KafkaSettings, RedisSettings, load_settings
+
+# Property tests check what holds for every input, never how fast: on a loaded 2-core CI
+# machine hypothesis' per-example deadline and its too-slow check fail tests that are right.
+settings.register_profile("driftline", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("driftline")
 
 _services_checked = False
 

@@ -134,6 +134,23 @@ def test_builder_and_yaml_compile_to_the_same_canonical_json() -> None:
             bins={"mode": "quantile", "count": 5, "outliers": "explicit"},
             thresholds={"warning": 0.1, "alert": 0.25},
         )
+        .add_performance(
+            "quality",
+            "binary",
+            ccfraud.outputs[0][0],
+            window={"width": "1m"},
+            threshold=0.5,
+            horizon="1h",
+            estimate="cbpe",
+            reference={"file": "data/reference.csv", "score": "score", "label": "label"},
+            alerts={
+                "accuracy_drop": {
+                    "when": "accuracy < 0.95",
+                    "min_labeled": 200,
+                    "notify": [str(notify.Email(to="ops@example.com"))],
+                }
+            },
+        )
         .build()
     )
     from_yaml = load_spec(EXAMPLE / "pipeline.yaml")
@@ -463,6 +480,7 @@ def test_baselines_from_json_parquet_and_values(tmp_path: Path) -> None:
         {"values": values.tolist()},
     ):
         data = _set("assays/score_drift/baseline", baseline)
+        data.pop("performance", None)  # its reference file is not in tmp_path
         data["models"] = [
             {
                 "name": m["name"],
