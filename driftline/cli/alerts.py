@@ -24,6 +24,7 @@ def _row(r: dict[str, Any]) -> list[str | Text]:
     return [
         ms_to_iso(r.get("at")),
         str(r.get("pipeline", "-")),
+        str(r.get("kind", "alert")),
         str(r.get("alert", "-")),
         Text(state, style=color),
         num(r.get("value")),
@@ -39,7 +40,7 @@ def alerts(
     limit: Annotated[int, typer.Option("--limit", help="How many notifications.", min=1)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Notification history: every alert transition (firing, resolved) with its id.
+    """Notification history: every transition of alerts, assays and performance, with its id.
 
     A notification that cannot be shown is listed as unreadable among the others.
     """
@@ -62,8 +63,10 @@ def alerts(
         return
     from rich.table import Table
 
-    table = Table("at", "pipeline", "alert", "state", "value", "condition", "severity", "id")
-    cells, unreadable = render_rows(history, _row, 8)
+    table = Table(
+        "at", "pipeline", "kind", "alert", "state", "value", "condition", "severity", "id"
+    )
+    cells, unreadable = render_rows(history, _row, 9)
     for row in cells:
         table.add_row(*row)
     out.print(table)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from driftline._console import err, out
 from driftline.config import MonitorSettings, Settings
 from driftline.errors import ConfigError, ServiceError, SpecError
 
-__all__ = ["cmd_alerts", "cmd_assays", "cmd_monitor", "cmd_replay", "parse_time"]
+__all__ = ["cmd_monitor", "cmd_replay", "parse_time"]
 
 # How many of the newest messages per partition ``assays`` and ``alerts`` look at.
 TAIL = 20_000
@@ -65,113 +64,10 @@ def _num(x: Any) -> str:
     return "-" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-def _tail(
-    settings: Settings, topic: str, keep: Callable[[dict[str, Any]], bool]
-) -> list[dict[str, Any]]:
-    from confluent_kafka import KafkaException
-
-    from driftline.events import decode
-    from driftline.kafka.offsets import end_offsets, topic_partitions
-    from driftline.streams._build import read_range
-    from driftline.streams._engine import Batch
-
-    try:
-        parts = range(topic_partitions(settings, topic))
-    except KafkaException:
-        return []
-    hi = end_offsets(settings, topic, parts)
-    lo = {p: max(0, o - TAIL) for p, o in hi.items()}
-    rows: list[dict[str, Any]] = []
-
-    def on_batch(b: Batch) -> None:
-        for v in b.values:
-            try:
-                d = decode(v)
-            except ValueError:
-                continue
-            if isinstance(d, dict) and keep(d):
-                rows.append(d)
-
-    read_range(settings, topic, lo, hi, on_batch)
-    return rows
-
-
 def cmd_monitor(settings: Settings, metrics_port: int | None) -> int:
     from driftline.streams._faust_app import run_monitor
 
     run_monitor(settings, MonitorSettings(), metrics_port)
-    return 0
-
-
-def cmd_assays(settings: Settings, name: str, assay: str | None, limit: int, as_json: bool) -> int:
-    rows = _tail(
-        settings,
-        settings.kafka.topic("assays"),
-        lambda d: d.get("pipeline") == name and (assay is None or d.get("assay") == assay),
-    )
-    # duplicates after a crash carry the same (assay, window); keep one
-    unique = {(r.get("assay"), r.get("window_end")): r for r in rows}
-    latest = sorted(unique.values(), key=lambda r: (r.get("window_end", 0), r.get("assay", "")))
-    latest = latest[-limit:]
-    if as_json:
-        out.print_json(json.dumps(latest))
-        return 0
-    from rich.table import Table
-
-    table = Table(
-        "window start", "window end", "assay", "metric", "score", "p-value", "status", "count"
-    )
-    for r in latest:
-        status = r.get("status", "-")
-        color = {"ok": "green", "warning": "yellow", "alert": "red"}.get(status, "white")
-        if status == "error":  # a quarantined pipeline: say why
-            color, status = "red", f"error: {r.get('detail') or '-'}"
-        table.add_row(
-            _iso(r.get("window_start")),
-            _iso(r.get("window_end")),
-            r.get("assay", "-"),
-            r.get("metric", "-"),
-            _num(r.get("score")),
-            _num(r.get("p_value")),
-            f"[{color}]{status}[/]",
-            str(r.get("count", "-")),
-        )
-    out.print(table)
-    return 0
-
-
-def cmd_alerts(settings: Settings, pipeline: str | None, limit: int, as_json: bool) -> int:
-    rows = _tail(
-        settings,
-        settings.kafka.topic("notifications"),
-        lambda d: "id" in d and (pipeline is None or d.get("pipeline") == pipeline),
-    )
-    unique = {r["id"]: r for r in rows}
-    history = sorted(unique.values(), key=lambda r: (r.get("at", 0), r.get("alert", "")))[-limit:]
-    if as_json:
-        out.print_json(json.dumps(history))
-        return 0
-    from rich.table import Table
-
-    # Alerts and assays share the topic: an assay's warning/alert/ok transitions show here too.
-    table = Table(
-        "at", "pipeline", "kind", "alert", "state", "value", "condition", "severity", "id"
-    )
-    for r in history:
-        state = r.get("state", "-")
-        color = "red" if state == "firing" else "green"
-        table.add_row(
-            _iso(r.get("at")),
-            r.get("pipeline", "-"),
-            r.get("kind", "alert"),
-            r.get("alert", "-"),
-            f"[{color}]{state}[/]",
-            _num(r.get("value")),
-            r.get("condition", "-"),
-            r.get("severity", "-"),
-            r.get("id", "-"),
-        )
-    out.print(table)
     return 0
 
 
