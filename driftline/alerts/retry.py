@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from email.utils import parsedate_to_datetime
 
+# Exponential backoff with full jitter is the Kafka layer's, shared by every service.
+from driftline.kafka.loop import backoff_delay
+
 __all__ = ["backoff_delay", "is_retryable_status", "parse_retry_after"]
-
-
-def backoff_delay(
-    attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None
-) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    Full jitter: uniform in ``[0, min(cap, base * 2**(attempt-1))]``, so that many bridges
-    retrying the same receiver spread out instead of hammering it in lock step.
-
-    >>> backoff_delay(3, 0.5, 60.0, random.Random(1)) <= 2.0
-    True
-    >>> backoff_delay(30, 0.5, 60.0, random.Random(1)) <= 60.0
-    True
-    """
-    if attempt < 1:
-        raise ValueError(f"attempt={attempt}: attempts count from 1")
-    if base_s <= 0 or cap_s <= 0:
-        raise ValueError(f"base_s={base_s}, cap_s={cap_s}: both must be positive")
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt - 1, 62))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 def parse_retry_after(value: str | None, now_s: float) -> float | None:

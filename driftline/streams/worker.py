@@ -45,8 +45,6 @@ import gc
 import logging
 import operator
 import re
-import signal
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -60,6 +58,7 @@ from prometheus_client import Counter, Histogram
 
 from driftline.config import KafkaSettings, WorkerSettings
 from driftline.errors import DriftlineError, ServiceError
+from driftline.kafka.loop import StopSignal
 from driftline.streams._worker_core import (
     BatchOutcome,
     PipelineRuntime,
@@ -189,7 +188,7 @@ class Worker(_Output, _Split):
         self._limits: dict[str, int] = {}
         self._reported: set[tuple[str, str]] = set()
         self._admin_client: AdminClient | None = None
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._prefix = kafka.topic_prefix + "."
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -326,9 +325,9 @@ class Worker(_Output, _Split):
 
         ``max_idle_s`` returns after that long without any message (tests, draining).
         """
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self._stop.set())
+        signals = contextlib.ExitStack()
+        # SIGTERM/SIGINT set the stop (main thread only), restored when the loop ends.
+        signals.enter_context(self._stop.installed())
         self._apply_changes(self.source.snapshot().items())
         self._producer_max = self._wanted_producer_bytes(self._runtimes.values())
         self._consumer = Consumer(self._consumer_config())
@@ -355,6 +354,7 @@ class Worker(_Output, _Split):
                 self._serve(msgs)
         finally:
             self._close()
+            signals.close()
         return self.stats
 
     def _close(self) -> None:
