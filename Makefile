@@ -53,6 +53,7 @@ bench: services
 	$(BIN)/python bench/inference.py --quick
 	$(BIN)/python bench/monitor.py $(BENCH_MONITOR_QUICK)
 	$(BIN)/python bench/detection.py --quick
+	$(BIN)/python bench/performance.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
