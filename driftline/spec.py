@@ -984,19 +984,7 @@ class _Compiler:
             {"iopath", "baseline", "window"},
         )
         iopath = self.row_expr(f"{where}.iopath", value["iopath"])
-        window = value["window"]
-        _mapping(window, f"{where}.window")
-        _only_keys(window, f"{where}.window", {"width", "interval"}, {"width"})
-        width = self.duration(f"{where}.window.width", window["width"])
-        interval = self.duration(
-            f"{where}.window.interval", window.get("interval", window["width"])
-        )
-        if width < interval or width % interval:
-            raise SpecError(
-                f"{where}.window",
-                f"width ({format_duration(width)}) must be a positive multiple of interval "
-                f"({format_duration(interval)}); width = interval gives tumbling windows",
-            )
+        width, interval = self.window(f"{where}.window", value["window"])
         metric = value.get("metric", "psi")
         try:
             check_live(str(metric))  # the detector registry: only what the monitor computes
@@ -1025,6 +1013,20 @@ class _Compiler:
             repeat_ms,
             severity,
         )
+
+    def window(self, where: str, window: Any) -> tuple[int, int]:
+        """``{width, interval}`` (interval defaults to width) as milliseconds."""
+        _mapping(window, where)
+        _only_keys(window, where, {"width", "interval"}, {"width"})
+        width = self.duration(f"{where}.width", window["width"])
+        interval = self.duration(f"{where}.interval", window.get("interval", window["width"]))
+        if width < interval or width % interval:
+            raise SpecError(
+                where,
+                f"width ({format_duration(width)}) must be a positive multiple of interval "
+                f"({format_duration(interval)}); width = interval gives tumbling windows",
+            )
+        return width, interval
 
     def scan(self, where: str, value: Any) -> dict[str, Any] | None:
         """``scan: true`` or ``{test, alpha, scales}``; None (or false) for no scan."""
@@ -1228,19 +1230,7 @@ class _Compiler:
             raise SpecError(f"{where}.threshold", f"expected a number, got {threshold!r}")
         if "threshold" in value and task != "binary":
             raise SpecError(f"{where}.threshold", f"only binary tasks have one, not {task}")
-        window = value["window"]
-        _mapping(window, f"{where}.window")
-        _only_keys(window, f"{where}.window", {"width", "interval"}, {"width"})
-        width = self.duration(f"{where}.window.width", window["width"])
-        interval = self.duration(
-            f"{where}.window.interval", window.get("interval", window["width"])
-        )
-        if width < interval or width % interval:
-            raise SpecError(
-                f"{where}.window",
-                f"width ({format_duration(width)}) must be a positive multiple of interval "
-                f"({format_duration(interval)}); width = interval gives tumbling windows",
-            )
+        width, interval = self.window(f"{where}.window", value["window"])
         horizon = self.duration(f"{where}.horizon", value.get("horizon", "7d"))
         if horizon < width:
             raise SpecError(

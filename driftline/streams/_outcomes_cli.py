@@ -86,7 +86,7 @@ def send_feedback(
     ``rows`` are events (dicts) or their JSON bytes. ``rate`` limits sending to that many
     events per second.
     """
-    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka import Consumer, KafkaException
 
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate {rate}: must be a positive number of events per second")
@@ -103,29 +103,14 @@ def send_feedback(
             f"topic {topic} does not exist; is pipeline {pipeline!r} deployed "
             "(`driftline pipelines`)?"
         )
-    producer = Producer(kafka.client_config(**{"linger.ms": 5, "enable.idempotence": True}))
-    sent = 0
-    start = time.monotonic()
-    for row in rows:
-        value = row if isinstance(row, bytes) else orjson.dumps(row)
-        while True:
-            try:
-                producer.produce(topic, value, _key(value))
-                break
-            except BufferError:
-                producer.poll(0.05)
-        sent += 1
-        if rate is not None and sent % max(1, int(rate // 100)) == 0:
-            ahead = sent / rate - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-        if sent % 1000 == 0:
-            producer.poll(0)
-            if progress is not None:
-                progress(sent)
-    if producer.flush(60) != 0:
-        raise ServiceError(f"could not deliver every feedback event to {topic}")
-    return sent
+    from driftline.streams.produce import produce_paced
+
+    def keyed() -> Iterator[tuple[bytes | None, bytes]]:
+        for row in rows:
+            value = row if isinstance(row, bytes) else orjson.dumps(row)
+            yield _key(value), value
+
+    return produce_paced(kafka, topic, keyed(), rate, progress, "feedback event")
 
 
 def cmd_feedback(kafka: KafkaSettings, name: str, file: str, rate: float | None = None) -> int:

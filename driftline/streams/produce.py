@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,10 +245,26 @@ def produce_file(
         _partitions(probe, topic)
     finally:
         probe.close()
+    return produce_paced(kafka, topic, _request_lines(path), rate, progress, "request")
+
+
+def produce_paced(
+    kafka: KafkaSettings,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    rate: float | None = None,
+    progress: Callable[[int], None] | None = None,
+    what: str = "record",
+) -> int:
+    """Send ``(key, value)`` records to ``topic`` at most ``rate`` a second; returns how many.
+
+    Waits when the producer's queue is full rather than failing, and reports progress every
+    1,000 records; :class:`ServiceError` when not every record was delivered.
+    """
     producer = Producer(kafka.client_config(**{"linger.ms": 5, "enable.idempotence": True}))
     sent = 0
     start = time.monotonic()
-    for key, value in _request_lines(path):
+    for key, value in records:
         while True:
             try:
                 producer.produce(topic, value, key)
@@ -266,7 +282,7 @@ def produce_file(
             if progress is not None:
                 progress(sent)
     if producer.flush(60) != 0:
-        raise ServiceError(f"could not deliver every request to {topic}")
+        raise ServiceError(f"could not deliver every {what} to {topic}")
     return sent
 
 
