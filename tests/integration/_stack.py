@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 
 class Stack:
     """Worker, monitor and bridge subprocesses with their logs under ``log_dir``."""
@@ -66,3 +68,19 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def fraud_result(pipeline: str, i: int, t: int, score: float) -> bytes:
+    """A result event of the fraud example's champion (``ccfraud``) scoring ``score`` at ``t``."""
+    return orjson.dumps(
+        {
+            "id": f"r{i}",
+            "row": 0,
+            "time": t,
+            "pipeline": pipeline,
+            "spec": "s",
+            "inputs": [0.0] * 29,
+            "outputs": {"ccfraud": [[score]]},
+            "models": {"ccfraud": "x"},
+        }
+    )

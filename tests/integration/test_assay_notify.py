@@ -21,7 +21,7 @@ from driftline.demo import SmtpSink
 from driftline.detectors import Baseline
 from driftline.spec import spec_from_dict
 
-from ._stack import Stack
+from ._stack import Stack, fraud_result
 
 pytestmark = pytest.mark.integration
 
@@ -50,21 +50,6 @@ def _statuses(windows: list[np.ndarray], baseline: np.ndarray) -> list[str]:
         r = base.compare(w)
         out.append("alert" if r.score >= 0.25 else "warning" if r.score >= 0.1 else "ok")
     return out
-
-
-def _result(i: int, t: int, score: float) -> bytes:
-    return orjson.dumps(
-        {
-            "id": f"r{i}",
-            "row": 0,
-            "time": t,
-            "pipeline": "drift",
-            "spec": "s",
-            "inputs": [0.0] * 29,
-            "outputs": {"ccfraud": [[score]]},
-            "models": {"ccfraud": "x"},
-        }
-    )
 
 
 def test_an_assay_notifies_email_webhook_and_stdout_of_warning_alert_and_ok(
@@ -129,11 +114,13 @@ def test_an_assay_notifies_email_webhook_and_stdout_of_warning_alert_and_ok(
         for w, scores in enumerate(windows):
             times = t0 + w * MINUTE + np.sort(rng.integers(0, MINUTE, scores.size))
             for t, s in zip(times.tolist(), scores.tolist(), strict=True):
-                producer.produce(topic, _result(i, t, s), partition=0, timestamp=t)
+                producer.produce(topic, fraud_result("drift", i, t, s), partition=0, timestamp=t)
                 i += 1
         # one event past the last window, so the watermark closes it
         end = t0 + len(windows) * MINUTE + 1
-        producer.produce(topic, _result(i, end, float(baseline[0])), partition=0, timestamp=end)
+        producer.produce(
+            topic, fraud_result("drift", i, end, float(baseline[0])), partition=0, timestamp=end
+        )
         assert producer.flush(30) == 0
 
         stack.wait("three assay emails", lambda: len(smtp.snapshot()) >= 3)

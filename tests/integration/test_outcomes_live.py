@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from confluent_kafka import Producer
 
@@ -22,7 +21,7 @@ from driftline.config import KafkaSettings, Settings
 from driftline.demo import SmtpSink
 from driftline.spec import spec_from_dict
 
-from ._stack import Stack
+from ._stack import Stack, fraud_result
 
 pytestmark = pytest.mark.integration
 
@@ -30,21 +29,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
 MINUTE = 60_000
 PER_WINDOW = 100
 WINDOWS = 4
-
-
-def _result(i: int, t: int, score: float) -> bytes:
-    return orjson.dumps(
-        {
-            "id": f"r{i}",
-            "row": 0,
-            "time": t,
-            "pipeline": "quality",
-            "spec": "s",
-            "inputs": [0.0] * 29,
-            "outputs": {"ccfraud": [[score]]},
-            "models": {"ccfraud": "x"},
-        }
-    )
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -130,10 +114,12 @@ def test_late_labels_revise_windows_listed_by_driftline_performance_and_alert_by
         producer = Producer(settings.kafka.client_config())
         topic = settings.kafka.topic("quality", "results")
         for i, (t, s) in enumerate(zip(times.tolist(), scores.tolist(), strict=True)):
-            producer.produce(topic, _result(i, t, s), partition=0, timestamp=t)
+            producer.produce(topic, fraud_result("quality", i, t, s), partition=0, timestamp=t)
         # one prediction past the last window, so the join's watermark closes it
         end = t0 + WINDOWS * MINUTE + 1
-        producer.produce(topic, _result(10**6, end, 0.1), partition=0, timestamp=end)
+        producer.produce(
+            topic, fraud_result("quality", 10**6, end, 0.1), partition=0, timestamp=end
+        )
         assert producer.flush(30) == 0
 
         def performance() -> list[dict[str, Any]]:
