@@ -90,12 +90,9 @@ def test_bad_notification_settings_name_the_field(
     assert message in str(info.value)
 
 
-def test_stdout_target_once_the_target_grammars_are_one() -> None:
-    """``stdout`` is a bridge channel; the unified target grammar (issue 17.5) accepts it."""
-    try:
-        spec = spec_from_dict(_with(notify=["stdout", "email:ops@example.com"]), EXAMPLE)
-    except SpecError as exc:
-        pytest.xfail(f"this branch still has the old target grammar: {exc}")
+def test_assays_may_notify_stdout() -> None:
+    """``stdout`` is a bridge channel, and the one target grammar accepts it."""
+    spec = spec_from_dict(_with(notify=["stdout", "email:ops@example.com"]), EXAMPLE)
     assert spec.assays["score_drift"].notify == ("email:ops@example.com", "stdout")
 
 

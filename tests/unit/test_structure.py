@@ -7,8 +7,8 @@ name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg``. A subm
 implicit import of its parent package is not an edge (Python runs the parent's ``__init__``
 first, which is not a design dependency).
 
-Cycles that exist today and are being removed in other branches are separate parametrized
-cases marked ``xfail(strict=False)``: each names its modules, so that its mark can be dropped
+A known cycle being removed can be listed as a separate parametrized case marked
+``xfail(strict=False)`` (none today): each names its modules, so that its mark can be dropped
 the moment the cycle is gone, and any other cycle fails the unmarked case.
 """
 
