@@ -167,3 +167,30 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@pytest.fixture
+def cli_env(topic_prefix: str, unique: str, tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """The environment of a CLI run on a private topic prefix, model store and worker group.
+
+    ``partitions`` and ``columns`` (rich's terminal width) vary per test; ``fast_join`` gives
+    consumers a short session timeout so that group joins are quick.
+    """
+    import json
+    import os
+
+    def make(partitions: int = 1, columns: int = 200, fast_join: bool = True) -> dict[str, str]:
+        env = dict(
+            os.environ,
+            DRIFTLINE_TOPIC_PREFIX=topic_prefix,
+            DRIFTLINE_MODEL_STORE=str(tmp_path / "store"),
+            DRIFTLINE_PARTITIONS=str(partitions),
+            DRIFTLINE_WORKER_GROUP=f"g{unique}",
+            DRIFTLINE_WORKER_ID=f"w{unique}",
+            COLUMNS=str(columns),
+        )
+        if fast_join:
+            env["DRIFTLINE_KAFKA_OPTIONS"] = json.dumps({"session.timeout.ms": 6000})
+        return env
+
+    return make

@@ -7,7 +7,6 @@ a listing shows an event it cannot read as unreadable and goes on with the rest.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,16 +28,8 @@ FRAUD = ROOT / "examples" / "fraud"
 
 
 @pytest.fixture
-def env(topic_prefix: str, unique: str, tmp_path: Path) -> dict[str, str]:
-    return dict(
-        os.environ,
-        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
-        DRIFTLINE_MODEL_STORE=str(tmp_path / "store"),
-        DRIFTLINE_PARTITIONS="1",
-        DRIFTLINE_WORKER_GROUP=f"g{unique}",
-        DRIFTLINE_WORKER_ID=f"w{unique}",
-        COLUMNS="200",
-    )
+def env(cli_env: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return cli_env(partitions=1, columns=200, fast_join=False)
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,17 +22,8 @@ FRAUD = ROOT / "examples" / "fraud"
 
 
 @pytest.fixture
-def env(topic_prefix: str, unique: str, tmp_path: Path) -> dict[str, str]:
-    return dict(
-        os.environ,
-        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
-        DRIFTLINE_MODEL_STORE=str(tmp_path / "store"),
-        DRIFTLINE_PARTITIONS="2",
-        DRIFTLINE_WORKER_GROUP=f"g{unique}",
-        DRIFTLINE_WORKER_ID=f"w{unique}",
-        DRIFTLINE_KAFKA_OPTIONS=json.dumps({"session.timeout.ms": 6000}),
-        COLUMNS="200",
-    )
+def env(cli_env: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return cli_env(partitions=2, columns=200)
 
 
 def _direct(model: str, rows: list[list[float]]) -> list[float]:

@@ -4,7 +4,6 @@ a pipeline that is not deployed is a one-line error, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,17 +21,8 @@ FRAUD = ROOT / "examples" / "fraud"
 
 
 @pytest.fixture
-def env(topic_prefix: str, unique: str, tmp_path: Path) -> dict[str, str]:
-    return dict(
-        os.environ,
-        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
-        DRIFTLINE_MODEL_STORE=str(tmp_path / "store"),
-        DRIFTLINE_PARTITIONS="1",
-        DRIFTLINE_WORKER_GROUP=f"g{unique}",
-        DRIFTLINE_WORKER_ID=f"w{unique}",
-        DRIFTLINE_KAFKA_OPTIONS=json.dumps({"session.timeout.ms": 6000}),
-        COLUMNS="300",
-    )
+def env(cli_env: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return cli_env(partitions=1, columns=300)
 
 
 def test_a_pipeline_that_is_not_deployed_is_a_one_line_error(cli: Cli, env: dict[str, str]) -> None:
