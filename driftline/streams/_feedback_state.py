@@ -5,6 +5,12 @@ at all; it is refused when an offset of the batch is already applied (the offset
 the monitor's windows, DESIGN §6) and reported as a conflict when a record it rewrites
 changed since it was read. Redis keys share the pipeline's hash tag, so one script call
 (``feedback_apply.lua``) applies a micro-batch atomically.
+
+Revision numbers are claimed, not derived from what was confirmed: :meth:`JoinState.claim`
+binds ``(window end, revision)`` to one digest for good (``feedback_claim.lua``) and keeps the
+claimed body until :meth:`JoinState.confirm` says it was published; every closer publishes
+every body still unpublished. Bucket versions (changes applied per bucket, only growing) let
+a claim refuse a window computed from buckets that changed since they were read.
 """
 
 from __future__ import annotations
@@ -27,11 +33,17 @@ __all__ = [
     "LOST",
     "REFUSED",
     "Change",
+    "Claim",
     "JoinState",
     "Marks",
     "MemoryJoinState",
     "RedisJoinState",
+    "decode_record",
+    "encode_record",
     "record_key",
+    "rounded",
+    "stack_entries",
+    "stack_weights",
 ]
 
 APPLIED, REFUSED, CONFLICT, LOST = 1, 0, 2, -1
@@ -52,9 +64,23 @@ class Change:
 
 @dataclass
 class Marks:
+    """What confirms recorded: the last closed window end and the alerts' states."""
+
     closed: int | None
-    revisions: dict[int, tuple[int, str]]
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A window a closer computed: ``body`` (JSON) has ``digest``, from buckets in
+    ``[lo, hi)`` whose versions summed to ``versions`` when read."""
+
+    end: int
+    digest: str
+    body: str
+    lo: int
+    hi: int
+    versions: int
 
 
 class JoinState(Protocol):
@@ -69,7 +95,9 @@ class JoinState(Protocol):
     ) -> tuple[NDArray[np.int64], NDArray[np.float64]]: ...
     def first_bucket(self) -> int | None: ...
     def dirty(self) -> dict[int, int]: ...
+    def versions(self) -> dict[int, int]: ...
     def marks(self) -> Marks: ...
+    def claim(self, windows: Sequence[Claim]) -> tuple[set[int], list[tuple[int, int, str]]]: ...
     def pending_before(self, cutoff: int) -> list[tuple[str, str]]: ...
     def confirm(self, doc: dict[str, Any]) -> None: ...
     def counters(self) -> dict[str, int]: ...
@@ -101,7 +129,9 @@ class MemoryJoinState:
         self._dirty: dict[int, int] = {}
         self._pending: dict[str, int] = {}
         self._closed: int | None = None
-        self._revisions: dict[int, tuple[int, str]] = {}
+        self._revisions: dict[int, tuple[int, str]] = {}  # last claimed, per window end
+        self._unpublished: dict[tuple[int, int], str] = {}
+        self._versions: dict[int, int] = {}
         self._alerts: dict[str, dict[str, Any]] = {}
         self._counters: dict[str, int] = defaultdict(int)
 
@@ -130,6 +160,7 @@ class MemoryJoinState:
             for i, v in inc.items():
                 b[i] = b.get(i, 0.0) + v
             self._dirty[start] = self._dirty.get(start, 0) + 1
+            self._versions[start] = self._versions.get(start, 0) + 1
         self._pending.update(change.pending_add)
         for m in change.pending_remove:
             self._pending.pop(m, None)
@@ -155,8 +186,25 @@ class MemoryJoinState:
     def dirty(self) -> dict[int, int]:
         return dict(self._dirty)
 
+    def versions(self) -> dict[int, int]:
+        return dict(self._versions)
+
     def marks(self) -> Marks:
-        return Marks(self._closed, dict(self._revisions), dict(self._alerts))
+        return Marks(self._closed, dict(self._alerts))
+
+    def claim(self, windows: Sequence[Claim]) -> tuple[set[int], list[tuple[int, int, str]]]:
+        """The rules of ``feedback_claim.lua``."""
+        stale: set[int] = set()
+        for w in windows:
+            now = sum(v for s, v in self._versions.items() if w.lo <= s < w.hi)
+            if now != w.versions:
+                stale.add(w.end)
+                continue
+            rev, digest = self._revisions.get(w.end, (-1, None))
+            if digest != w.digest:
+                self._revisions[w.end] = (rev + 1, w.digest)
+                self._unpublished[(w.end, rev + 1)] = w.body
+        return stale, [(e, r, b) for (e, r), b in sorted(self._unpublished.items())]
 
     def pending_before(self, cutoff: int) -> list[tuple[str, str]]:
         out = []
@@ -170,9 +218,8 @@ class MemoryJoinState:
         closed = doc.get("closed")
         if closed is not None and (self._closed is None or self._closed < int(closed)):
             self._closed = int(closed)
-        for end, rev, digest in doc["r"]:
-            if self._revisions.get(int(end), (-1, ""))[0] < int(rev):
-                self._revisions[int(end)] = (int(rev), digest)
+        for end, rev in doc["r"]:
+            self._unpublished.pop((int(end), int(rev)), None)
         self._alerts.update(doc.get("alerts") or {})
         for start, n in doc["clean"]:
             left = self._dirty.get(int(start), 0) - int(n)
@@ -185,6 +232,7 @@ class MemoryJoinState:
             for s in [s for s in self._buckets if s < int(cut)]:
                 del self._buckets[s]
                 self._dirty.pop(s, None)
+                self._versions.pop(s, None)
             for e in [e for e in self._revisions if e < int(cut)]:
                 del self._revisions[e]
         for m in doc["gone"]:
@@ -225,6 +273,7 @@ class RedisJoinState:
         self._record_prefix = self.key("k") + ":"
         self._apply = client.register_script(_script("feedback_apply.lua"))
         self._mark = client.register_script(_script("feedback_mark.lua"))
+        self._claim = client.register_script(_script("feedback_claim.lua"))
 
     def key(self, *parts: str | int) -> str:
         return self.base + ":" + ":".join(str(p) for p in parts)
@@ -250,6 +299,7 @@ class RedisJoinState:
             self.key("cnt"),
             self.key("dirty"),
             self.key("pend"),
+            self.key("ver"),
         ]
         records = []
         for k, (old, new) in change.records.items():
@@ -302,18 +352,33 @@ class RedisJoinState:
         raw = self.client.hgetall(self.key("dirty"))
         return {int(_s(k)): int(v) for k, v in raw.items()}
 
+    def versions(self) -> dict[int, int]:
+        raw = self.client.hgetall(self.key("ver"))
+        return {int(_s(k)): int(v) for k, v in raw.items()}
+
     def marks(self) -> Marks:
         raw = {_s(k): _s(v) for k, v in self.client.hgetall(self.key("marks")).items()}
-        revisions = {}
-        alerts = {}
-        for k, v in raw.items():
-            if k.startswith("r:"):
-                rev, _, digest = v.partition(":")
-                revisions[int(k[2:])] = (int(rev), digest)
-            elif k.startswith("a:"):
-                alerts[k[2:]] = orjson.loads(v)
+        alerts = {k[2:]: orjson.loads(v) for k, v in raw.items() if k.startswith("a:")}
         closed = raw.get("closed")
-        return Marks(None if closed is None else int(closed), revisions, alerts)
+        return Marks(None if closed is None else int(closed), alerts)
+
+    def claim(self, windows: Sequence[Claim]) -> tuple[set[int], list[tuple[int, int, str]]]:
+        """Claim revisions (``feedback_claim.lua``): ``(stale ends, every unpublished
+        (end, revision, body))``."""
+        doc = {
+            "w": [
+                [str(w.end), w.digest, w.body, str(w.lo), str(w.hi), str(w.versions)]
+                for w in windows
+            ]
+        }
+        stale, flat = self._claim(
+            keys=[self.key("marks"), self.key("unpub"), self.key("ver")], args=[orjson.dumps(doc)]
+        )
+        out = []
+        for i in range(0, len(flat), 2):
+            end, _, rev = _s(flat[i]).partition(":")
+            out.append((int(end), int(rev), _s(flat[i + 1])))
+        return {int(_s(e)) for e in stale}, sorted(out)
 
     def pending_before(self, cutoff: int) -> list[tuple[str, str]]:
         members = [_s(m) for m in self.client.zrangebyscore(self.key("pend"), "-inf", f"({cutoff}")]
@@ -331,10 +396,12 @@ class RedisJoinState:
             self.key("idx"),
             self.key("pend"),
             self.key("cnt"),
+            self.key("unpub"),
+            self.key("ver"),
         ]
         body = {
             "closed": None if doc.get("closed") is None else str(doc["closed"]),
-            "r": [[str(e), str(r), d] for e, r, d in doc["r"]],
+            "r": [[str(e), str(r)] for e, r in doc["r"]],
             "clean": [[str(s), int(n)] for s, n in doc["clean"]],
             "cut": None if doc.get("cut") is None else str(doc["cut"]),
             "gone": list(doc["gone"]),
@@ -357,3 +424,39 @@ class RedisJoinState:
 
 def _script(name: str) -> str:
     return resources.files("driftline.streams").joinpath(name).read_text(encoding="utf-8")
+
+
+# -- helpers of the join: records, rounding, sparse entries --------------------------------
+
+
+def decode_record(raw: str | None) -> list[Any]:
+    """``[prediction time, prediction, label, label time]``; ``None`` where absent."""
+    if not raw:
+        return [None, None, None, None]
+    rec = orjson.loads(raw)
+    return list(rec)
+
+
+def encode_record(rec: list[Any]) -> str:
+    return orjson.dumps(rec).decode()
+
+
+def rounded(x: Any) -> Any:
+    """Metrics with floats cut to 12 significant digits, so float noise is no revision."""
+    if isinstance(x, float):
+        return None if math.isnan(x) else float(f"{x:.12g}")
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    return x
+
+
+def stack_entries(idxs: list[NDArray[np.int64]]) -> NDArray[np.int64]:
+    width = max(i.shape[1] for i in idxs)
+    out = [np.pad(i, ((0, 0), (0, width - i.shape[1]))) for i in idxs]
+    return np.concatenate(out)
+
+
+def stack_weights(ws: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+    # padded entries get weight 0, so their (index 0) position adds nothing
+    width = max(w.shape[1] for w in ws)
+    return np.concatenate([np.pad(w, ((0, 0), (0, width - w.shape[1]))) for w in ws])

@@ -144,7 +144,11 @@ def cmd_feedback(kafka: KafkaSettings, name: str, file: str, rate: float | None 
 def read_performance(
     kafka: KafkaSettings, pipeline: str, timeout: float = 10.0
 ) -> list[dict[str, Any]]:
-    """Every ``driftline.performance`` event of a pipeline, in topic order per partition."""
+    """Every ``driftline.performance`` event of a pipeline, in topic order per partition.
+
+    An event identical to one read before is left out: a revision republished after a crash
+    or by a second monitor is the same bytes under the same (window, revision), one event.
+    """
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     topic = kafka.topic("performance")
@@ -172,6 +176,7 @@ def read_performance(
         todo = {p for p in parts if ends[p] > 0}
         c.assign([TopicPartition(topic, p, 0) for p in parts])
         out: list[dict[str, Any]] = []
+        seen: set[bytes] = set()
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
             for m in c.consume(5000, 0.5):
@@ -182,7 +187,10 @@ def read_performance(
                 except orjson.JSONDecodeError:
                     continue
                 if isinstance(e, dict) and e.get("pipeline") == pipeline:
-                    out.append(e)
+                    raw = orjson.dumps(e, option=orjson.OPT_SORT_KEYS)
+                    if raw not in seen:
+                        seen.add(raw)
+                        out.append(e)
             for tp in c.position([TopicPartition(topic, p) for p in list(todo)]):
                 if tp.offset >= ends[tp.partition]:
                     todo.discard(tp.partition)

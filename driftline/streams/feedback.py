@@ -9,11 +9,31 @@ the watermark is a horizon past it.
 
 Window statistics (:mod:`driftline.performance`) are kept per bucket of the *prediction's*
 event time, so a late label revises an old window. :meth:`PerformanceJoin.close` returns the
-``driftline.performance`` events of windows that closed (revision 0) and of closed windows
-whose statistics changed since their last publication (revision + 1), up to the horizon;
-:meth:`PerformanceJoin.confirm` records them after the caller has produced them (a crash in
-between publishes the same revision again: consumers keep the last event per window and
-revision).
+``driftline.performance`` events of windows that closed and of closed windows whose
+statistics changed since, up to the horizon; :meth:`PerformanceJoin.confirm` records them
+after the caller has produced them.
+
+Revisions: what is guaranteed, with any number of monitors closing one pipeline and crashes
+anywhere.
+
+* A revision number is bound to one content for good. ``close`` claims it in the state, in one
+  atomic step per batch of windows (``feedback_claim.lua``): when the window's last claimed
+  digest equals the one just computed there is nothing new; otherwise it claims revision
+  last + 1 (0 for the first) for this digest. No two events of one (window, revision) ever
+  differ; revisions of a window are numbered 0, 1, 2, ... without a gap.
+* A claim is refused for a window whose buckets changed after this closer read them (bucket
+  versions, which only grow): a window computed before a later label can never become a
+  higher revision than one that holds the label. The change left its bucket dirty, so the
+  next close computes the window afresh.
+* A claimed revision is published at least once. Its body stays in the state until a confirm
+  says it was produced; every ``close``, by any monitor, returns every revision still
+  unpublished. So a crash between claim and produce, or between produce and confirm, or a
+  second monitor closing meanwhile, publishes the same revision again as the same bytes
+  (body stored at claim time; the event is built only from it). Consumers keep one event per
+  (window, revision): ``driftline performance`` and replay's audit treat such identical
+  duplicates as one.
+* The latest revision of a window holds every label applied before the last close that saw
+  the window dirty; with no more labels it equals the offline computation.
 
 State lives behind :class:`JoinState`: :class:`MemoryJoinState` (tests, replay) and
 :class:`RedisJoinState`, whose keys share the pipeline's hash tag, one record key per pending
@@ -54,11 +74,17 @@ from driftline.streams._feedback_state import (
     LOST,
     REFUSED,
     Change,
+    Claim,
     JoinState,
     Marks,
     MemoryJoinState,
     RedisJoinState,
+    decode_record,
+    encode_record,
     record_key,
+    rounded,
+    stack_entries,
+    stack_weights,
 )
 from driftline.streams.windows import bucket_start, pipeline_watermark, window_ends, window_sums
 
@@ -139,27 +165,6 @@ class Labels:
 # -- the join ---------------------------------------------------------------------------------
 
 _FAR_PAST = -(2**62)
-
-
-def _decode_record(raw: str | None) -> list[Any]:
-    """``[prediction time, prediction, label, label time]``; ``None`` where absent."""
-    if not raw:
-        return [None, None, None, None]
-    rec = orjson.loads(raw)
-    return list(rec)
-
-
-def _encode_record(rec: list[Any]) -> str:
-    return orjson.dumps(rec).decode()
-
-
-def _rounded(x: Any) -> Any:
-    """Metrics with floats cut to 12 significant digits, so float noise is no revision."""
-    if isinstance(x, float):
-        return None if math.isnan(x) else float(f"{x:.12g}")
-    if isinstance(x, dict):
-        return {k: _rounded(v) for k, v in x.items()}
-    return x
 
 
 @dataclass
@@ -376,7 +381,7 @@ class PerformanceJoin:
             keys += [record_key(i, int(r)) for i, r in zip(labels.ids, labels.rows, strict=True)]
         unique = list(dict.fromkeys(keys))
         original = dict(zip(unique, self.state.read(unique), strict=True))
-        recs = {k: _decode_record(v) for k, v in original.items()}
+        recs = {k: decode_record(v) for k, v in original.items()}
         wm = self.watermark()
         too_old = _FAR_PAST if wm is None else wm - self.horizon_ms
         # sparse contributions, folded per bucket at the end
@@ -476,13 +481,15 @@ class PerformanceJoin:
             )
             add(np.array(pairs_t, dtype=np.int64), idx, w * np.array(pairs_s)[:, None])
         if buckets:
-            starts, stats = fold(np.concatenate(buckets), _stack(idxs), _stack_w(ws), self.size)
+            starts, stats = fold(
+                np.concatenate(buckets), stack_entries(idxs), stack_weights(ws), self.size
+            )
             for s, row_stats in zip(starts.tolist(), stats, strict=True):
                 nz = np.flatnonzero(row_stats)
                 if nz.size:
                     change.buckets[int(s)] = {int(i): float(row_stats[i]) for i in nz}
         for k, rec in recs.items():
-            new = None if all(v is None for v in rec) else _encode_record(rec)
+            new = None if all(v is None for v in rec) else encode_record(rec)
             if new != original[k]:
                 change.records[k] = (original[k], new)
         change.counters = {k: v for k, v in counters.items() if v}
@@ -496,10 +503,10 @@ class PerformanceJoin:
         whichever process applied them). Also returns the labels whose prediction did not
         arrive within the horizon (for ``<p>.unmatched``).
 
-        A process that starts calls it once before its first :meth:`apply`: if the previous
-        one died after producing a closing's events but before :meth:`confirm`, the same
-        revisions come out again with the same contents (nothing has changed the state since),
-        so a consumer keeping the last event per (window, revision) sees no difference.
+        It claims the revisions of what changed (see the module docstring) and returns every
+        revision claimed and not yet confirmed, by this process or another, so a process
+        that starts calls it once before its first :meth:`apply`: what a predecessor claimed
+        or produced but did not confirm comes out again, byte for byte.
         """
         if watermark is None:
             self._max = self.state.max_times()
@@ -507,8 +514,12 @@ class PerformanceJoin:
         doc: dict[str, Any] = {"closed": None, "r": [], "clean": [], "cut": None, "gone": []}
         if watermark is None:
             return Closing([], [], doc, None)
+        # Read in this order: a change applied after the dirty counts were read stays dirty
+        # for the next close, and one applied after the versions were read makes the claim
+        # refuse the windows it touches (their buckets may be read before or after it).
         marks = self.state.marks()
         dirty = self.state.dirty()
+        versions = self.state.versions()
         new_ends = window_ends(
             marks.closed, self.state.first_bucket(), watermark, self.interval_ms
         ).tolist()
@@ -520,7 +531,7 @@ class PerformanceJoin:
                     if floor < end <= marks.closed:
                         revise.add(end)
         ends = sorted(set(new_ends) | revise)
-        events: list[dict[str, Any]] = []
+        claims: list[Claim] = []
         if ends:
             starts, mat = self.state.buckets(ends[0] - self.width_ms, ends[-1], self.size)
             sums = window_sums(starts, mat, np.array(ends, dtype=np.int64), self.width_ms)
@@ -531,29 +542,24 @@ class PerformanceJoin:
                     if self.estimator is None
                     else self.estimator.metrics(vec[self.layout.size :])
                 )
-                body = _rounded({"metrics": metrics, "estimated": estimated})
+                body = rounded({"metrics": metrics, "estimated": estimated})
                 digest = hashlib.sha256(
                     orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
                 ).hexdigest()[:16]
-                prev = marks.revisions.get(end)
-                if prev is not None and prev[1] == digest:
-                    continue
-                revision = 0 if prev is None else prev[0] + 1
-                doc["r"].append((end, revision, digest))
-                events.append(
-                    {
-                        "pipeline": self.pipeline,
-                        "name": self.name,
-                        "window_start": end - self.width_ms,
-                        "window_end": end,
-                        "revision": revision,
-                        "predictions": metrics["predictions"],
-                        "labeled": metrics["labeled"],
-                        "metrics": body["metrics"],
-                        "estimated": body["estimated"],
-                        "spec": self.spec_version,
-                    }
+                lo = end - self.width_ms
+                claims.append(
+                    Claim(
+                        end,
+                        digest,
+                        orjson.dumps(dict(body, spec=self.spec_version)).decode(),
+                        lo,
+                        end,
+                        sum(v for b, v in versions.items() if lo <= b < end),
+                    )
                 )
+        _stale, unpublished = self.state.claim(claims)
+        events = [self._event(end, rev, body) for end, rev, body in unpublished]
+        doc["r"] = [(end, rev) for end, rev, _ in unpublished]
         if new_ends:
             doc["closed"] = int(new_ends[-1])
         doc["clean"] = sorted(dirty.items())
@@ -561,7 +567,7 @@ class PerformanceJoin:
         unmatched = []
         for member, raw in self.state.pending_before(floor):
             row, _, ident = member.partition(":")
-            rec = _decode_record(raw)
+            rec = decode_record(raw)
             if rec[0] is not None:  # joined meanwhile
                 continue
             doc["gone"].append(member)
@@ -584,6 +590,22 @@ class PerformanceJoin:
         if self.alerts:
             self._evaluate_alerts(closing, marks.alerts)
         return closing
+
+    def _event(self, end: int, revision: int, body: str) -> dict[str, Any]:
+        """The event of a claimed revision: the same bytes whoever builds it, and when."""
+        b = orjson.loads(body)
+        return {
+            "pipeline": self.pipeline,
+            "name": self.name,
+            "window_start": end - self.width_ms,
+            "window_end": end,
+            "revision": revision,
+            "predictions": b["metrics"]["predictions"],
+            "labeled": b["metrics"]["labeled"],
+            "metrics": b["metrics"],
+            "estimated": b["estimated"],
+            "spec": b["spec"],
+        }
 
     def _set_gauges(self, e: dict[str, Any]) -> None:
         PERF_REVISION.labels(self.pipeline, self.name).set(e["revision"])
@@ -665,15 +687,3 @@ _OPS = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
 }
-
-
-def _stack(idxs: list[NDArray[np.int64]]) -> NDArray[np.int64]:
-    width = max(i.shape[1] for i in idxs)
-    out = [np.pad(i, ((0, 0), (0, width - i.shape[1]))) for i in idxs]
-    return np.concatenate(out)
-
-
-def _stack_w(ws: list[NDArray[np.float64]]) -> NDArray[np.float64]:
-    # padded entries get weight 0, so their (index 0) position adds nothing
-    width = max(w.shape[1] for w in ws)
-    return np.concatenate([np.pad(w, ((0, 0), (0, width - w.shape[1]))) for w in ws])

@@ -6,7 +6,9 @@
 -- KEYS[4] counters hash  predictions, labels, joined, relabeled, ... -> count
 -- KEYS[5] dirty hash     bucket start -> changes since the last close
 -- KEYS[6] pending zset   "<row>:<id>" of labels waiting for their prediction -> label time
--- KEYS[7..] join records (doc.r) then bucket hashes (doc.b), addressed by index
+-- KEYS[7] versions hash  bucket start -> changes applied (only grows: feedback_claim.lua
+--                        refuses a window computed from buckets that changed since)
+-- KEYS[8..] join records (doc.r) then bucket hashes (doc.b), addressed by index
 -- ARGV[1] JSON {g: [[field, first, last, partition (-1: feedback), maxtime, prev]...],
 --               r: [[key index, expected ("" = absent), new ("" = delete)]...],
 --               b: [[key index, start, [field, value, ...]]...],
@@ -60,6 +62,7 @@ for _, b in ipairs(doc.b) do
   redis.call('EXPIRE', key, doc.ttl_b)
   redis.call('ZADD', KEYS[3], b[2], key)
   redis.call('HINCRBY', KEYS[5], b[2], 1)
+  redis.call('HINCRBY', KEYS[7], b[2], 1)
 end
 
 for _, p in ipairs(doc.pa) do

@@ -1,17 +1,21 @@
 -- Record published performance windows; marks only move forward.
 --
 -- KEYS[1] marks hash    "closed" -> last closed window end, "r:<end>" -> "<revision>:<digest>"
+--                       (the last claimed revision, feedback_claim.lua)
 -- KEYS[2] dirty hash    bucket start -> changes since the last close
 -- KEYS[3] bucket index  sorted set: bucket key -> bucket start
 -- KEYS[4] pending zset  labels waiting for their prediction
 -- KEYS[5] counters hash
--- ARGV[1] JSON {closed: end|nil, r: [[end, revision, digest]...], clean: [[start, n]...],
+-- KEYS[6] unpublished   hash "<end>:<revision>" -> body of claimed revisions not yet confirmed
+-- KEYS[7] versions hash bucket start -> changes applied
+-- ARGV[1] JSON {closed: end|nil, r: [[end, revision]...] (published), clean: [[start, n]...],
 --               cut: start|nil, gone: [member...], keyprefix: "<base>:k:",
 --               alerts: [[name, state JSON]...]}  (stored as "a:<name>" in the marks hash)
 --
--- Buckets starting before cut (older than every window still revisable) are deleted, with
--- their revision marks; pending labels in gone were published as unmatched and are dropped.
--- Returns the number of revisions recorded.
+-- Published revisions leave the unpublished hash. Buckets starting before cut (older than
+-- every window still revisable) are deleted, with their versions and revision marks; pending
+-- labels in gone were published as unmatched and are dropped.
+-- Returns the number of revisions recorded as published.
 local doc = cjson.decode(ARGV[1])
 if doc.closed then
   local cur = redis.call('HGET', KEYS[1], 'closed')
@@ -24,16 +28,7 @@ for _, a in ipairs(doc.alerts) do
 end
 local n = 0
 for _, r in ipairs(doc.r) do
-  local field = 'r:' .. r[1]
-  local cur = redis.call('HGET', KEYS[1], field)
-  local rev = -1
-  if cur then
-    rev = tonumber(string.match(cur, '^(-?%d+):'))
-  end
-  if rev < tonumber(r[2]) then
-    redis.call('HSET', KEYS[1], field, r[2] .. ':' .. r[3])
-    n = n + 1
-  end
+  n = n + redis.call('HDEL', KEYS[6], r[1] .. ':' .. r[2])
 end
 -- changes counted while the caller was closing stay dirty for the next close
 for _, c in ipairs(doc.clean) do
@@ -46,6 +41,7 @@ if doc.cut then
   for i = 1, #old, 2 do
     redis.call('DEL', old[i])
     redis.call('HDEL', KEYS[2], old[i + 1])
+    redis.call('HDEL', KEYS[7], old[i + 1])
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. doc.cut)
   local marks = redis.call('HKEYS', KEYS[1])

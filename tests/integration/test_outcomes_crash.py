@@ -1,7 +1,7 @@
 """``driftline monitor`` SIGKILLed five times while it joins labels to predictions: the final
 revision of every window equals the offline answer (scikit-learn), no (window, revision) was
-published with two different contents, and replay's audit finds no difference. Also, as a
-known failure: two monitors closing one pipeline's windows can number a revision twice."""
+published with two different contents, and replay's audit finds no difference. Also: two
+monitors closing one pipeline's windows never number two contents alike."""
 
 from __future__ import annotations
 
@@ -186,14 +186,6 @@ def _labels(part: int, ident: str, y: float) -> Labels:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PerformanceJoin.close numbers a revision from the confirmed marks, and "
-    "feedback_mark.lua keeps the first confirm of a (window, revision): two monitors of one "
-    "group that both tick the pipeline's performance (each owns some partitions) publish the "
-    "same (window, revision) with different contents when one applies labels between the "
-    "other's close and confirm",
-)
 def test_two_monitors_closing_one_pipeline_never_publish_a_revision_twice(
     redis_client: Any, redis_prefix: str
 ) -> None:
@@ -210,7 +202,44 @@ def test_two_monitors_closing_one_pipeline_never_publish_a_revision_twice(
     from_b = b.close()
     a.confirm(from_a)
     b.confirm(from_b)
-    contents: dict[tuple[int, int], set[int]] = {}
-    for e in first.events + from_a.events + from_b.events:
-        contents.setdefault((e["window_end"], e["revision"]), set()).add(e["labeled"])
+    events = first.events + from_a.events + from_b.events
+    contents: dict[tuple[int, int], set[bytes]] = {}
+    for e in events:
+        contents.setdefault((e["window_end"], e["revision"]), set()).add(orjson.dumps(e))
     assert all(len(c) == 1 for c in contents.values()), contents
+    # b republished a's revision 1 (claimed, not yet confirmed) and numbered its own 2
+    assert sorted(contents) == [(MINUTE, 0), (MINUTE, 1), (MINUTE, 2)]
+    (last,) = [e for e in events if e["revision"] == 2]
+    assert last["labeled"] == 2
+    assert a.close().events == [] and b.close().events == []
+
+
+def test_a_closer_never_claims_a_window_computed_before_a_later_change(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    """b reads the buckets, then a applies a label and publishes, then b claims: b's window,
+    computed before a's label, must not become the latest revision."""
+    a, b = _join(redis_client, redis_prefix), _join(redis_client, redis_prefix)
+    a.apply(_preds(0, [("r0", 1000, 0.9), ("c0", MINUTE + 10, 0.1)]), None)
+    b.apply(_preds(1, [("r2", 3000, 0.8), ("c1", MINUTE + 10, 0.1)]), None)
+    a.confirm(a.close())
+    state = b.state
+    real_claim = state.claim
+    from_a = []
+
+    def claim_after_a(windows: Any) -> Any:
+        a.apply(None, _labels(0, "r0", 1.0))
+        closing = a.close()
+        a.confirm(closing)
+        from_a.extend(closing.events)
+        return real_claim(windows)
+
+    b.apply(None, _labels(1, "r2", 0.0))
+    state.claim = claim_after_a  # type: ignore[method-assign]
+    stale = b.close()
+    state.claim = real_claim  # type: ignore[method-assign]
+    b.confirm(stale)
+    assert [(e["revision"], e["labeled"]) for e in from_a] == [(1, 2)]
+    # without the version check b would number its window of one label revision 2
+    assert stale.events == []
+    assert b.close().events == [] and a.close().events == []

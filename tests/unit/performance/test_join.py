@@ -185,3 +185,47 @@ def test_a_restart_before_confirm_publishes_the_same_revisions_again() -> None:
     assert recovered.events == lost.events
     again.confirm(recovered)
     assert again.close().events == []
+
+
+def test_a_claimed_revision_lost_before_produce_goes_out_with_the_next_one() -> None:
+    stream = Stream(5, n=200)
+    state = MemoryJoinState()
+    join = make_join(state)
+    preds, labels = stream.prediction_batches(200), stream.label_batches(60)
+    join.apply(next(preds), next(labels))
+    lost = join.close()  # claimed, then the process died before producing
+    assert lost.events and {e["revision"] for e in lost.events} == {0}
+    again = make_join(state)
+    again.apply(None, next(labels))
+    recovered = again.close()
+    old = [e for e in recovered.events if e["revision"] == 0]
+    assert old == lost.events  # the same bytes under the same numbers
+    revised = [e for e in recovered.events if e["revision"] == 1]
+    assert revised and {e["window_end"] for e in revised} <= {e["window_end"] for e in old}
+    again.confirm(recovered)
+    assert again.close().events == []
+
+
+def test_a_stale_window_claims_nothing_and_is_computed_again() -> None:
+    stream = Stream(6, n=200)
+    state = MemoryJoinState()
+    a, b = make_join(state), make_join(state)
+    preds, labels = stream.prediction_batches(200), stream.label_batches(60)
+    a.apply(next(preds), None)
+    a.confirm(a.close())
+    real = state.claim
+
+    def late_label_then_claim(windows: Any) -> Any:
+        b.apply(None, next(labels))  # between a's read of the buckets and its claim
+        return real(windows)
+
+    a.apply(None, next(labels))
+    state.claim = late_label_then_claim  # type: ignore[method-assign]
+    stale = a.close()
+    state.claim = real  # type: ignore[method-assign]
+    a.confirm(stale)
+    assert stale.events == []
+    fresh = a.close()
+    a.confirm(fresh)
+    assert fresh.events and {e["revision"] for e in fresh.events} == {1}
+    assert fresh.events == sorted(fresh.events, key=lambda e: e["window_end"])
