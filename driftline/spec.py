@@ -157,7 +157,9 @@ class PerformanceSpec:
     ``prediction`` holds one expression (binary score, regression value, multiclass class
     index) or one per class (multiclass probabilities). ``calibrators`` are the CBPE
     calibrators fitted on the reference (one for binary, one per class for multiclass; empty:
-    the scores are taken as calibrated).
+    the scores are taken as calibrated). ``label_index`` says which element of a list label
+    (``"label": [0, 1, 0]``, a multi-output model's labels) this entry judges; without it a
+    list label is dead-lettered, and with it a single label is.
     """
 
     name: str
@@ -173,10 +175,13 @@ class PerformanceSpec:
     reference: dict[str, Any] | None = None
     calibrators: tuple[dict[str, list[float]], ...] = ()
     alerts: dict[str, PerformanceAlertSpec] = field(default_factory=dict)
+    label_index: int | None = None
 
     def to_canonical(self) -> dict[str, Any]:
         """JSON form inside the pipeline's canonical spec."""
-        return {
+        # label_index only when set: specs without it keep their version and join state
+        extra = {} if self.label_index is None else {"label_index": self.label_index}
+        return extra | {
             "task": self.task,
             "prediction": [to_json(e) for e in self.prediction],
             "window": {"width_ms": self.window_width_ms, "interval_ms": self.window_interval_ms},
@@ -638,6 +643,8 @@ def _performance_from_canonical(data: Mapping[str, Any]) -> dict[str, Any]:
             doc["estimate"] = p["estimate"]
         if p["reference"] is not None:
             doc["reference"] = {**p["reference"], "calibrators": p["calibrators"]}
+        if p.get("label_index") is not None:
+            doc["label_index"] = p["label_index"]
         out[name] = doc
     return out
 
@@ -1199,6 +1206,7 @@ class _Compiler:
                 "estimate",
                 "reference",
                 "alerts",
+                "label_index",
             },
             {"task", "prediction", "window"},
         )
@@ -1255,6 +1263,15 @@ class _Compiler:
                 "cbpe needs class probabilities: give prediction as a list of one expression "
                 "per class",
             )
+        label_index = value.get("label_index")
+        if label_index is not None and (
+            isinstance(label_index, bool) or not isinstance(label_index, int) or label_index < 0
+        ):
+            raise SpecError(
+                f"{where}.label_index",
+                f"expected an integer >= 0 (which element of a list label this entry judges), "
+                f"got {label_index!r}",
+            )
         reference, calibrators = self.performance_reference(
             f"{where}.reference", value.get("reference"), estimate, task, len(classes)
         )
@@ -1285,6 +1302,7 @@ class _Compiler:
             reference=reference,
             calibrators=calibrators,
             alerts=alerts,
+            label_index=label_index,
         )
 
     @staticmethod
@@ -1742,11 +1760,13 @@ class PipelineBuilder:
         reference: Mapping[str, Any] | None = None,
         alerts: Mapping[str, Mapping[str, Any] | str] | None = None,
         bins: int | None = None,
+        label_index: int | None = None,
     ) -> PipelineBuilder:
         """Track realized (and, with ``estimate="cbpe"``, estimated) model performance.
 
         Arguments mirror the YAML ``performance:`` entry; ``alerts`` maps names to
-        ``{"when": "accuracy < 0.9", "min_labeled": 200, "notify": [...]}``.
+        ``{"when": "accuracy < 0.9", "min_labeled": 200, "notify": [...]}``; ``label_index``
+        picks the element of list labels (multi-output models) this entry judges.
         """
         self._unique("performance", self._performance, name)
         pred: Any = prediction
@@ -1777,6 +1797,8 @@ class PipelineBuilder:
             }
         if bins is not None:
             doc["bins"] = bins
+        if label_index is not None:
+            doc["label_index"] = label_index
         self._performance[name] = doc
         return self
 

@@ -72,12 +72,19 @@ def _is_int(x: Any) -> bool:
 
 
 def parse_feedback(
-    value: bytes | str | None, timestamp: int, classes: Sequence[str] = ()
+    value: bytes | str | None,
+    timestamp: int,
+    classes: Sequence[str] = (),
+    label_index: int | None = None,
+    entry: str = "",
 ) -> tuple[str, int, float, int]:
     """``(id, row, label, time)`` of one feedback event, or ``ValueError("<reason>: <detail>")``.
 
     ``label`` is a number, true/false, or a class name of ``classes``; ``row`` defaults to
-    0 and ``time`` to the record's timestamp.
+    0 and ``time`` to the record's timestamp. A performance entry with ``label_index: k``
+    (``entry`` names it in the reasons) judges element ``k`` of a list label — the labels of
+    a multi-output model, one per output — and refuses a single label; one without it
+    refuses list labels, since its ``prediction`` addresses one output value.
 
     >>> parse_feedback(b'{"id": "r-1", "label": 1}', 1000)
     ('r-1', 0, 1.0, 1000)
@@ -87,6 +94,13 @@ def parse_feedback(
     Traceback (most recent call last):
     ...
     ValueError: bad_label: missing "label": send {"id": ..., "label": ...}
+    >>> parse_feedback(b'{"id": "r-1", "label": [0, 1, 0]}', 0, label_index=1)
+    ('r-1', 0, 1.0, 0)
+    >>> parse_feedback(b'{"id": "r-1", "label": [0, 1, 0]}', 0, entry="quality")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad_label: label [0, 1, 0] is a list; set label_index in performance entry
+    'quality' to the element it judges (label_index: 0 for the first output), or send ...
     """
     try:
         doc = orjson.loads(value or b"")
@@ -102,7 +116,7 @@ def parse_feedback(
         raise ValueError(f'bad_row: "row" must be an integer >= 0, got {row!r}')
     if "label" not in doc or doc["label"] is None:
         raise ValueError('bad_label: missing "label": send {"id": ..., "label": ...}')
-    label = doc["label"]
+    label = _pick(doc["label"], label_index, entry)
     if isinstance(label, bool):
         y = float(label)
     elif isinstance(label, int | float):
@@ -115,25 +129,61 @@ def parse_feedback(
         known = f"; classes: {list(classes)}" if classes else ""
         raise ValueError(f"bad_label: label {label!r} is not a number or class name{known}")
     else:
-        raise ValueError(
-            f"bad_label: label {label!r} is not a number or class name (one label per row; "
-            "send each output's label as its own row)"
-        )
+        raise ValueError(f"bad_label: label {label!r} is not a number or class name")
     t = doc.get("time", timestamp)
     if not _is_int(t) or t < 0:
         raise ValueError(f'bad_time: "time" must be epoch milliseconds, got {t!r}')
     return str(ident), int(row), y, int(t)
 
 
+def _pick(label: Any, index: int | None, entry: str) -> Any:
+    """The label an entry judges: ``label`` itself, or its element ``index``."""
+    where = f"performance entry {entry!r}" if entry else "the performance entry"
+    if isinstance(label, list):
+        if index is None:
+            raise ValueError(
+                f"bad_label: label {_short(label)} is a list; set label_index in {where} to "
+                "the element it judges (label_index: 0 for the first output), or send one "
+                "label per row"
+            )
+        if index >= len(label):
+            raise ValueError(
+                f"bad_label: label {_short(label)} has {len(label)} elements, but {where} "
+                f"judges element {index} (label_index: {index}); send {index + 1} or more, "
+                "or fix label_index"
+            )
+        if isinstance(label[index], list | dict) or label[index] is None:
+            raise ValueError(
+                f"bad_label: element {index} of label {_short(label)} is "
+                f"{label[index]!r}; send a flat list of numbers or class names"
+            )
+        return label[index]
+    if index is not None:
+        raise ValueError(
+            f"bad_label: label {_short(label)} is one value, but {where} judges element "
+            f"{index} of a list label (label_index: {index}); send the list of every "
+            "output's label"
+        )
+    return label
+
+
+def _short(x: Any) -> str:
+    text = orjson.dumps(x).decode().replace(",", ", ")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def feedback_labels(
-    records: Sequence[Record], classes: Sequence[str] = ()
+    records: Sequence[Record],
+    classes: Sequence[str] = (),
+    label_index: int | None = None,
+    entry: str = "",
 ) -> tuple[Labels | None, list[DeadLetter]]:
     """Labels of a batch of feedback records (one topic), and the ones to dead-letter."""
     good: list[tuple[Record, tuple[str, int, float, int]]] = []
     dead: list[DeadLetter] = []
     for r in records:
         try:
-            good.append((r, parse_feedback(r.value, r.timestamp, classes)))
+            good.append((r, parse_feedback(r.value, r.timestamp, classes, label_index, entry)))
         except ValueError as exc:
             reason, _, detail = str(exc).partition(": ")
             dead.append(DeadLetter(r, reason, detail))
@@ -277,7 +327,7 @@ class PipelinePerformance:
         for name, join in self.joins.items():
             p = self.spec.performance[name]
             preds, _ = result_predictions(results, p.prediction, self.spec.tensor_names())
-            labels, dead = feedback_labels(feedback, p.classes)
+            labels, dead = feedback_labels(feedback, p.classes, p.label_index, name)
             if labels is not None:
                 accepted.update(
                     zip(labels.partitions.tolist(), labels.offsets.tolist(), strict=True)

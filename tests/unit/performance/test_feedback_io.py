@@ -34,7 +34,7 @@ def rec(value: object, offset: int = 0, partition: int = 0, raw: bytes | None = 
         ({"id": "a", "row": 1.5, "label": 1}, "bad_row", ">= 0"),
         ({"id": "a"}, "bad_label", "missing"),
         ({"id": "a", "label": "cow"}, "bad_label", "classes: ['cat', 'dog']"),
-        ({"id": "a", "label": [1, 0]}, "bad_label", "one label per row"),
+        ({"id": "a", "label": [1, 0]}, "bad_label", "set label_index in the performance entry"),
         ({"id": "a", "label": 1, "time": "noon"}, "bad_time", "epoch milliseconds"),
     ],
 )
@@ -94,3 +94,44 @@ def test_predictions_from_results_evaluate_the_spec_expressions() -> None:
     probs, _ = result_predictions(records[:2], [parse("m.outputs[1][0]"), parse("m.outputs[1][1]")])
     assert probs is not None and probs.values.shape == (2, 2)
     assert result_predictions([records[4]], [parse("m.outputs[0][0]")]) == (None, 1)
+
+
+@pytest.mark.parametrize(
+    ("label", "index", "words"),
+    [
+        ([0, 1], None, "is a list; set label_index in performance entry 'quality'"),
+        ([0, 1], 2, "has 2 elements, but performance entry 'quality' judges element 2"),
+        (1, 0, "is one value, but performance entry 'quality' judges element 0"),
+        ([[0, 1]], 0, "element 0 of label [[0, 1]] is [0, 1]; send a flat list"),
+        ([0, None], 1, "element 1 of label [0, null] is None"),
+        ([0, "cow"], 1, "label 'cow' is not a number or class name; classes: ['cat', 'dog']"),
+    ],
+)
+def test_list_labels_need_the_entry_label_index(
+    label: object, index: int | None, words: str
+) -> None:
+    raw = orjson.dumps({"id": "a", "label": label})
+    with pytest.raises(ValueError) as err:
+        parse_feedback(raw, 0, ("cat", "dog"), index, "quality")
+    code, _, detail = str(err.value).partition(": ")
+    assert code == "bad_label" and words in detail, detail
+
+
+def test_label_index_picks_one_element_of_a_multi_output_label() -> None:
+    records = [
+        rec({"id": "a", "label": [0, 1, 0]}, 0),
+        rec({"id": "b", "label": [True, False, 1.5]}, 1),
+        rec({"id": "c", "label": ["cat", "dog", "cat"]}, 2),
+        rec({"id": "d", "label": 1}, 3),  # one value: not what this entry judges
+    ]
+    picked = {}
+    for k in range(3):
+        labels, dead = feedback_labels(records, ("cat", "dog"), k, "quality")
+        assert labels is not None and [(d.record.offset, d.reason) for d in dead] == [
+            (3, "bad_label")
+        ]
+        picked[k] = labels.labels.tolist()
+    assert picked == {0: [0.0, 1.0, 0.0], 1: [1.0, 0.0, 1.0], 2: [0.0, 1.5, 0.0]}
+    # an entry without label_index takes the single label and dead-letters the lists
+    labels, dead = feedback_labels(records, ("cat", "dog"))
+    assert labels is not None and labels.ids == ["d"] and len(dead) == 3

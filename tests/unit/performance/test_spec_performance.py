@@ -129,6 +129,9 @@ def test_multiclass_and_regression() -> None:
         ({"horizon": "5m"}, "performance.quality.horizon", "shorter than the window"),
         ({"estimate": "dle"}, "performance.quality.estimate", "use cbpe"),
         ({"bins": 0}, "performance.quality.bins", "from 1 to 10000"),
+        ({"label_index": -1}, "performance.quality.label_index", "integer >= 0"),
+        ({"label_index": "first"}, "performance.quality.label_index", "which element"),
+        ({"label_index": True}, "performance.quality.label_index", "integer >= 0"),
         ({"classes": 3}, "performance.quality.classes", "only multiclass"),
         ({"colour": 1}, "performance.quality.colour", "unknown field"),
         (
@@ -214,3 +217,22 @@ def test_builder_add_performance_compiles_like_yaml() -> None:
     assert built == spec_from_dict(yaml_doc, EXAMPLE).performance["quality"]
     with pytest.raises(SpecError, match="duplicate name"):
         b.add_performance("quality", "binary", m.outputs[0][0])
+
+
+def test_label_index_is_kept_and_leaves_specs_without_it_unchanged() -> None:
+    plain = spec_from_dict(doc(), EXAMPLE)
+    assert "label_index" not in plain.to_canonical()["performance"]["quality"]
+    assert plain.performance["quality"].label_index is None
+    q = copy.deepcopy(QUALITY)
+    q["label_index"] = 2
+    spec = spec_from_dict(doc(quality=q), EXAMPLE)
+    assert spec.performance["quality"].label_index == 2
+    assert spec.to_canonical()["performance"]["quality"]["label_index"] == 2
+    again = spec_from_canonical(orjson.loads(spec.canonical_json()))
+    assert again.performance == spec.performance and again.version == spec.version
+    assert spec.version != plain.version
+    m = ModelRef("ccfraud")
+    b = PipelineBuilder("fraud", base_dir=EXAMPLE)
+    b.add_model_step(type("M", (), {"name": "ccfraud", "path": EXAMPLE / "models/ccfraud.onnx"}))
+    b.add_performance("quality", "binary", m.outputs[0][0], label_index=2)
+    assert b.build().performance["quality"].label_index == 2
