@@ -126,3 +126,60 @@ def check_window(event: dict[str, Any], want: dict[str, Any]) -> None:
     assert (event["predictions"], event["labeled"]) == (want["predictions"], want["labeled"])
     for metric, value in want["metrics"].items():
         assert event["metrics"][metric] == pytest.approx(value, abs=1e-9), (metric, event)
+
+
+@dataclass
+class Round:
+    """What one round of a run sends: ``labels`` interleaved with ``results``, then ``tail``."""
+
+    results: list[tuple[int, int, bytes]]
+    labels: list[tuple[bytes, bytes]]
+    tail: list[tuple[bytes, bytes]]
+
+
+@dataclass
+class Schedule:
+    """``data``'s results in time order over rounds, its late labels spread over them.
+
+    ``after_closed``: labels sent in a round after the one whose predictions close their
+    prediction's window (or after the last window's closers); ``before_prediction``: labels
+    sent before their prediction (the early ones and late ones sent in an earlier round).
+    """
+
+    rounds: list[Round]
+    labels: int
+    after_closed: int
+    before_prediction: int
+
+
+def schedule(data: Outcomes, rounds: int, after_closed: float, seed: int) -> Schedule:
+    """Spread ``data.late`` over ``rounds`` rounds of ``data.results``: a share
+    ``after_closed`` of the ids go to a round after their window closed, the others to any
+    round (some before their prediction). The labels of one id go together, in order."""
+    rng = np.random.default_rng(seed)
+    n = len(data.results)
+    cut = [n * k // rounds for k in range(rounds + 1)]
+    round_of = np.searchsorted(np.array(cut[1:]), np.arange(n), side="right")
+    times = np.array([ts for _, ts, _ in data.results], dtype=np.int64)
+    t0 = int(times.min()) // MINUTE * MINUTE
+    out = [Round(data.results[cut[k] : cut[k + 1]], [], []) for k in range(rounds)]
+    by_id: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for key, value in data.late:
+        by_id.setdefault(key, []).append((key, value))
+    after = before = 0
+    for key, labels in by_id.items():
+        i = int(key.decode()[1:])
+        end = t0 + ((int(times[i]) - t0) // MINUTE + 1) * MINUTE
+        closing = int(round_of[int(np.searchsorted(times, end, side="left"))])
+        if rng.uniform() < after_closed:
+            if closing + 1 < rounds:
+                out[int(rng.integers(closing + 1, rounds))].labels.extend(labels)
+            else:
+                out[-1].tail.extend(labels)
+            after += len(labels)
+        else:
+            k = int(rng.integers(0, rounds))
+            out[k].labels.extend(labels)
+            before += len(labels) if k < round_of[i] else 0
+    total = len(data.early) + len(data.late)
+    return Schedule(out, total, after, before + len(data.early))
