@@ -195,8 +195,10 @@ class MemoryJoinState:
     def claim(self, windows: Sequence[Claim]) -> tuple[set[int], list[tuple[int, int, str]]]:
         """The rules of ``feedback_claim.lua``."""
         stale: set[int] = set()
+        starts = np.array(sorted(self._versions), dtype=np.int64)
+        cum = np.concatenate([[0], np.cumsum([self._versions[s] for s in starts.tolist()])])
         for w in windows:
-            now = sum(v for s, v in self._versions.items() if w.lo <= s < w.hi)
+            now = int(cum[np.searchsorted(starts, w.hi)] - cum[np.searchsorted(starts, w.lo)])
             if now != w.versions:
                 stale.add(w.end)
                 continue

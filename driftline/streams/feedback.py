@@ -532,6 +532,10 @@ class PerformanceJoin:
                         revise.add(end)
         ends = sorted(set(new_ends) | revise)
         claims: list[Claim] = []
+        vstarts = np.array(sorted(versions), dtype=np.int64)
+        cum = np.concatenate([[0], np.cumsum([versions[b] for b in vstarts.tolist()])]).astype(
+            np.int64
+        )
         if ends:
             starts, mat = self.state.buckets(ends[0] - self.width_ms, ends[-1], self.size)
             sums = window_sums(starts, mat, np.array(ends, dtype=np.int64), self.width_ms)
@@ -554,7 +558,7 @@ class PerformanceJoin:
                         orjson.dumps(dict(body, spec=self.spec_version)).decode(),
                         lo,
                         end,
-                        sum(v for b, v in versions.items() if lo <= b < end),
+                        int(cum[np.searchsorted(vstarts, end)] - cum[np.searchsorted(vstarts, lo)]),
                     )
                 )
         _stale, unpublished = self.state.claim(claims)

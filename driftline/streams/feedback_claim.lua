@@ -16,17 +16,32 @@
 -- or another monitor between its claim and its confirm), so no claimed revision is lost and
 -- a republished one is byte for byte the same event.
 local doc = cjson.decode(ARGV[1])
-local ver = redis.call('HGETALL', KEYS[3])
+-- bucket starts in order with running sums, so each window's sum is two binary searches
+local flat = redis.call('HGETALL', KEYS[3])
+local starts = {}
+local version = {}
+for i = 1, #flat, 2 do
+  local s = tonumber(flat[i])
+  table.insert(starts, s)
+  version[s] = tonumber(flat[i + 1])
+end
+table.sort(starts)
+local cum = {[0] = 0}
+for i, s in ipairs(starts) do
+  cum[i] = cum[i - 1] + version[s]
+end
+-- the running sum of the versions of buckets starting before x
+local function before(x)
+  local lo, hi = 1, #starts + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if starts[mid] < x then lo = mid + 1 else hi = mid end
+  end
+  return cum[lo - 1]
+end
 local stale = {}
 for _, w in ipairs(doc.w) do
-  local lo, hi = tonumber(w[4]), tonumber(w[5])
-  local sum = 0
-  for i = 1, #ver, 2 do
-    local s = tonumber(ver[i])
-    if s >= lo and s < hi then
-      sum = sum + tonumber(ver[i + 1])
-    end
-  end
+  local sum = before(tonumber(w[5])) - before(tonumber(w[4]))
   if sum ~= tonumber(w[6]) then
     table.insert(stale, w[1])
   else
