@@ -25,7 +25,16 @@ from driftline.streams._outcomes_cli import latest_revisions, read_performance
 from driftline.streams.feedback import Labels, PerformanceJoin, Predictions, RedisJoinState
 from driftline.streams.replay import audit, replay
 
-from ._outcomes_data import EXAMPLE, MINUTE, check_window, outcomes, schedule, spec_dict
+from ._outcomes_data import (
+    EXAMPLE,
+    MINUTE,
+    Outcomes,
+    Schedule,
+    check_window,
+    outcomes,
+    schedule,
+    spec_dict,
+)
 from ._stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -36,21 +45,21 @@ PARTITIONS = 3
 KILLS = 5
 
 
+Row = tuple[str, bytes, bytes | None, int, int]  # topic, value, key, partition (-1: by key), ts
+
+
 def _pairs(events: list[dict[str, Any]]) -> set[tuple[int, int]]:
     return {(int(e["window_end"]), int(e["revision"])) for e in events}
 
 
-@pytest.mark.timeout(600)
-def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_revision(
-    topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
-) -> None:
-    """The issue's run: 20,000 predictions, labels shuffled, over 30 % of them sent after
-    their window closed, some before their prediction, some twice, some never; a real
-    ``driftline monitor`` SIGKILLed five times while rounds of it go out."""
+def _deployed(
+    name: str, topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
+) -> tuple[Settings, Any, dict[str, str]]:
+    """The pipeline deployed, and the environment its monitors run in."""
     settings = Settings(
         model_store=tmp_path / "store", kafka=KafkaSettings(topic_prefix=topic_prefix)
     )
-    spec = spec_from_dict(spec_dict("crashy", PARTITIONS), EXAMPLE)
+    spec = spec_from_dict(spec_dict(name, PARTITIONS), EXAMPLE)
     Client(settings).deploy(spec)
     env = dict(
         os.environ,
@@ -61,6 +70,67 @@ def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_
         DRIFTLINE_MONITOR_DATADIR=str(tmp_path / "faust"),
     )
     env.pop("DRIFTLINE_METRICS_PORT", None)
+    return settings, spec, env
+
+
+def _round_parts(
+    plan: Schedule, data: Outcomes, i: int, results: str, feedback: str, parts: int
+) -> list[list[Row]]:
+    """Round ``i`` in ``parts`` parts: its predictions and labels interleaved evenly, each in
+    its own order (the early labels before round 0), then the round's tail of labels."""
+    r = plan.rounds[i]
+    preds: list[Row] = [(results, v, None, p, ts) for p, ts, v in r.results]
+    labels: list[Row] = [(feedback, v, key, -1, 0) for key, v in r.labels]
+    tagged = [(j / len(preds), 0, x) for j, x in enumerate(preds)]
+    tagged += [(j / len(labels), 1, x) for j, x in enumerate(labels)]
+    rows = [x for _, _, x in sorted(tagged, key=lambda x: (x[0], x[1]))]
+    if i == 0:
+        rows = [(feedback, v, key, -1, 0) for key, v in data.early] + rows
+    rows += [(feedback, v, key, -1, 0) for key, v in r.tail]
+    step = -(-len(rows) // parts)
+    return [rows[j : j + step] for j in range(0, len(rows), step)]
+
+
+def _send(producer: Producer, part: list[Row]) -> None:
+    for topic, value, key, partition, ts in part:
+        if partition < 0:
+            producer.produce(topic, value, key)  # keyed by id, as driftline feedback does
+        else:
+            producer.produce(topic, value, key, partition=partition, timestamp=ts)
+    assert producer.flush(30) == 0
+
+
+def _caught_up(k: KafkaSettings, name: str, data: Outcomes) -> list[dict[str, Any]] | None:
+    """The latest revision of every window once each holds all its labels."""
+    latest = latest_revisions(read_performance(k, name))
+    rows = [e for e in latest if e["window_end"] <= data.end]
+    got = [(e["window_start"], e["labeled"]) for e in rows]
+    want = [(w["window_start"], w["labeled"]) for w in data.expected]
+    return rows if got == want else None
+
+
+def _check_revisions(history: list[dict[str, Any]]) -> None:
+    """One content per (window, revision), and revisions 0..latest of each window."""
+    contents: dict[tuple[int, int], set[bytes]] = {}
+    for e in history:
+        body = {f: e[f] for f in ("predictions", "labeled", "metrics", "estimated")}
+        contents.setdefault((e["window_end"], e["revision"]), set()).add(
+            orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        )
+    assert {pair: len(c) for pair, c in contents.items() if len(c) > 1} == {}
+    latest = {e["window_end"]: e["revision"] for e in latest_revisions(history)}
+    for end, top in latest.items():
+        assert {r for w, r in contents if w == end} == set(range(top + 1)), end
+
+
+@pytest.mark.timeout(600)
+def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_revision(
+    topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
+) -> None:
+    """The issue's run: 20,000 predictions, labels shuffled, over 30 % of them sent after
+    their window closed, some before their prediction, some twice, some never; a real
+    ``driftline monitor`` SIGKILLed five times while rounds of it go out."""
+    settings, spec, env = _deployed("crashy", topic_prefix, redis_prefix, tmp_path, unique)
     t0 = (int(time.time() * 1000) - 60 * MINUTE) // MINUTE * MINUTE
     data = outcomes("crashy", N, t0, WINDOWS, PARTITIONS, seed=11)
     # Six rounds, each a slice of the predictions (in time order, so windows keep closing)
@@ -75,29 +145,11 @@ def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_
 
     # A round goes out in small parts, so a kill made while it is under way lands while the
     # monitor still has records of it to read and join.
-    parts_per_round = 20
+    def parts(i: int) -> list[list[Row]]:
+        return _round_parts(plan, data, i, results, feedback, 20)
 
-    def parts(i: int) -> list[list[tuple[str, bytes, bytes | None, int, int]]]:
-        r = plan.rounds[i]
-        preds = [(results, v, None, p, ts) for p, ts, v in r.results]
-        labels = [(feedback, v, key, -1, 0) for key, v in r.labels]
-        # predictions and labels interleaved evenly, each in its own order
-        tagged = [(j / len(preds), 0, x) for j, x in enumerate(preds)]
-        tagged += [(j / len(labels), 1, x) for j, x in enumerate(labels)]
-        rows = [x for _, _, x in sorted(tagged, key=lambda x: (x[0], x[1]))]
-        if i == 0:
-            rows = [(feedback, v, key, -1, 0) for key, v in data.early] + rows
-        rows += [(feedback, v, key, -1, 0) for key, v in r.tail]
-        step = -(-len(rows) // parts_per_round)
-        return [rows[j : j + step] for j in range(0, len(rows), step)]
-
-    def send(part: list[tuple[str, bytes, bytes | None, int, int]]) -> None:
-        for topic, value, key, partition, ts in part:
-            if partition < 0:
-                producer.produce(topic, value, key)  # keyed by id, as driftline feedback does
-            else:
-                producer.produce(topic, value, key, partition=partition, timestamp=ts)
-        assert producer.flush(30) == 0
+    def send(part: list[Row]) -> None:
+        _send(producer, part)
 
     stack = Stack(env, tmp_path / "logs")
     kills, mid_round = 0, 0
@@ -138,11 +190,7 @@ def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_
         sent_at = time.monotonic()
 
         def caught_up() -> list[dict[str, Any]] | None:
-            latest = latest_revisions(read_performance(k, "crashy"))
-            rows = [e for e in latest if e["window_end"] <= data.end]
-            got = [(e["window_start"], e["labeled"]) for e in rows]
-            want = [(w["window_start"], w["labeled"]) for w in data.expected]
-            return rows if got == want else None
+            return _caught_up(k, "crashy", data)
 
         final = stack.wait("every window's labels joined", caught_up, timeout_s=240)
         joined_at = time.monotonic()
@@ -156,16 +204,7 @@ def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_
     assert kills == KILLS, (kills, mid_round, stack.tails())
     for event, want in zip(final, data.expected, strict=True):
         check_window(event, want)
-    contents: dict[tuple[int, int], set[bytes]] = {}
-    for e in history:
-        body = {f: e[f] for f in ("predictions", "labeled", "metrics", "estimated")}
-        contents.setdefault((e["window_end"], e["revision"]), set()).add(
-            orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        )
-    assert {pair: len(c) for pair, c in contents.items() if len(c) > 1} == {}
-    latest = {e["window_end"]: e["revision"] for e in latest_revisions(history)}
-    for end, top in latest.items():
-        assert {r for w, r in contents if w == end} == set(range(top + 1)), end
+    _check_revisions(history)
     # labels joined after their window's revision 0 (measured, not asserted: timing)
     first = {e["window_end"]: e["labeled"] for e in history if e["revision"] == 0}
     revised = sum(e["labeled"] - first[e["window_end"]] for e in final)
@@ -179,6 +218,46 @@ def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_
         f"sending {sent_at - started:.0f} s, catching up {joined_at - sent_at:.0f} s, "
         f"audit {time.monotonic() - audit_from:.0f} s"
     )
+
+
+def test_two_live_monitors_of_one_group_publish_each_revision_with_one_content(
+    topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
+) -> None:
+    """Two ``driftline monitor`` processes in one group split the partitions and both close
+    the pipeline's windows on their own ticks; one is SIGKILLed and restarted mid-run (a
+    rebalance each time). Every (window, revision) has one content, revisions have no gap,
+    and the final ones equal the offline answer."""
+    settings, _spec, env = _deployed("pair", topic_prefix, redis_prefix, tmp_path, unique)
+    t0 = (int(time.time() * 1000) - 60 * MINUTE) // MINUTE * MINUTE
+    data = outcomes("pair", 6000, t0, 6, PARTITIONS, seed=21)
+    plan = schedule(data, 4, after_closed=0.5, seed=22)
+    k = settings.kafka
+    results, feedback = k.topic("pair", "results"), k.topic("pair", "feedback")
+    producer = Producer({**k.client_config(), "linger.ms": 20})
+    stack = Stack(env, tmp_path / "logs")
+    try:
+        stack.start("a", "monitor")
+        b = stack.start("b", "monitor")
+        for i in range(len(plan.rounds)):
+            for part in _round_parts(plan, data, i, results, feedback, 10):
+                _send(producer, part)
+                time.sleep(0.1)
+            if i == 1:
+                b.send_signal(signal.SIGKILL)
+                b.wait(30)
+                stack.procs.pop("b")
+                stack.start("b2", "monitor")
+        final = stack.wait(
+            "every window's labels joined", lambda: _caught_up(k, "pair", data), timeout_s=240
+        )
+        time.sleep(2)  # a tick more of both: nothing else may come out
+        history = read_performance(k, "pair")
+        assert not stack.dead(), stack.tails()
+    finally:
+        stack.stop()
+    for event, want in zip(final, data.expected, strict=True):
+        check_window(event, want)
+    _check_revisions(history)
 
 
 def _join(client: Any, prefix: str) -> PerformanceJoin:
