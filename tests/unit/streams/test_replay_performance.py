@@ -115,3 +115,13 @@ def test_feedback_first_then_results_closed_once_is_the_live_latest_revision(see
     cut = [e for e in published if (e["name"], e["window_end"]) != window or e["revision"] == 0]
     _, diffs = compare_performance(cut, result)
     assert diffs and {d.key for d in diffs} == {f"{window[0]}@{window[1]}"}
+
+
+def test_audit_takes_an_identical_republished_revision_as_one_and_flags_another_content() -> None:
+    e = {"pipeline": "p", "name": "q", "window_start": 0, "window_end": 10, "revision": 0,
+         "predictions": 3, "labeled": 2, "metrics": {"accuracy": 0.5}, "estimated": None,
+         "spec": "s"}  # fmt: skip
+    r = ReplayResult("p", 0, 10, performance=[e])
+    assert compare_performance([e, dict(e), dict(e)], r) == (1, [])
+    _, diffs = compare_performance([e, dict(e, metrics={"accuracy": 1.0})], r)
+    assert [(d.key, d.what) for d in diffs] == [("q@10#0", "republished metrics.accuracy")]
