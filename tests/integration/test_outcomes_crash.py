@@ -25,6 +25,7 @@ from driftline.streams._outcomes_cli import latest_revisions, read_performance
 from driftline.streams.feedback import Labels, PerformanceJoin, Predictions, RedisJoinState
 from driftline.streams.replay import audit, replay
 
+from ._monitor_helpers import read_all
 from ._outcomes_data import (
     EXAMPLE,
     MINUTE,
@@ -196,6 +197,8 @@ def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_
         joined_at = time.monotonic()
         time.sleep(2)  # a tick more: nothing else may come out
         history = read_performance(k, "crashy")
+        raw = [e for e in read_all(k.client_config(), k.topic("performance"))
+               if e.get("pipeline") == "crashy"]  # fmt: skip
         assert not stack.dead(), stack.tails()
     finally:
         stack.stop()
@@ -215,6 +218,7 @@ def test_sigkilled_monitor_mid_join_ends_with_exact_windows_and_one_content_per_
         f"labels {plan.labels}: {plan.after_closed} sent after their window closed, "
         f"{plan.before_prediction} before their prediction; joined after revision 0: "
         f"{revised} of {sum(e['labeled'] for e in final)}; mid-round kills {mid_round}; "
+        f"events {len(raw)}, of them identical republications {len(raw) - len(history)}; "
         f"sending {sent_at - started:.0f} s, catching up {joined_at - sent_at:.0f} s, "
         f"audit {time.monotonic() - audit_from:.0f} s"
     )
