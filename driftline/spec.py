@@ -27,8 +27,10 @@ from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecEr
 from driftline.expressions import (
     AlertCondition,
     Expr,
+    Kind,
     Variable,
     alert_condition,
+    check_kinds,
     contains_aggregate,
     format_duration,
     from_json,
@@ -869,6 +871,10 @@ class _Compiler:
         else:
             raise SpecError(where, f"expected an expression (text), got {value!r}")
         self.check_variables(where, expr)
+        try:
+            check_kinds(expr, self.value_kind)
+        except ExpressionError as exc:
+            raise SpecError(where, str(exc)) from None
         return expr
 
     def row_expr(self, where: str, value: Any) -> Expr:
@@ -885,6 +891,17 @@ class _Compiler:
         for var in sorted(variables(expr), key=str):
             self.check_variable(where, var)
 
+    def value_kind(self, var: Variable) -> Kind:
+        """Whether ``var`` reads strings or numbers (None: the model file is not at hand)."""
+        model = self.models.get(var.model)
+        if model is None or model.info is None:
+            return None
+        tensors = model.info.outputs if var.kind == "outputs" else model.info.inputs
+        position = var.index[0]
+        names = [t.name for t in tensors]
+        index = names.index(position) if isinstance(position, str) else position
+        return "string" if tuple(tensors)[index].dtype == "string" else "number"
+
     def check_variable(self, where: str, var: Variable) -> None:
         model = self.models.get(var.model)
         if model is None:
@@ -893,7 +910,7 @@ class _Compiler:
                 f"unknown model {var.model!r} in {var}; the pipeline's models are "
                 f"{sorted(self.models)}",
             )
-        position, column = var.index
+        position, column = var.index[0], var.index[-1]
         if model.info is None:
             # Without the file only names can be checked (shapes are unknown).
             names = list(model.output_names if var.kind == "outputs" else model.input_names)
@@ -923,7 +940,7 @@ class _Compiler:
                 )
             tensor = tuple(tensors)[position]
         width = tensor.width
-        if width is not None and isinstance(column, int) and column >= width:
+        if width is not None and not var.whole and isinstance(column, int) and column >= width:
             raise SpecError(
                 where,
                 f"{var}: column {column} out of range; {var.kind[:-1]} {tensor.name!r} of model "

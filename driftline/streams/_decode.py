@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
+from driftline.expressions import ragged
+
 __all__ = ["Doc", "build_tensors", "decode_results"]
 
 
@@ -109,8 +111,29 @@ def build_tensors(
             out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
         else:
             tensors = [d.outputs[model] for d in docs]
-            out[(model, kind)] = [
-                np.array([t[i] for t in tensors], dtype=np.float64).reshape(n, -1)
-                for i in range(len(tensors[0]))
-            ]
+            out[(model, kind)] = [_column([t[i] for t in tensors]) for i in range(len(tensors[0]))]
     return out
+
+
+def _column(rows: list[Any]) -> np.ndarray:
+    """One output tensor of a batch of results: a float64 matrix when every row holds as
+    many numbers (the common case, one conversion), strings as a string matrix, and rows of
+    varying length as a ragged tensor (:func:`driftline.expressions.ragged`).
+
+    >>> _column([[1, 2], [3, 4]]).tolist(), _column([["a"], ["b"]]).tolist()
+    ([[1.0, 2.0], [3.0, 4.0]], [['a'], ['b']])
+    >>> [r.tolist() for r in _column([[0.5], []])[:, 0]]
+    [[0.5], []]
+    """
+    n = len(rows)
+    try:
+        return np.array(rows, dtype=np.float64).reshape(n, -1)
+    except (ValueError, TypeError):
+        pass
+    if not all(isinstance(r, list) for r in rows):
+        raise TypeError("an output of a result is not a list")
+    if len({len(r) for r in rows}) == 1 and all(isinstance(v, str) for r in rows for v in r):
+        return np.array(rows, dtype=object).reshape(n, -1)
+    if all(v is None or isinstance(v, int | float) for r in rows for v in r):
+        return ragged(rows)
+    raise TypeError("the rows of an output mix strings and numbers or differ in length")

@@ -52,17 +52,61 @@ def test_a_default_skl2onnx_classifier_is_accepted_its_zipmap_served_as_columns(
     assert spec.champion.name == "clf" and label.ravel().tolist() == clf.predict(x[:3]).tolist()
 
 
-def test_string_labels_are_refused(tmp_path: Path) -> None:
+def _forest(tmp_path: Path, **options: Any) -> tuple[Path, Any, np.ndarray]:
     from skl2onnx import to_onnx
     from sklearn.ensemble import RandomForestClassifier
 
     x, y = _data()
     labels = np.where(y == 1, "fraud", "ok")
     clf = RandomForestClassifier(n_estimators=3, random_state=0).fit(x, labels)
-    onx = to_onnx(clf, x[:1], target_opset=17, options={id(clf): {"zipmap": False}})
-    with pytest.raises(SpecError, match="string tensor") as info:
-        spec_from_dict(_spec({"name": "forest", "path": str(_save(onx, tmp_path / "f.onnx"))}))
-    assert "'forest'" in str(info.value)
+    onx = to_onnx(clf, x[:1], target_opset=17, options={id(clf): options} if options else None)
+    return _save(onx, tmp_path / "f.onnx"), clf, x
+
+
+def test_string_labels_are_accepted_and_served_as_strings(tmp_path: Path) -> None:
+    from driftline.models import LoadedModel
+
+    path, clf, x = _forest(tmp_path, zipmap=False)
+    spec = spec_from_dict(_spec({"name": "forest", "path": str(path)}))
+    assert spec.champion.name == "forest"
+    label, _proba = LoadedModel(path).run(x[:5])
+    assert label.ravel().tolist() == clf.predict(x[:5]).tolist()
+
+
+def test_string_outputs_in_expressions_are_checked_when_the_spec_compiles(
+    tmp_path: Path,
+) -> None:
+    path, _clf, _x = _forest(tmp_path)  # skl2onnx's defaults: label + ZipMap
+    doc = _spec({"name": "forest", "path": str(path)})
+    doc["validations"] = {"not_fraud": 'forest.outputs["output_label"][0] != "fraud"'}
+    doc["alerts"] = {
+        "frauds": 'count(forest.outputs[0][0].one_of("fraud"), "1m", "1s") > 3',
+    }
+    spec = spec_from_dict(doc)
+    assert set(spec.validations) == {"not_fraud"} and set(spec.alerts) == {"frauds"}
+    for where, text, hint in [
+        ("validations.bad", "forest.outputs[0][0] == 1", "compares the string"),
+        ("validations.bad", 'forest.outputs[0][0] < "fraud"', "orders strings"),
+        ("validations.bad", "forest.outputs[0][0] * 2 > 1", "arithmetic"),
+        ("alerts.bad.when", 'count(forest.outputs[0][0], "1m", "1s") > 3', "count()"),
+    ]:
+        bad = dict(doc)
+        kind, name = where.split(".")[:2]
+        bad[kind] = {name: text}
+        with pytest.raises(SpecError, match=hint) as info:
+            spec_from_dict(bad)
+        assert info.value.field == where and "forest.outputs[0][0]" in str(info.value)
+        assert 'm.outputs["output_label"][0] == "setosa"' in str(info.value)  # the fix
+    assay = dict(doc)
+    assay["assays"] = {
+        "labels": {"iopath": "forest.outputs[0][0]", "baseline": {"values": [0.0, 1.0]},
+                   "window": {"width": "1m"}},
+    }  # fmt: skip
+    with pytest.raises(SpecError, match="needs numbers") as info:
+        spec_from_dict(assay)
+    assert info.value.field == "assays.labels.iopath"
+    assay["assays"]["labels"]["iopath"] = 'forest.outputs[0][0] == "fraud"'
+    assert spec_from_dict(assay).assays["labels"]
 
 
 def test_a_column_transformer_with_named_string_and_numeric_inputs_is_accepted(
