@@ -19,6 +19,7 @@ from typing import Any, overload
 from typing import Literal as TLiteral
 
 from driftline._expr.alert import AlertCondition, alert_condition
+from driftline._expr.classes import has_class_names, resolve_classes
 from driftline._expr.durations import format_duration, parse_duration
 from driftline._expr.evaluate import as_number, as_truth, evaluate, ragged
 from driftline._expr.nodes import (
@@ -72,10 +73,12 @@ __all__ = [
     "fn",
     "format_duration",
     "from_json",
+    "has_class_names",
     "is_model_name",
     "parse",
     "parse_duration",
     "ragged",
+    "resolve_classes",
     "same",
     "to_json",
     "to_text",

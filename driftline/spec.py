@@ -36,6 +36,7 @@ from driftline.expressions import (
     from_json,
     parse,
     parse_duration,
+    resolve_classes,
     to_json,
     variables,
 )
@@ -873,6 +874,8 @@ class _Compiler:
         self.check_variables(where, expr)
         try:
             check_kinds(expr, self.value_kind)
+            # the canonical spec stores the column index, read alike with or without the file
+            expr = resolve_classes(expr, self.classes_of)
         except ExpressionError as exc:
             raise SpecError(where, str(exc)) from None
         return expr
@@ -890,6 +893,19 @@ class _Compiler:
     def check_variables(self, where: str, expr: Expr) -> None:
         for var in sorted(variables(expr), key=str):
             self.check_variable(where, var)
+
+    def classes_of(self, var: Variable) -> tuple[int | str, ...] | None:
+        """Class labels of the ZipMap output ``var`` reads (None: it is not one)."""
+        model = self.models[var.model]
+        if model.info is None:
+            raise ExpressionError(
+                f"{var}: class names are resolved against the model file, which is not at hand "
+                f"for {var.model!r}; give its path, or address the column by position"
+            )
+        tensors = model.info.outputs if var.kind == "outputs" else model.info.inputs
+        position = var.index[0]
+        name = position if isinstance(position, str) else tuple(tensors)[position].name
+        return model.info.classes.get(name) if var.kind == "outputs" else None
 
     def value_kind(self, var: Variable) -> Kind:
         """Whether ``var`` reads strings or numbers (None: the model file is not at hand)."""
@@ -940,6 +956,10 @@ class _Compiler:
                 )
             tensor = tuple(tensors)[position]
         width = tensor.width
+        if tensor.dtype.startswith(("seq", "map")):
+            # a ZipMap is served as one column per class; other sequences have no fixed width
+            classes = model.info.classes.get(tensor.name)
+            width = len(classes) if classes is not None and var.kind == "outputs" else None
         if width is not None and not var.whole and isinstance(column, int) and column >= width:
             raise SpecError(
                 where,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import ModelError
-from driftline.models.info import ModelInfo, inspect_model
+from driftline.models.info import ModelInfo, inspect_model, zipmap_classes
 
 __all__ = ["LoadedModel", "OutputShapeError", "carried", "merge_rows"]
 
@@ -80,7 +80,7 @@ class LoadedModel:
                     f"feeds {', '.join(_FEED_TYPES)} tensors"
                 )
         self._output_names = [t.name for t in self.info.outputs]
-        self._classes = _zipmap_classes(Path(path), self._output_names)
+        self._classes = dict(self.info.classes) or zipmap_classes(Path(path), self._output_names)
 
     @property
     def name(self) -> str:
@@ -271,24 +271,6 @@ def carried(values: np.ndarray) -> bool:
         or (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "biufU")
         for v in values.flat
     )
-
-
-def _zipmap_classes(path: Path, outputs: list[str]) -> dict[str, tuple[int | str, ...]]:
-    """Class labels of each graph output produced by a ``ZipMap`` node (skl2onnx's default
-    classifier export: a sequence of ``{class: probability}`` maps, one per row)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    found: dict[str, tuple[int | str, ...]] = {}
-    for node in model.graph.node:
-        if node.op_type != "ZipMap" or node.output[0] not in outputs:
-            continue
-        for attribute in node.attribute:
-            if attribute.name == "classlabels_int64s":
-                found[node.output[0]] = tuple(int(v) for v in attribute.ints)
-            elif attribute.name == "classlabels_strings":
-                found[node.output[0]] = tuple(v.decode() for v in attribute.strings)
-    return found
 
 
 def _columns(maps: Any, classes: tuple[int | str, ...], n: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Every common kind of model output, served by a real worker on the real broker and read
 back by the monitor engine on real Redis: string labels (a skl2onnx random forest on string
-classes, with its defaults), variable-length outputs (a detector-like graph fixed to batch
-size 1 whose scores have a free length), and booleans; with validations, a count alert and
-an assay over them."""
+classes, with its defaults, its ZipMap columns addressed by class name), variable-length
+outputs (a detector-like graph fixed to batch size 1 whose scores have a free length), and
+booleans; with validations, a count alert and an assay over them."""
 
 from __future__ import annotations
 
@@ -111,6 +111,7 @@ def test_string_labels_serve_validate_and_count_in_an_alert(
             "validations": {
                 "not_virginica": 'forest.outputs["output_label"][0] != "virginica"',
                 "usual": 'forest.outputs[0][0].one_of("setosa", "virginica")',
+                "unsure": 'forest.outputs["output_probability"]["virginica"] < 0.5',
             },
             "alerts": {
                 "virginicas": {
@@ -132,14 +133,20 @@ def test_string_labels_serve_validate_and_count_in_an_alert(
     finally:
         worker.stop()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    labels = session.run(["output_label"], {"X": x})[0].tolist()
+    labels, maps = session.run(None, {"X": x})
+    labels = labels.tolist()
     by_row = {(e["id"], e["row"]): e for e in events}
     served = [by_row[("a", r)] for r in range(20)] + [by_row[("b", r)] for r in range(4)]
     assert [e["outputs"]["forest"][0] for e in served] == [[v] for v in labels]
-    for e, label in zip(served, labels, strict=True):
+    assert [e["outputs"]["forest"][1] for e in served] == [
+        [float(np.float32(m[c])) for c in ("setosa", "versicolor", "virginica")] for m in maps
+    ]
+    for e, label, probs in zip(served, labels, maps, strict=True):
         expected = {"not_virginica"} if label == "virginica" else set()
         if label == "versicolor":
             expected.add("usual")
+        if not probs["virginica"] < 0.5:
+            expected.add("unsure")
         assert set(e["check_failures"]) == expected
     assert "versicolor" in labels and "virginica" in labels[:20]
 

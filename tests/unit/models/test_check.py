@@ -242,3 +242,59 @@ def test_a_shadow_of_another_width_is_refused(tmp_path: Path) -> None:
 def test_the_fraud_example_passes_the_check() -> None:
     spec = load_spec(EXAMPLE / "pipeline.yaml")
     assert [m.name for m in spec.models] == ["ccfraud", "fraud_base"]
+
+
+def test_class_names_resolve_to_columns_in_the_canonical_spec(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from driftline.expressions import ModelRef, to_text
+    from driftline.models import inspect_model
+    from driftline.spec import spec_from_canonical
+
+    x, _ = _data(90)
+    names = np.array(["setosa", "versicolor", "virginica"], dtype=object)[np.arange(90) % 3]
+    x[:, 0] += np.arange(90) % 3
+    clf = LogisticRegression(max_iter=500).fit(x, names)
+    path = _save(to_onnx(clf, x[:1], target_opset=17), tmp_path / "iris.onnx")
+    assert inspect_model(path).classes == {
+        "output_probability": ("setosa", "versicolor", "virginica")
+    }
+    doc = _spec({"name": "iris", "path": str(path)})
+    doc["validations"] = {"unsure": 'iris.outputs["output_probability"]["virginica"] < 0.9'}
+    spec = spec_from_dict(doc)
+    # the canonical spec stores the column index: processes without the file read it alike
+    assert to_text(spec.validations["unsure"]) == 'iris.outputs["output_probability"][2] < 0.9'
+    canonical = spec.to_canonical()
+    assert canonical["validations"]["unsure"]["left"]["index"] == ["output_probability", 2]
+    assert spec_from_canonical(canonical).version == spec.version
+    # the SDK and an upload's handle build the same expression
+    doc["validations"] = {
+        "unsure": ModelRef("iris").outputs["output_probability"]["virginica"] < 0.9
+    }
+    assert spec_from_dict(doc).version == spec.version
+    handle = inspect_model(path, "iris")
+    doc["validations"] = {"unsure": handle.outputs["output_probability"]["virginica"] < 0.9}
+    assert spec_from_dict(doc).version == spec.version
+    # and the same as the index written out
+    doc["validations"] = {"unsure": "iris.outputs[1][2] < 0.9"}
+    assert to_text(spec_from_dict(doc).validations["unsure"]) == "iris.outputs[1][2] < 0.9"
+
+    doc["validations"] = {"bad": 'iris.outputs["output_probability"]["rose"] < 0.9'}
+    with pytest.raises(SpecError, match="has no class 'rose'") as info:
+        spec_from_dict(doc)
+    assert "['setosa', 'versicolor', 'virginica']" in str(info.value)
+    assert info.value.field == "validations.bad"
+    doc["validations"] = {"bad": 'iris.outputs["output_label"]["setosa"] == "setosa"'}
+    with pytest.raises(SpecError, match="not a ZipMap output"):
+        spec_from_dict(doc)
+    doc["validations"] = {"v": 'iris.outputs[1]["virginica"] > 0.5'}
+    doc["alerts"] = {"a": 'count(iris.outputs[1]["setosa"] > 0.5, "1m", "1s") > 3'}
+    doc["assays"] = {
+        "p": {"iopath": 'iris.outputs["output_probability"]["versicolor"]',
+              "baseline": {"values": [0.1, 0.5, 0.9]}, "window": {"width": "1m"}},
+    }  # fmt: skip
+    resolved = spec_from_dict(doc)
+    assert to_text(resolved.validations["v"]) == "iris.outputs[1][2] > 0.5"
+    assert to_text(resolved.alerts["a"].when) == 'count(iris.outputs[1][0] > 0.5, "1m", "1s") > 3'
+    assert to_text(resolved.assays["p"].iopath) == 'iris.outputs["output_probability"][1]'
