@@ -298,3 +298,27 @@ def test_class_names_resolve_to_columns_in_the_canonical_spec(tmp_path: Path) ->
     assert to_text(resolved.validations["v"]) == "iris.outputs[1][2] > 0.5"
     assert to_text(resolved.alerts["a"].when) == 'count(iris.outputs[1][0] > 0.5, "1m", "1s") > 3'
     assert to_text(resolved.assays["p"].iopath) == 'iris.outputs["output_probability"][1]'
+
+
+def test_a_sequence_of_one_tensor_per_row_is_accepted_and_served_as_rows(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from driftline.models import LoadedModel
+
+    graph = helper.make_graph(
+        [helper.make_node("SplitToSequence", ["x"], ["rows"], axis=0, keepdims=0)],
+        "rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_sequence_value_info("rows", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "rows.onnx"
+    onnx.save(model, path)
+    doc = _spec({"name": "rows", "path": str(path)})
+    doc["validations"] = {"big": "max(rows.outputs[0]) < 2"}
+    assert "big" in spec_from_dict(doc).validations
+    x = np.arange(12, dtype=np.float32).reshape(4, 3) / 4
+    (got,) = LoadedModel(path).run(x)
+    np.testing.assert_array_equal(got, x)
