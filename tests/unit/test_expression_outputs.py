@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftline.errors import ExpressionError
 from driftline.expressions import (
@@ -174,3 +176,21 @@ def test_literal_accepts_strings_only_as_text() -> None:
     assert Literal("a").value == "a"
     with pytest.raises(ExpressionError):
         Literal(None)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))), max_size=5),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_reductions_of_ragged_rows_equal_numpy_row_by_row(rows: list[list[float]]) -> None:
+    tensors = {("m", "outputs"): [ragged(rows)]}
+    for name, fold in (("mean", np.mean), ("sum", np.sum), ("min", np.min), ("max", np.max)):
+        got = evaluate(parse(f"{name}(m.outputs[0])"), tensors)
+        want = [fold(r) if r or name == "sum" else np.nan for r in rows]
+        np.testing.assert_allclose(got, np.asarray(want, dtype=np.float64), rtol=1e-9)
+    lengths = evaluate(parse("len(m.outputs[0])"), tensors)
+    assert lengths.tolist() == [float(len(r)) for r in rows]
