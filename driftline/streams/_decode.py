@@ -10,7 +10,7 @@ import numpy as np
 
 from driftline.expressions import ragged
 
-__all__ = ["Doc", "build_tensors", "decode_results"]
+__all__ = ["Doc", "build_tensors", "decode_results", "output_column", "output_signature"]
 
 
 # Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
@@ -111,18 +111,43 @@ def build_tensors(
             out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
         else:
             tensors = [d.outputs[model] for d in docs]
-            out[(model, kind)] = [_column([t[i] for t in tensors]) for i in range(len(tensors[0]))]
+            out[(model, kind)] = [
+                output_column([t[i] for t in tensors]) for i in range(len(tensors[0]))
+            ]
     return out
 
 
-def _column(rows: list[Any]) -> np.ndarray:
+def output_signature(tensors: Any) -> tuple[str, ...]:
+    """What a result's outputs of one model hold, per tensor: ``"number"`` (a list of
+    numbers, of any length) or ``"string"``; raises ``TypeError`` for anything else (not a
+    list, strings mixed with numbers). Rows of one batch agree on it unless malformed.
+
+    >>> output_signature([[0.5, 1], ["setosa"], []])
+    ('number', 'string', 'number')
+    """
+    if not isinstance(tensors, list):
+        raise TypeError("a model's outputs in a result are not a list")
+    out: list[str] = []
+    for t in tensors:
+        if not isinstance(t, list):
+            raise TypeError("an output of a result is not a list")
+        if all(v is None or isinstance(v, int | float) for v in t):
+            out.append("number")
+        elif all(isinstance(v, str) for v in t):
+            out.append("string")
+        else:
+            raise TypeError("an output of a result mixes strings with other values")
+    return tuple(out)
+
+
+def output_column(rows: list[Any]) -> np.ndarray:
     """One output tensor of a batch of results: a float64 matrix when every row holds as
     many numbers (the common case, one conversion), strings as a string matrix, and rows of
     varying length as a ragged tensor (:func:`driftline.expressions.ragged`).
 
-    >>> _column([[1, 2], [3, 4]]).tolist(), _column([["a"], ["b"]]).tolist()
+    >>> output_column([[1, 2], [3, 4]]).tolist(), output_column([["a"], ["b"]]).tolist()
     ([[1.0, 2.0], [3.0, 4.0]], [['a'], ['b']])
-    >>> [r.tolist() for r in _column([[0.5], []])[:, 0]]
+    >>> [r.tolist() for r in output_column([[0.5], []])[:, 0]]
     [[0.5], []]
     """
     n = len(rows)
