@@ -176,6 +176,12 @@ def test_variable_length_and_bool_outputs_serve_validate_and_feed_an_assay(
                 "calm": "not det.outputs[1][0]",
                 "all_calm": 'max(det.outputs["high"]) == 0',
             },
+            "alerts": {
+                "blind": {
+                    "when": 'count(len(det.outputs["scores"]) == 0, "1s", "1s") >= 1',
+                    "notify": ["stdout"],
+                }
+            },
             "assays": {
                 "confidence": {
                     "iopath": 'mean(det.outputs["scores"])',
@@ -235,3 +241,5 @@ def test_variable_length_and_bool_outputs_serve_validate_and_feed_an_assay(
     )
     assert result.count == len(x)
     assert result.score == pytest.approx(offline.score, rel=1e-12)
+    (blind,) = [n for n in closed.notifications if n.kind == "alert" and n.state == "firing"]
+    assert blind.value == sum(1 for m in means if np.isnan(m))  # the rows with no score
