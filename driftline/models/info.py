@@ -169,7 +169,7 @@ def inspect_model(path: str | Path, name: str | None = None) -> ModelInfo:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist or is not a file")
-    _check_external_data(path)
+    graph = _check_external_data(path)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -196,7 +196,7 @@ def inspect_model(path: str | Path, name: str | None = None) -> ModelInfo:
         path=path,
         inputs=describe(session.get_inputs()),
         outputs=outputs,
-        classes=zipmap_classes(path, [t.name for t in outputs]),
+        classes=_zipmaps(graph, [t.name for t in outputs]),
     )
 
 
@@ -205,9 +205,12 @@ def zipmap_classes(path: Path, outputs: list[str]) -> dict[str, tuple[int | str,
     classifier export: a sequence of ``{class: probability}`` maps, one per row)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    return _zipmaps(onnx.load(str(path), load_external_data=False).graph, outputs)
+
+
+def _zipmaps(graph: Any, outputs: list[str]) -> dict[str, tuple[int | str, ...]]:
     found: dict[str, tuple[int | str, ...]] = {}
-    for node in model.graph.node:
+    for node in graph.node:
         if node.op_type != "ZipMap" or node.output[0] not in outputs:
             continue
         for attribute in node.attribute:
@@ -223,7 +226,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_external_data(path: Path) -> None:
+def _check_external_data(path: Path) -> Any:
+    """The model's graph (without external data), once its external data is checked."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -251,6 +255,7 @@ def _check_external_data(path: Path) -> None:
                 f"{location!r} outside the model's directory; keep external data next to the "
                 "model (a relative path inside its directory) or embed it in the .onnx file"
             )
+    return model.graph
 
 
 def _tensors(graph: Any) -> Iterator[Any]:
