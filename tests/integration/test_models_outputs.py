@@ -17,7 +17,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from driftline.compile import plans_from_spec
-from driftline.config import KafkaSettings
+from driftline.config import KafkaSettings, RedisSettings, Settings
+from driftline.spec import spec_from_dict
+from driftline.streams._build import history_baseline
 from driftline.streams._engine import Batch, PipelineEngine
 from driftline.streams.state import RedisState
 
@@ -243,3 +245,21 @@ def test_variable_length_and_bool_outputs_serve_validate_and_feed_an_assay(
     assert result.score == pytest.approx(offline.score, rel=1e-12)
     (blind,) = [n for n in closed.notifications if n.kind == "alert" and n.state == "firing"]
     assert blind.value == sum(1 for m in means if np.isnan(m))  # the rows with no score
+
+    # the same iopath over a baseline taken from the pipeline's own results topic
+    doc = {
+        "name": "det",
+        "models": [{"name": "det", "path": str(path)}],
+        "assays": {
+            "history": {
+                "iopath": 'mean(det.outputs["scores"])',
+                "baseline": {"from": T0 - 1000, "to": T0 + 1000},
+                "window": {"width": "1s"},
+            }
+        },
+    }
+    past = spec_from_dict(doc)
+    settings = Settings(kafka=kafka, redis=RedisSettings(key_prefix=redis_prefix))
+    state = RedisState(redis_client, redis_prefix, "det")
+    values = history_baseline(settings, past, past.assays["history"], state, "sha256:h")
+    np.testing.assert_array_equal(np.sort(values), np.sort(np.asarray(means)))
