@@ -236,7 +236,7 @@ def merge_rows(parts: list[np.ndarray]) -> np.ndarray:
     >>> [r.tolist() for r in merge_rows([np.ones((1, 2)), np.zeros((1, 0))])[:, 0]]
     [[1.0, 1.0], []]
     """
-    from driftline.expressions import ragged
+    from driftline._expr.evaluate import ragged
 
     flat = [
         np.asarray(p).reshape(np.asarray(p).shape[0], -1) if not _is_ragged(p) else p for p in parts
