@@ -15,12 +15,13 @@ Trees compare structurally with :func:`same` (``==`` builds a comparison).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 from typing import Literal as TLiteral
 
 from driftline._expr.alert import AlertCondition, alert_condition
+from driftline._expr.classes import has_class_names, resolve_classes
 from driftline._expr.durations import format_duration, parse_duration
-from driftline._expr.evaluate import as_number, as_truth, evaluate
+from driftline._expr.evaluate import as_number, as_truth, evaluate, ragged
 from driftline._expr.nodes import (
     AGGREGATES,
     ROW_FUNCTIONS,
@@ -42,6 +43,7 @@ from driftline._expr.nodes import (
 )
 from driftline._expr.parse import parse
 from driftline._expr.serialize import from_json, to_json
+from driftline._expr.types import Kind, KindOf, check_kinds
 from driftline.errors import ExpressionError
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "Call",
     "Compare",
     "Expr",
+    "Kind",
+    "KindOf",
     "Literal",
     "ModelRef",
     "Neg",
@@ -63,14 +67,18 @@ __all__ = [
     "as_expr",
     "as_number",
     "as_truth",
+    "check_kinds",
     "contains_aggregate",
     "evaluate",
     "fn",
     "format_duration",
     "from_json",
+    "has_class_names",
     "is_model_name",
     "parse",
     "parse_duration",
+    "ragged",
+    "resolve_classes",
     "same",
     "to_json",
     "to_text",
@@ -113,10 +121,17 @@ class _Functions:
         return Call("abs", (as_expr(x),))
 
     def min(self, *xs: object) -> Call:
-        return Call("min", tuple(as_expr(x) for x in xs))
+        """Element-wise minimum of two or more values, or the per-row minimum of a whole
+        tensor: ``fn.min(m.outputs["scores"])`` (NaN for an empty row)."""
+        return Call("min", _arguments(xs))
 
     def max(self, *xs: object) -> Call:
-        return Call("max", tuple(as_expr(x) for x in xs))
+        """Element-wise maximum, or the per-row maximum of a whole tensor (see :meth:`min`)."""
+        return Call("max", _arguments(xs))
+
+    def len(self, tensor: object) -> Call:
+        """Number of values of a whole tensor in each row: ``fn.len(m.outputs[1])``."""
+        return Call("len", _arguments((tensor,)))
 
     def clip(self, x: object, lower: object, upper: object) -> Call:
         return Call("clip", (as_expr(x), as_expr(lower), as_expr(upper)))
@@ -139,11 +154,31 @@ class _Functions:
     def count(self, expr: object, width: str, interval: str) -> Aggregate:
         return self._aggregate("count", expr, width, interval)
 
-    def sum(self, expr: object, width: str, interval: str) -> Aggregate:
-        return self._aggregate("sum", expr, width, interval)
+    @overload
+    def sum(self, expr: object) -> Call: ...
+    @overload
+    def sum(self, expr: object, width: str, interval: str) -> Aggregate: ...
+    def sum(
+        self, expr: object, width: str | None = None, interval: str | None = None
+    ) -> Call | Aggregate:
+        """``fn.sum(m.outputs[1])``: per-row sum of a whole tensor (0 for an empty row);
+        ``fn.sum(expr, width, interval)``: the window aggregate."""
+        if width is None and interval is None:
+            return Call("sum", _arguments((expr,)))
+        return self._aggregate("sum", expr, str(width), str(interval))
 
-    def mean(self, expr: object, width: str, interval: str) -> Aggregate:
-        return self._aggregate("mean", expr, width, interval)
+    @overload
+    def mean(self, expr: object) -> Call: ...
+    @overload
+    def mean(self, expr: object, width: str, interval: str) -> Aggregate: ...
+    def mean(
+        self, expr: object, width: str | None = None, interval: str | None = None
+    ) -> Call | Aggregate:
+        """``fn.mean(m.outputs["scores"])``: per-row mean of a whole tensor (NaN for an
+        empty row); ``fn.mean(expr, width, interval)``: the window aggregate."""
+        if width is None and interval is None:
+            return Call("mean", _arguments((expr,)))
+        return self._aggregate("mean", expr, str(width), str(interval))
 
     def rate(self, expr: object, width: str, interval: str) -> Aggregate:
         return self._aggregate("rate", expr, width, interval)
@@ -164,6 +199,14 @@ class _Functions:
         return "driftline.fn"
 
 
+def _arguments(values: tuple[object, ...]) -> tuple[Expr, ...]:
+    """Function arguments as expressions; ``m.outputs[i]`` alone is a whole tensor."""
+    return tuple(
+        Variable(v.model, v.kind, (v.position,)) if isinstance(v, _Column) else as_expr(v)
+        for v in values
+    )
+
+
 #: The SDK's function namespace (``from driftline import fn``).
 fn = _Functions()
 
@@ -176,13 +219,15 @@ class _Column:
     def __init__(self, model: str, kind: TLiteral["outputs", "inputs"], position: int | str):
         self.model, self.kind, self.position = model, kind, position
 
-    def __getitem__(self, column: int) -> Variable:
+    def __getitem__(self, column: int | str) -> Variable:
+        """Column ``column``: a position, or a class name of a ZipMap output."""
         return Variable(self.model, self.kind, (self.position, column))
 
     def _misuse(self, *_: object) -> Any:
         raise ExpressionError(
             f"{self.model}.{self.kind}[{self.position!r}] is a whole tensor; select a column, "
-            f"e.g. {self.model}.{self.kind}[{self.position!r}][0]"
+            f"e.g. {self.model}.{self.kind}[{self.position!r}][0], or reduce it per row with "
+            "fn.len, fn.mean, fn.sum, fn.min or fn.max"
         )
 
     __lt__ = __le__ = __gt__ = __ge__ = __add__ = __sub__ = __mul__ = __truediv__ = _misuse

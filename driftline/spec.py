@@ -27,13 +27,16 @@ from driftline.errors import DriftlineError, ExpressionError, ModelError, SpecEr
 from driftline.expressions import (
     AlertCondition,
     Expr,
+    Kind,
     Variable,
     alert_condition,
+    check_kinds,
     contains_aggregate,
     format_duration,
     from_json,
     parse,
     parse_duration,
+    resolve_classes,
     to_json,
     variables,
 )
@@ -876,6 +879,12 @@ class _Compiler:
         else:
             raise SpecError(where, f"expected an expression (text), got {value!r}")
         self.check_variables(where, expr)
+        try:
+            check_kinds(expr, self.value_kind)
+            # the canonical spec stores the column index, read alike with or without the file
+            expr = resolve_classes(expr, self.classes_of)
+        except ExpressionError as exc:
+            raise SpecError(where, str(exc)) from None
         return expr
 
     def row_expr(self, where: str, value: Any) -> Expr:
@@ -892,6 +901,30 @@ class _Compiler:
         for var in sorted(variables(expr), key=str):
             self.check_variable(where, var)
 
+    def classes_of(self, var: Variable) -> tuple[int | str, ...] | None:
+        """Class labels of the ZipMap output ``var`` reads (None: it is not one)."""
+        model = self.models[var.model]
+        if model.info is None:
+            raise ExpressionError(
+                f"{var}: class names are resolved against the model file, which is not at hand "
+                f"for {var.model!r}; give its path, or address the column by position"
+            )
+        tensors = model.info.outputs if var.kind == "outputs" else model.info.inputs
+        position = var.index[0]
+        name = position if isinstance(position, str) else tuple(tensors)[position].name
+        return model.info.classes.get(name) if var.kind == "outputs" else None
+
+    def value_kind(self, var: Variable) -> Kind:
+        """Whether ``var`` reads strings or numbers (None: the model file is not at hand)."""
+        model = self.models.get(var.model)
+        if model is None or model.info is None:
+            return None
+        tensors = model.info.outputs if var.kind == "outputs" else model.info.inputs
+        position = var.index[0]
+        names = [t.name for t in tensors]
+        index = names.index(position) if isinstance(position, str) else position
+        return "string" if tuple(tensors)[index].dtype == "string" else "number"
+
     def check_variable(self, where: str, var: Variable) -> None:
         model = self.models.get(var.model)
         if model is None:
@@ -900,7 +933,7 @@ class _Compiler:
                 f"unknown model {var.model!r} in {var}; the pipeline's models are "
                 f"{sorted(self.models)}",
             )
-        position, column = var.index
+        position, column = var.index[0], var.index[-1]
         if model.info is None:
             # Without the file only names can be checked (shapes are unknown).
             names = list(model.output_names if var.kind == "outputs" else model.input_names)
@@ -930,7 +963,11 @@ class _Compiler:
                 )
             tensor = tuple(tensors)[position]
         width = tensor.width
-        if width is not None and isinstance(column, int) and column >= width:
+        if tensor.dtype.startswith(("seq", "map")):
+            # a ZipMap is served as one column per class; other sequences have no fixed width
+            classes = model.info.classes.get(tensor.name)
+            width = len(classes) if classes is not None and var.kind == "outputs" else None
+        if width is not None and not var.whole and isinstance(column, int) and column >= width:
             raise SpecError(
                 where,
                 f"{var}: column {column} out of range; {var.kind[:-1]} {tensor.name!r} of model "

@@ -22,6 +22,7 @@ __all__ = [
     "ARITHMETIC_OPS",
     "BOOL_OPS",
     "COMPARE_OPS",
+    "REDUCTIONS",
     "ROW_FUNCTIONS",
     "Aggregate",
     "BinOp",
@@ -53,7 +54,12 @@ ROW_FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "exp": (1, 1),
     "isnan": (1, 1),
     "one_of": (2, None),
+    "len": (1, 1),
 }
+#: Per-row reductions over a whole tensor (``mean(m.outputs["scores"])``): one argument, a
+#: tensor without a column index. ``min``/``max`` with two or more arguments stay element-wise,
+#: and ``mean``/``sum`` with three are window aggregates.
+REDUCTIONS = ("len", "mean", "sum", "min", "max")
 
 _MISUSE = (
     "an expression is not evaluated in Python; {what}. Build conditions with "
@@ -61,6 +67,7 @@ _MISUSE = (
 )
 
 Number = int | float | bool
+Scalar = int | float | bool | str
 
 
 class Expr:
@@ -209,10 +216,10 @@ def same(a: Expr, b: Expr) -> bool:
 
 
 def as_expr(value: object) -> Expr:
-    """Wrap a Python number as a :class:`Literal`; pass expressions through."""
+    """Wrap a Python number or string as a :class:`Literal`; pass expressions through."""
     if isinstance(value, Expr):
         return value
-    if isinstance(value, bool | int | float):
+    if isinstance(value, bool | int | float | str):
         return Literal(value)
     try:
         import numpy as np
@@ -223,20 +230,23 @@ def as_expr(value: object) -> Expr:
         pass
     raise ExpressionError(
         f"cannot use {value!r} ({type(value).__name__}) in an expression; "
-        "use numbers or expressions such as m.outputs[0][0]"
+        "use numbers, strings or expressions such as m.outputs[0][0]"
     )
 
 
 @dataclass(frozen=True, eq=False, repr=True)
 class Literal(Expr):
-    """A number (int, float) or boolean constant."""
+    """A number (int, float), boolean or string constant (strings compare with string
+    columns, such as a classifier's label output)."""
 
-    value: Number
+    value: Scalar
     node: ClassVar[str] = "literal"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.value, bool | int | float):
-            raise ExpressionError(f"literal must be a number or boolean, got {self.value!r}")
+        if not isinstance(self.value, bool | int | float | str):
+            raise ExpressionError(
+                f"literal must be a number, boolean or string, got {self.value!r}"
+            )
         if isinstance(self.value, float) and not math.isfinite(self.value):
             raise ExpressionError(
                 f"literal {self.value!r} is not a finite number; use a finite constant or isnan()"
@@ -245,7 +255,13 @@ class Literal(Expr):
 
 @dataclass(frozen=True, eq=False, repr=True)
 class Variable(Expr):
-    """``<model>.<kind>[i][j]``: column ``j`` of tensor ``i`` (a position or an output name)."""
+    """``<model>.<kind>[i][j]``: column ``j`` of tensor ``i`` (a position or an output name).
+
+    ``j`` may be a class name for a ZipMap output (a classifier's per-class probabilities,
+    resolved against the model's classes when the spec is compiled). ``<model>.<kind>[i]``
+    alone is the whole tensor of each row, allowed only as the argument of a reduction
+    (``len``, ``mean``, ``sum``, ``min``, ``max``).
+    """
 
     model: str
     kind: TLiteral["outputs", "inputs"]
@@ -261,11 +277,11 @@ class Variable(Expr):
             raise ExpressionError(f"variable kind {self.kind!r} must be 'outputs' or 'inputs'")
         index = tuple(self.index)
         object.__setattr__(self, "index", index)
-        if len(index) != 2:
+        if len(index) not in (1, 2):
             raise ExpressionError(
                 f"{self.model}.{self.kind} needs two indices, [tensor][column], got {list(index)}"
             )
-        tensor, column = index
+        tensor, column = index[0], index[-1]
         if isinstance(tensor, bool) or not (
             (isinstance(tensor, int) and tensor >= 0) or (isinstance(tensor, str) and tensor)
         ):
@@ -273,11 +289,19 @@ class Variable(Expr):
                 f"{self.model}.{self.kind}[{tensor!r}]: the tensor index must be a "
                 "non-negative integer or a tensor name"
             )
-        if isinstance(column, bool) or not isinstance(column, int) or column < 0:
+        good_column = (isinstance(column, int) and column >= 0) or (
+            isinstance(column, str) and column != ""
+        )
+        if len(index) == 2 and (isinstance(column, bool) or not good_column):
             raise ExpressionError(
                 f"{self.model}.{self.kind}[{tensor!r}][{column!r}]: the column index must be a "
-                "non-negative integer"
+                "non-negative integer or a class name"
             )
+
+    @property
+    def whole(self) -> bool:
+        """Whether this is a whole tensor (``m.outputs[i]``), not one column of it."""
+        return len(self.index) == 1
 
 
 @dataclass(frozen=True, eq=False, repr=True)
@@ -374,15 +398,32 @@ class Neg(Expr):
 
 @dataclass(frozen=True, eq=False, repr=True)
 class Call(Expr):
-    """A row function: abs, min, max, clip, sqrt, log, exp, isnan, one_of."""
+    """A row function: abs, min, max, clip, sqrt, log, exp, isnan, one_of, or a reduction
+    over a whole tensor of the row: len, mean, sum, min, max."""
 
     fn: str
     args: tuple[Expr, ...]
     node: ClassVar[str] = "fn"
 
+    @property
+    def reduction(self) -> bool:
+        """Whether this reduces a whole tensor of each row to one number."""
+        return self.fn in REDUCTIONS and len(self.args) == 1
+
     def __post_init__(self) -> None:
         args = tuple(self.args)
         object.__setattr__(self, "args", args)
+        if self.reduction:
+            (arg,) = args
+            if not (isinstance(arg, Variable) and arg.whole):
+                raise ExpressionError(
+                    f"{self.fn}() of one argument reduces a whole tensor, such as "
+                    f'{self.fn}(m.outputs["scores"]); got {arg!r}'
+                    if not isinstance(arg, Expr)
+                    else f"{self.fn}({arg}): the argument must be a whole tensor, such as "
+                    f'm.outputs["scores"] (no column index)'
+                )
+            return
         if self.fn in AGGREGATES:
             raise ExpressionError(
                 f"{self.fn}() is a window aggregate: write {self.fn}(expr, width, interval)"
@@ -431,6 +472,16 @@ def _check_children(parent: Expr, *children: object) -> None:
             raise ExpressionError(
                 f"{type(parent).__name__}: operand {child!r} is not an expression"
             )
+        if isinstance(child, Variable) and child.whole:
+            raise ExpressionError(whole_tensor_message(child))
+
+
+def whole_tensor_message(var: Variable) -> str:
+    """Why a whole tensor cannot stand where a value is needed, and what to write."""
+    return (
+        f"{var} is a whole tensor; select a column ({var}[0]) or reduce it per row with "
+        f"len({var}), mean({var}), sum({var}), min({var}) or max({var})"
+    )
 
 
 def _contains_aggregate(expr: Expr) -> bool:
@@ -456,7 +507,11 @@ def children(expr: Expr) -> tuple[Expr, ...]:
 
 def negate(expr: Expr) -> Expr:
     """``-expr``, folding the sign into numeric literals so ``-0.5`` is one literal."""
-    if isinstance(expr, Literal) and not isinstance(expr.value, bool):
+    if isinstance(expr, Literal) and isinstance(expr.value, str):
+        raise ExpressionError(f"cannot negate the string {expr.value!r}")
+    if isinstance(expr, Literal) and isinstance(expr.value, int | float):
+        if isinstance(expr.value, bool):
+            return Neg(expr)
         return Literal(-expr.value)
     return Neg(expr)
 
@@ -488,7 +543,9 @@ def _wrap(expr: Expr, min_prec: int) -> str:
     return f"({text})" if prec < min_prec else text
 
 
-def _literal(value: bool | int | float) -> tuple[str, int]:
+def _literal(value: Scalar) -> tuple[str, int]:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False), _ATOM
     text = repr(value)
     negative = not isinstance(value, bool) and (value < 0 or text.startswith("-"))
     return text, _UNARY if negative else _ATOM

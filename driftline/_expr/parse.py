@@ -12,6 +12,7 @@ from typing import NoReturn
 from driftline._expr.durations import parse_duration
 from driftline._expr.nodes import (
     AGGREGATES,
+    REDUCTIONS,
     ROW_FUNCTIONS,
     Aggregate,
     BinOp,
@@ -19,11 +20,13 @@ from driftline._expr.nodes import (
     Call,
     Compare,
     Expr,
+    Literal,
     Not,
     Variable,
     as_expr,
     is_model_name,
     negate,
+    whole_tensor_message,
 )
 from driftline.errors import ExpressionError
 
@@ -143,11 +146,15 @@ class _Parser:
             raise ExpressionError("expression is nested too deeply", None, self.source) from None
 
     # -- conversion --------------------------------------------------------------------------
-    def convert(self, node: ast.expr, depth: int) -> Expr:
+    def convert(self, node: ast.expr, depth: int, *, whole: bool = False) -> Expr:
+        """``node`` as an expression; a whole tensor (``m.outputs[i]``) only when ``whole``."""
         if depth > _MAX_DEPTH:
             self.fail(f"expression is nested more than {_MAX_DEPTH} levels deep", node)
         try:
-            return self._convert(node, depth + 1)
+            expr = self._convert(node, depth + 1)
+            if not whole and isinstance(expr, Variable) and expr.whole:
+                raise ExpressionError(whole_tensor_message(expr))
+            return expr
         except ExpressionError as exc:
             if exc.source is not None:
                 raise
@@ -221,12 +228,9 @@ class _Parser:
             except ExpressionError as exc:
                 self.fail(exc.reason, node)
         if isinstance(value, str):
-            self.fail(
-                f'string {value!r} is only allowed as a tensor name (m.outputs["name"][j]) '
-                'or as a window duration (count(expr, "5m", "1s"))',
-                node,
-            )
-        self.fail(f"constant {self.piece(node)} is not a number", node)
+            # compared with string columns (a classifier's labels); type-checked at compile
+            return Literal(value)
+        self.fail(f"constant {self.piece(node)} is not a number or a string", node)
 
     def variable(self, node: ast.Subscript | ast.Attribute) -> Variable:
         indices: list[int | str] = []
@@ -251,7 +255,8 @@ class _Parser:
                 current,
             )
         index_nodes.reverse()
-        if len(index_nodes) != 2:
+        # one index is a whole tensor, valid only inside a reduction (checked by the nodes)
+        if len(index_nodes) not in (1, 2):
             self.fail(
                 f"{model}.{kind} needs exactly two indices, [tensor][column], "
                 f"got {len(index_nodes)}",
@@ -260,12 +265,12 @@ class _Parser:
         for position, index in enumerate(index_nodes):
             value = index.value if isinstance(index, ast.Constant) else None
             ok_int = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            ok_str = position == 0 and isinstance(value, str) and value != ""
+            ok_str = isinstance(value, str) and value != ""
             if not (ok_int or ok_str):
                 allowed = (
                     "a non-negative integer or a tensor name"
                     if position == 0
-                    else ("a non-negative integer")
+                    else ("a non-negative integer or a class name")
                 )
                 self.fail(f"index {self.piece(index)} of {model}.{kind} must be {allowed}", index)
             assert isinstance(value, int | str)
@@ -286,12 +291,14 @@ class _Parser:
         if not isinstance(func, ast.Name):
             self.fail(f"{self.piece(func)} is not a function of the expression language", func)
         name = func.id
+        if name in REDUCTIONS and len(node.args) == 1:
+            return Call(name, (self.convert(node.args[0], depth, whole=True),))
         if name in AGGREGATES:
             return self.aggregate(name, node, depth)
         if name not in ROW_FUNCTIONS:
             self.fail(
                 f"unknown function {name!r}; available: "
-                + ", ".join(sorted([*ROW_FUNCTIONS, *AGGREGATES])),
+                + ", ".join(sorted({*ROW_FUNCTIONS, *AGGREGATES, *REDUCTIONS})),
                 func,
             )
         return Call(name, tuple(self.convert(a, depth) for a in node.args))

@@ -14,17 +14,21 @@ What the worker serves, and so what this check accepts:
 - shadows are fed the champion's inputs by name (or, when both have a single input, that
   input), so they must declare the same names, types and fixed dimensions; a shadow of a
   champion fed plain rows takes the same rows;
-- numeric or boolean tensor outputs with one entry per row, and ZipMap outputs (skl2onnx's
-  default classifier export), served as one probability column per class.
+- numeric, boolean and string tensor outputs with one entry per row (strings, such as a
+  classifier's label output, are carried as JSON strings; booleans as JSON true/false), and
+  ZipMap outputs (skl2onnx's default classifier export), served as one probability column
+  per class;
+- outputs whose rows differ in length: a free non-batch dimension of a model fixed to batch
+  size 1 (an object detector's boxes and scores), or a sequence of tensors with one tensor
+  per row; each row's values are carried as a list.
 
 The synthetic batch has two rows (one at a time for a batch-1 model) and a size of 16 for
 each free non-batch dimension. A model whose run fails on it is refused when every
 non-batch dimension is fixed (it would fail on every request); with free dimensions the
 failure may be the made-up size, so only a successful run's outputs are judged; the same
 holds for string inputs, whose made-up values a category encoder may refuse. Everything
-else is refused with the model's spec name, the reason and the fix, for example a classifier
-with string class labels, or a sequence output that is not a ZipMap (convert it with
-``options={id(model): {'zipmap': False}}``).
+else is refused with the model's spec name, the reason and the fix, for example a sequence
+of maps that is not a ZipMap (convert it with ``options={id(model): {'zipmap': False}}``).
 """
 
 from __future__ import annotations
@@ -181,35 +185,33 @@ def _shadow_problem(info: ModelInfo, champion: ModelInfo) -> str | None:
 
 
 def _output_problem(info: ModelInfo) -> str | None:
-    for t in info.outputs:
-        if t.dtype == "string":
-            return (
-                f"output {t.name!r} is a string tensor; the worker writes numeric tensors into "
-                "results: train on integer class labels (0..k-1), or export without the label "
-                "output and keep the probabilities"
-            )
-    # Sequences and maps are judged by running the model: a ZipMap of class probabilities
-    # (skl2onnx's default classifier export) is served as one column per class; others are not.
+    # Every tensor type the model inspection names is carried; sequences and maps are judged
+    # by running the model: a ZipMap of class probabilities (skl2onnx's default classifier
+    # export) is served as one column per class, a sequence of one tensor per row as lists.
+    del info
     return None
 
 
 def _run_problem(model: object, feeds: dict[str, np.ndarray], expected: int) -> str | None:
-    from driftline.models.runtime import LoadedModel
+    from driftline.models.runtime import LoadedModel, OutputShapeError, carried
 
     assert isinstance(model, LoadedModel)
     try:
         outputs = model.run_feeds(feeds)
+    except OutputShapeError as exc:
+        return str(exc)  # the model ran: the made-up inputs are not at fault
     except ModelError as exc:
         if _guessed(model.info):
             return None  # the made-up sizes or strings may be at fault; requests bring theirs
         return f"it fails on a synthetic batch of {expected} rows: {exc}"
     for name, out in zip(model.output_names, outputs, strict=True):
         arr = np.asarray(out)
-        if arr.dtype.kind not in "fiub":
+        if not carried(arr):
             return (
                 f"output {name!r} comes back as {arr.dtype} values, which the worker cannot "
-                "write into results; export numeric tensor outputs (for a scikit-learn "
-                "classifier: skl2onnx.to_onnx(model, X, options={id(model): {'zipmap': False}}))"
+                "write into results; export numeric or string tensor outputs (for a "
+                "scikit-learn classifier: skl2onnx.to_onnx(model, X, options={id(model): "
+                "{'zipmap': False}}))"
             )
         if arr.shape[0] != expected:
             return (
@@ -225,10 +227,13 @@ def _structure_problem(model: object) -> str | None:
 
     assert isinstance(model, LoadedModel)
     for t in model.info.outputs:
+        if t.dtype.startswith("seq(tensor("):
+            continue  # one tensor per row: judged by running it
         if t.dtype.startswith(("seq", "map")) and t.name not in model.output_classes:
             return (
-                f"output {t.name!r} is an ONNX {t.dtype}, not a ZipMap of class probabilities; "
-                "the worker writes tensors into results: export tensor outputs"
+                f"output {t.name!r} is an ONNX {t.dtype}, not a ZipMap of class probabilities "
+                "nor a sequence of tensors; the worker writes tensors into results: export "
+                "tensor outputs"
             )
     return None
 

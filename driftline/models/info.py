@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, SupportsIndex, overload
@@ -11,7 +11,14 @@ from typing import Any, SupportsIndex, overload
 from driftline.errors import ModelError
 from driftline.expressions import Variable
 
-__all__ = ["ModelInfo", "TensorInfo", "TensorList", "inspect_model", "sha256_file"]
+__all__ = [
+    "ModelInfo",
+    "TensorInfo",
+    "TensorList",
+    "inspect_model",
+    "sha256_file",
+    "zipmap_classes",
+]
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -48,7 +55,7 @@ class TensorInfo:
             width *= dim
         return width
 
-    def __getitem__(self, column: int) -> Variable:
+    def __getitem__(self, column: int | str) -> Variable:
         if not self.model:
             raise TypeError("this TensorInfo is not attached to a model")
         return Variable(self.model, self.kind, (self.key, column))  # type: ignore[arg-type]
@@ -112,6 +119,9 @@ class ModelInfo:
     path: Path
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    #: Class labels of each ZipMap output (a classifier's per-class probabilities), in the
+    #: order of the columns the worker serves for it.
+    classes: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -159,7 +169,7 @@ def inspect_model(path: str | Path, name: str | None = None) -> ModelInfo:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist or is not a file")
-    _check_external_data(path)
+    graph = _check_external_data(path)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -179,13 +189,36 @@ def inspect_model(path: str | Path, name: str | None = None) -> ModelInfo:
             TensorInfo(a.name, tuple(a.shape), _ORT_TYPES.get(a.type, a.type)) for a in args
         )
 
+    outputs = describe(session.get_outputs())
     return ModelInfo(
         name=name if name is not None else path.stem,
         sha256=sha256_file(path),
         path=path,
         inputs=describe(session.get_inputs()),
-        outputs=describe(session.get_outputs()),
+        outputs=outputs,
+        classes=_zipmaps(graph, [t.name for t in outputs]),
     )
+
+
+def zipmap_classes(path: Path, outputs: list[str]) -> dict[str, tuple[int | str, ...]]:
+    """Class labels of each graph output produced by a ``ZipMap`` node (skl2onnx's default
+    classifier export: a sequence of ``{class: probability}`` maps, one per row)."""
+    import onnx
+
+    return _zipmaps(onnx.load(str(path), load_external_data=False).graph, outputs)
+
+
+def _zipmaps(graph: Any, outputs: list[str]) -> dict[str, tuple[int | str, ...]]:
+    found: dict[str, tuple[int | str, ...]] = {}
+    for node in graph.node:
+        if node.op_type != "ZipMap" or node.output[0] not in outputs:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "classlabels_int64s":
+                found[node.output[0]] = tuple(int(v) for v in attribute.ints)
+            elif attribute.name == "classlabels_strings":
+                found[node.output[0]] = tuple(v.decode() for v in attribute.strings)
+    return found
 
 
 def _first_line(exc: BaseException) -> str:
@@ -193,7 +226,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_external_data(path: Path) -> None:
+def _check_external_data(path: Path) -> Any:
+    """The model's graph (without external data), once its external data is checked."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -221,6 +255,7 @@ def _check_external_data(path: Path) -> None:
                 f"{location!r} outside the model's directory; keep external data next to the "
                 "model (a relative path inside its directory) or embed it in the .onnx file"
             )
+    return model.graph
 
 
 def _tensors(graph: Any) -> Iterator[Any]:

@@ -8,9 +8,14 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import ModelError
-from driftline.models.info import ModelInfo, inspect_model
+from driftline.models.info import ModelInfo, inspect_model, zipmap_classes
 
-__all__ = ["LoadedModel"]
+__all__ = ["LoadedModel", "OutputShapeError", "carried", "merge_rows"]
+
+
+class OutputShapeError(ModelError):
+    """The model ran, but an output does not have one entry (or one tensor) per row."""
+
 
 _NUMPY_TYPES = {
     "float32": np.float32,
@@ -75,7 +80,7 @@ class LoadedModel:
                     f"feeds {', '.join(_FEED_TYPES)} tensors"
                 )
         self._output_names = [t.name for t in self.info.outputs]
-        self._classes = _zipmap_classes(Path(path), self._output_names)
+        self._classes = dict(self.info.classes) or zipmap_classes(Path(path), self._output_names)
 
     @property
     def name(self) -> str:
@@ -117,20 +122,32 @@ class LoadedModel:
         n = int(next(iter(batch.values())).shape[0])
         if n == 0:
             raise ModelError(f"model {self.name!r}: a batch of 0 rows")
-        first = self.info.inputs[0].shape
-        if first and first[0] == 1 and n > 1:
+        if self._batch_one and n > 1:
             parts = [self.run_feeds({k: v[r : r + 1] for k, v in batch.items()}) for r in range(n)]
-            return [np.concatenate(cols, axis=0) for cols in zip(*parts, strict=True)]
+            return [merge_rows(cols) for cols in zip(*parts, strict=True)]
         try:
             outputs = self._session.run(self._output_names, batch)
         except Exception as exc:
             raise ModelError(f"model {self.name!r} failed on a batch of {n}: {exc}") from None
         return [
-            _columns(o, self._classes[name], n)
-            if name in self._classes
-            else _rows_first(o, n, name)
-            for name, o in zip(self._output_names, outputs, strict=True)
+            self._output(name, o, n) for name, o in zip(self._output_names, outputs, strict=True)
         ]
+
+    @property
+    def _batch_one(self) -> bool:
+        """Whether the model is fixed to batch size 1 (run once per row)."""
+        first = self.info.inputs[0].shape
+        return bool(first) and first[0] == 1
+
+    def _output(self, name: str, output: Any, n: int) -> np.ndarray:
+        if name in self._classes:
+            return _columns(output, self._classes[name], n)
+        if self._batch_one and n == 1 and not isinstance(output, list | tuple | dict):
+            # A batch-1 model's output is the row's, with or without a batch dimension
+            # (an object detector's boxes: [N, 4] for the one image).
+            return np.asarray(output).reshape(1, -1)
+        dtype = next((t.dtype for t in self.info.outputs if t.name == name), "tensor")
+        return _rows_first(output, n, name, dtype)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Score a batch: ``x`` has shape (n_rows, input_width); each output is (n_rows, -1)."""
@@ -156,14 +173,17 @@ class LoadedModel:
         shape = self.info.inputs[0].shape
         if len(shape) > 2 and width is not None:
             batch = batch.reshape((n, *(int(d) for d in shape[1:])))  # type: ignore[arg-type]
+        if self._batch_one and n > 1:
+            parts = [self.run(batch[r : r + 1].reshape(1, -1)) for r in range(n)]
+            return [merge_rows(cols) for cols in zip(*parts, strict=True)]
         try:
             outputs = self._session.run(self._output_names, {self._input_name: batch})
         except Exception as exc:
             raise ModelError(f"model {self.name!r} failed on a batch of {n}: {exc}") from None
-        return [
-            _columns(o, self._classes[name], n) if name in self._classes else o.reshape(n, -1)
-            for name, o in zip(self._output_names, map(np.asarray, outputs), strict=True)
+        outs = [
+            self._output(name, o, n) for name, o in zip(self._output_names, outputs, strict=True)
         ]
+        return [o if _is_ragged(o) else o.reshape(n, -1) for o in outs]
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, sha256={self.info.sha256[:12]})"
@@ -179,39 +199,78 @@ def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.dtype(dtype))
 
 
-def _rows_first(output: Any, n: int, name: str) -> np.ndarray:
-    """An output as an array with one entry per row, or a :class:`ModelError` naming it."""
+def _rows_first(output: Any, n: int, name: str, dtype: str = "sequence") -> np.ndarray:
+    """An output as an array with one entry per row, or a :class:`ModelError` naming it.
+
+    A sequence of tensors with one tensor per row (an ONNX ``seq(tensor)`` output) is each
+    row's values, of any length (:func:`driftline.expressions.ragged`)."""
+    if isinstance(output, list | tuple) and all(isinstance(t, np.ndarray) for t in output):
+        if len(output) != n:
+            raise OutputShapeError(
+                f"output {name!r} is an ONNX {dtype} of {len(output)} tensor(s) for {n} rows; "
+                "the worker needs one tensor per row: export one tensor per row, or tensor "
+                "outputs"
+            )
+        return merge_rows([t.reshape(1, -1) for t in output])
     if isinstance(output, list | tuple | dict):
-        raise ModelError(
+        raise OutputShapeError(
             f"output {name!r} is a {type(output).__name__} (an ONNX sequence or map that is not "
-            "a ZipMap of class probabilities), which the worker cannot write into results; "
-            "export tensor outputs"
+            "a ZipMap of class probabilities or a sequence of tensors, one per row), which the "
+            "worker cannot write into results; export tensor outputs"
         )
     values = np.asarray(output)
     if values.ndim == 0 or values.shape[0] != n:
-        raise ModelError(
+        raise OutputShapeError(
             f"output {name!r} has shape {list(values.shape)}, not one entry for each of {n} "
             "rows; export it with the batch dimension first"
         )
     return values
 
 
-def _zipmap_classes(path: Path, outputs: list[str]) -> dict[str, tuple[int | str, ...]]:
-    """Class labels of each graph output produced by a ``ZipMap`` node (skl2onnx's default
-    classifier export: a sequence of ``{class: probability}`` maps, one per row)."""
-    import onnx
+def merge_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """Stack per-row (or per-message) outputs: rows of one width as a 2-D array, rows of
+    varying length as a ragged tensor (:func:`driftline.expressions.ragged`).
 
-    model = onnx.load(str(path), load_external_data=False)
-    found: dict[str, tuple[int | str, ...]] = {}
-    for node in model.graph.node:
-        if node.op_type != "ZipMap" or node.output[0] not in outputs:
-            continue
-        for attribute in node.attribute:
-            if attribute.name == "classlabels_int64s":
-                found[node.output[0]] = tuple(int(v) for v in attribute.ints)
-            elif attribute.name == "classlabels_strings":
-                found[node.output[0]] = tuple(v.decode() for v in attribute.strings)
-    return found
+    >>> merge_rows([np.ones((1, 2)), np.zeros((1, 2))]).shape
+    (2, 2)
+    >>> [r.tolist() for r in merge_rows([np.ones((1, 2)), np.zeros((1, 0))])[:, 0]]
+    [[1.0, 1.0], []]
+    """
+    from driftline._expr.evaluate import ragged
+
+    flat = [
+        np.asarray(p).reshape(np.asarray(p).shape[0], -1) if not _is_ragged(p) else p for p in parts
+    ]
+    if all(not _is_ragged(p) for p in flat) and len({p.shape[1] for p in flat}) == 1:
+        return np.concatenate(flat, axis=0)
+    rows: list[np.ndarray] = []
+    for p in flat:
+        rows.extend(p[:, 0] if _is_ragged(p) else list(p))
+    return ragged(rows)
+
+
+def _is_ragged(values: np.ndarray) -> bool:
+    from driftline._expr.evaluate import is_ragged
+
+    return is_ragged(np.asarray(values))
+
+
+def carried(values: np.ndarray) -> bool:
+    """Whether a result event can carry an output: numbers, booleans, strings (a
+    classifier's labels), and rows of numbers of varying length.
+
+    >>> carried(np.array([["setosa"]], dtype=object)), carried(np.array([[{0: 1.0}]]))
+    (True, False)
+    """
+    if values.dtype.kind in "biufU":
+        return True
+    if values.dtype.kind != "O":
+        return False
+    return all(
+        isinstance(v, str)
+        or (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "biufU")
+        for v in values.flat
+    )
 
 
 def _columns(maps: Any, classes: tuple[int | str, ...], n: int) -> np.ndarray:

@@ -125,7 +125,9 @@ def history_baseline(
         rows = [d for d, good in zip(docs, ok, strict=True) if d and good and t1 <= d.time < t2]
         if rows:
             tensors = build_tensors(rows, needed)
-            chunks.append(np.asarray(evaluate(assay.iopath, tensors), dtype=np.float64))
+            # tensor names (m.outputs["scores"]) resolve as in the live engine
+            values = evaluate(assay.iopath, tensors, spec.tensor_names())
+            chunks.append(np.asarray(values, dtype=np.float64))
 
     read_range(settings, topic, start, stop, on_batch, stop_at_ms=t2)
     values = np.concatenate(chunks) if chunks else np.zeros(0)

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
-__all__ = ["Doc", "build_tensors", "decode_results"]
+from driftline.expressions import ragged
+
+__all__ = ["Doc", "build_tensors", "decode_results", "output_column", "output_signature"]
 
 
 # Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
@@ -110,7 +112,53 @@ def build_tensors(
         else:
             tensors = [d.outputs[model] for d in docs]
             out[(model, kind)] = [
-                np.array([t[i] for t in tensors], dtype=np.float64).reshape(n, -1)
-                for i in range(len(tensors[0]))
+                output_column([t[i] for t in tensors]) for i in range(len(tensors[0]))
             ]
     return out
+
+
+def output_signature(tensors: Any) -> tuple[str, ...]:
+    """What a result's outputs of one model hold, per tensor: ``"number"`` (a list of
+    numbers, of any length) or ``"string"``; raises ``TypeError`` for anything else (not a
+    list, strings mixed with numbers). Rows of one batch agree on it unless malformed.
+
+    >>> output_signature([[0.5, 1], ["setosa"], []])
+    ('number', 'string', 'number')
+    """
+    if not isinstance(tensors, list):
+        raise TypeError("a model's outputs in a result are not a list")
+    out: list[str] = []
+    for t in tensors:
+        if not isinstance(t, list):
+            raise TypeError("an output of a result is not a list")
+        if all(v is None or isinstance(v, int | float) for v in t):
+            out.append("number")
+        elif all(isinstance(v, str) for v in t):
+            out.append("string")
+        else:
+            raise TypeError("an output of a result mixes strings with other values")
+    return tuple(out)
+
+
+def output_column(rows: list[Any]) -> np.ndarray:
+    """One output tensor of a batch of results: a float64 matrix when every row holds as
+    many numbers (the common case, one conversion), strings as a string matrix, and rows of
+    varying length as a ragged tensor (:func:`driftline.expressions.ragged`).
+
+    >>> output_column([[1, 2], [3, 4]]).tolist(), output_column([["a"], ["b"]]).tolist()
+    ([[1.0, 2.0], [3.0, 4.0]], [['a'], ['b']])
+    >>> [r.tolist() for r in output_column([[0.5], []])[:, 0]]
+    [[0.5], []]
+    """
+    n = len(rows)
+    try:
+        return np.array(rows, dtype=np.float64).reshape(n, -1)
+    except (ValueError, TypeError):
+        pass
+    if not all(isinstance(r, list) for r in rows):
+        raise TypeError("an output of a result is not a list")
+    if len({len(r) for r in rows}) == 1 and all(isinstance(v, str) for r in rows for v in r):
+        return np.array(rows, dtype=object).reshape(n, -1)
+    if all(v is None or isinstance(v, int | float) for r in rows for v in r):
+        return ragged(rows)
+    raise TypeError("the rows of an output mix strings and numbers or differ in length")

@@ -33,7 +33,7 @@ from driftline.detectors import FINE_HISTOGRAM, RAW_SAMPLE
 from driftline.events import AssayResult, Notification
 from driftline.expressions import evaluate, to_json, to_text, variables
 from driftline.streams._batch import AssayFailed, Batch, ClosedWindows, IngestReport, StateLost
-from driftline.streams._decode import Doc, build_tensors, decode_results
+from driftline.streams._decode import Doc, build_tensors, decode_results, output_signature
 from driftline.streams._final import FinalBuckets
 from driftline.streams.assay_lifecycle import assay_notification, step_assay
 from driftline.streams.memstate import MonitorState
@@ -370,9 +370,8 @@ class PipelineEngine:
                         row = np.asarray(getattr(d, "inputs", None), dtype=np.float64)
                         sig.append(row.shape)
                     else:
-                        sig.append(
-                            tuple(np.asarray(t, dtype=np.float64).shape for t in d.outputs[model])
-                        )
+                        # numbers of any length (variable-length outputs) or strings
+                        sig.append(output_signature(d.outputs[model]))
                 sigs.append(tuple(sig))
             except (ValueError, KeyError, TypeError):
                 sigs.append(None)

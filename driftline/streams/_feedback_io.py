@@ -211,10 +211,13 @@ def result_predictions(
     """Predictions of a batch of result records (one topic), and how many were unusable.
 
     ``prediction`` holds the performance entry's expressions (one, or one per class).
-    Results the monitor would reject (not JSON, no id or time, other tensor shapes than the
-    batch's first) are skipped here and counted; the monitor dead-letters them.
+    Results the monitor would reject (not JSON, no id or time, another number of tensors
+    than the batch's first, strings mixed with numbers) are skipped here and counted; the
+    monitor dead-letters them. Tensors may differ in length from row to row
+    (variable-length outputs) and hold strings (labels), as the monitor reads them.
     """
     from driftline.expressions import evaluate, variables
+    from driftline.streams._decode import output_column, output_signature
 
     needed = sorted({(v.model, v.kind) for e in prediction for v in variables(e)})
     docs: list[dict[str, Any]] = []
@@ -231,43 +234,47 @@ def result_predictions(
     skipped = len(records) - len(keep)
     if not docs:
         return None, skipped
-    tensors: dict[tuple[str, str], list[np.ndarray]] = {}
     ok = np.ones(len(docs), dtype=bool)
+    given: dict[tuple[str, str], tuple[list[Any], int]] = {}
     for model, kind in needed:
-        rows: list[list[np.ndarray] | None] = []
+        rows: list[Any] = []
         for i, d in enumerate(docs):
             try:
                 t = [d["inputs"]] if kind == "inputs" else d["outputs"][model]
-                rows.append([np.asarray(x, dtype=np.float64).ravel() for x in t])
-            except (KeyError, TypeError, ValueError):
+                output_signature(t)  # lists of numbers (any length) or of strings
+            except (KeyError, TypeError):
                 ok[i] = False
-                rows.append(None)
+                t = None
+            rows.append(t)
         first = next((t for t in rows if t is not None), None)
-        shape = None if first is None else [len(x) for x in first]
+        count = 0 if first is None else len(first)
         for i, got in enumerate(rows):
-            if got is None or [len(x) for x in got] != shape:
+            if got is None or len(got) != count:
                 ok[i] = False
-                rows[i] = None
-        tensors[(model, kind)] = [
-            np.array([t[j] if t is not None else np.full(n, np.nan) for t in rows])
-            for j, n in enumerate(shape or [])
-        ]
-    cols = [
-        np.asarray(evaluate(e, tensors, names, n_rows=len(docs)), dtype=np.float64)
-        for e in prediction
-    ]
-    values = cols[0] if len(cols) == 1 else np.stack(cols, axis=1)
+        given[(model, kind)] = rows, count
     sel = np.flatnonzero(ok)
     skipped += len(docs) - sel.size
     if not sel.size:
         return None, skipped
+    try:
+        tensors = {
+            key: [output_column([rows[i][j] for i in sel]) for j in range(count)]
+            for key, (rows, count) in given.items()
+        }
+    except TypeError:  # a tensor holding strings in some rows and numbers in others
+        return None, skipped + sel.size
+    cols = [
+        np.asarray(evaluate(e, tensors, names, n_rows=sel.size), dtype=np.float64)
+        for e in prediction
+    ]
+    values = cols[0] if len(cols) == 1 else np.stack(cols, axis=1)
     return (
         Predictions(
             keep[0].topic,
             [str(docs[i]["id"]) for i in sel],
             np.array([int(docs[i].get("row", 0)) for i in sel], dtype=np.int64),
             np.array([int(docs[i]["time"]) for i in sel], dtype=np.int64),
-            values[sel],
+            values,
             np.array([keep[i].partition for i in sel], dtype=np.int64),
             np.array([keep[i].offset for i in sel], dtype=np.int64),
         ),

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from driftline.models.runtime import carried, merge_rows
 from driftline.streams.codec import (
     MODEL_ERROR,
     UNSERIALIZABLE_OUTPUT,
@@ -166,8 +167,7 @@ def _run_isolating(
         return {}, rows[row_keep]
     outs = {
         m.name: [
-            np.concatenate([p[m.name][i] for p in per_msg], axis=0)
-            for i in range(len(per_msg[0][m.name]))
+            merge_rows([p[m.name][i] for p in per_msg]) for i in range(len(per_msg[0][m.name]))
         ]
         for m in runtime.models
     }
@@ -267,31 +267,24 @@ def _reject_all(batch: DecodedBatch, reason: str, detail: str) -> None:
 
 def _describe(values: np.ndarray) -> tuple[str, str]:
     """What an output holds that a result cannot carry, and how to export it instead."""
-    strings = (
-        "strings",
-        "string outputs are not carried yet: train on integer class labels (e.g. with "
-        "sklearn's LabelEncoder) or export without that output",
-    )
     if values.dtype.kind == "O" and values.size:
-        first = values.flat[0]
+        first = next(
+            (v for v in values.flat if not isinstance(v, str | np.ndarray)), values.flat[0]
+        )
         if isinstance(first, dict):
             return (
                 "a sequence of maps (a ZipMap of class probabilities)",
                 "export the classifier with skl2onnx options={'zipmap': False}",
             )
-        if isinstance(first, str | bytes):
-            return strings
-        return f"{type(first).__name__} values", "export numeric tensor outputs"
-    if values.dtype.kind in "US":
-        return strings
-    return f"{values.dtype} values", "export numeric tensor outputs"
+        return f"{type(first).__name__} values", "export numeric or string tensor outputs"
+    return f"{values.dtype} values", "export numeric or string tensor outputs"
 
 
 def _unserializable(runtime: PipelineRuntime, outs: Mapping[str, list[np.ndarray]]) -> str | None:
-    """Why an output cannot go into a result event (numbers and booleans only), or None."""
+    """Why an output cannot go into a result event, or None."""
     for model in runtime.models:
         for i, values in enumerate(outs.get(model.name, ())):
-            if values.dtype.kind in "biuf":
+            if carried(values):
                 continue
             names = getattr(model.runner, "output_names", None)
             label = repr(names[i]) if isinstance(names, list) and i < len(names) else f"#{i}"
@@ -355,6 +348,9 @@ def _split_rows(matrix: np.ndarray) -> list[bytes]:
     n = matrix.shape[0]
     if matrix.shape[1] == 0:
         return [b""] * n
+    if matrix.dtype.kind in "OU":
+        # strings may hold "],[" and ragged rows are arrays: one dumps per row
+        return [orjson.dumps(_json_row(row))[1:-1] for row in matrix]
     if matrix.dtype.kind == "f" and matrix.dtype != np.float64:
         # float64 so that the recorded value is the model's float32 value, digit for digit.
         matrix = matrix.astype(np.float64)
@@ -363,6 +359,18 @@ def _split_rows(matrix: np.ndarray) -> list[bytes]:
     if len(rows) != n:  # pragma: no cover - would mean a bracket inside a number
         raise AssertionError("row split mismatch")
     return rows
+
+
+def _json_row(row: np.ndarray) -> list[Any]:
+    """One row of a string or ragged output as JSON values: strings as they are, a ragged
+    row (its only cell an array) as that row's list of values."""
+    if row.size == 1 and isinstance(row[0], np.ndarray):
+        values = row[0]
+        if values.dtype.kind == "f":
+            values = values.astype(np.float64)
+        out: list[Any] = values.tolist()
+        return out
+    return [str(v) for v in row.tolist()]
 
 
 def _rows_with_comma(matrix: np.ndarray) -> list[bytes]:
@@ -579,8 +587,14 @@ def _build_feeds(
     names = [s.name for s in runtime.inputs or ()]
     numeric = [a if a.dtype.kind == "O" else a.astype(np.float64) for a in ins[champion]]
     as_list = len(numeric) == 1 and numeric[0].dtype.kind != "O"
-    wide = {
-        m: [o.astype(np.float64) if o.dtype.kind == "f" else o for o in v] for m, v in outs.items()
+    wide: dict[str, list[Any]] = {
+        m: [
+            o.astype(np.float64)
+            if o.dtype.kind == "f"
+            else ([_json_row(row) for row in o] if o.dtype.kind in "OU" else o)
+            for o in v
+        ]
+        for m, v in outs.items()
     }
     checks = _checks_json(failures, int(numeric[0].shape[0]))
     elapsed = time.perf_counter_ns() - t0

@@ -169,7 +169,8 @@ def test_json_form_is_stable() -> None:
     [
         {"node": "nope"},
         {"node": "literal"},
-        {"node": "literal", "value": "x"},
+        {"node": "literal", "value": None},
+        {"node": "literal", "value": [1]},
         {"node": "literal", "value": 1, "extra": 2},
         {"node": "variable", "model": "1a", "kind": "outputs", "index": [0, 0]},
         {"node": "variable", "model": "a", "kind": "outputs", "index": 0},
@@ -250,7 +251,7 @@ def test_sdk_builds_the_same_tree_as_text() -> None:
         (lambda m: m.outputs[0] < 1, "select a column"),
         (lambda m: fn.count(m.outputs[0][0], "5 minutes", "1s"), "width"),
         (lambda m: fn.count(m.outputs[0][0], "1s", "5m"), "multiple"),
-        (lambda m: m.outputs[0][0] < "high", "'high'"),
+        (lambda m: m.outputs[0][0] < b"high", "b'high'"),
         (lambda m: m.outputs[0][-1], "column index"),
     ],
 )
@@ -300,7 +301,8 @@ def test_variables_collects_each_variable_once() -> None:
         ("ccfraud.outputs[0][0] if 1 else 2", "'if' expression", 1),
         ('count(ccfraud.outputs[0][0] > 0.95, "5 minutes", "1s") > 10', "'5 minutes'", 37),
         ('count(ccfraud.outputs[0][0] > 0.95, 5, "1s") > 10', "quoted duration", 37),
-        ("ccfraud.outputs[0][0] < 'x'", "'x'", 25),
+        ("ccfraud.outputs[0][0] < b'x'", "b'x'", 25),
+        ("ccfraud.outputs[0][0] < -'x'", "negate the string", 25),
         ("  lambda: 1", "lambda", 3),
         ("ccfraud.outputs[0][0] <", "syntax", 23),
         ('a.outputs["é"][0] < 1 + bar', "'bar'", 25),

@@ -52,17 +52,61 @@ def test_a_default_skl2onnx_classifier_is_accepted_its_zipmap_served_as_columns(
     assert spec.champion.name == "clf" and label.ravel().tolist() == clf.predict(x[:3]).tolist()
 
 
-def test_string_labels_are_refused(tmp_path: Path) -> None:
+def _forest(tmp_path: Path, **options: Any) -> tuple[Path, Any, np.ndarray]:
     from skl2onnx import to_onnx
     from sklearn.ensemble import RandomForestClassifier
 
     x, y = _data()
     labels = np.where(y == 1, "fraud", "ok")
     clf = RandomForestClassifier(n_estimators=3, random_state=0).fit(x, labels)
-    onx = to_onnx(clf, x[:1], target_opset=17, options={id(clf): {"zipmap": False}})
-    with pytest.raises(SpecError, match="string tensor") as info:
-        spec_from_dict(_spec({"name": "forest", "path": str(_save(onx, tmp_path / "f.onnx"))}))
-    assert "'forest'" in str(info.value)
+    onx = to_onnx(clf, x[:1], target_opset=17, options={id(clf): options} if options else None)
+    return _save(onx, tmp_path / "f.onnx"), clf, x
+
+
+def test_string_labels_are_accepted_and_served_as_strings(tmp_path: Path) -> None:
+    from driftline.models import LoadedModel
+
+    path, clf, x = _forest(tmp_path, zipmap=False)
+    spec = spec_from_dict(_spec({"name": "forest", "path": str(path)}))
+    assert spec.champion.name == "forest"
+    label, _proba = LoadedModel(path).run(x[:5])
+    assert label.ravel().tolist() == clf.predict(x[:5]).tolist()
+
+
+def test_string_outputs_in_expressions_are_checked_when_the_spec_compiles(
+    tmp_path: Path,
+) -> None:
+    path, _clf, _x = _forest(tmp_path)  # skl2onnx's defaults: label + ZipMap
+    doc = _spec({"name": "forest", "path": str(path)})
+    doc["validations"] = {"not_fraud": 'forest.outputs["output_label"][0] != "fraud"'}
+    doc["alerts"] = {
+        "frauds": 'count(forest.outputs[0][0].one_of("fraud"), "1m", "1s") > 3',
+    }
+    spec = spec_from_dict(doc)
+    assert set(spec.validations) == {"not_fraud"} and set(spec.alerts) == {"frauds"}
+    for where, text, hint in [
+        ("validations.bad", "forest.outputs[0][0] == 1", "compares the string"),
+        ("validations.bad", 'forest.outputs[0][0] < "fraud"', "orders strings"),
+        ("validations.bad", "forest.outputs[0][0] * 2 > 1", "arithmetic"),
+        ("alerts.bad.when", 'count(forest.outputs[0][0], "1m", "1s") > 3', "count()"),
+    ]:
+        bad = dict(doc)
+        kind, name = where.split(".")[:2]
+        bad[kind] = {name: text}
+        with pytest.raises(SpecError, match=hint) as info:
+            spec_from_dict(bad)
+        assert info.value.field == where and "forest.outputs[0][0]" in str(info.value)
+        assert 'm.outputs["output_label"][0] == "setosa"' in str(info.value)  # the fix
+    assay = dict(doc)
+    assay["assays"] = {
+        "labels": {"iopath": "forest.outputs[0][0]", "baseline": {"values": [0.0, 1.0]},
+                   "window": {"width": "1m"}},
+    }  # fmt: skip
+    with pytest.raises(SpecError, match="needs numbers") as info:
+        spec_from_dict(assay)
+    assert info.value.field == "assays.labels.iopath"
+    assay["assays"]["labels"]["iopath"] = 'forest.outputs[0][0] == "fraud"'
+    assert spec_from_dict(assay).assays["labels"]
 
 
 def test_a_column_transformer_with_named_string_and_numeric_inputs_is_accepted(
@@ -198,3 +242,83 @@ def test_a_shadow_of_another_width_is_refused(tmp_path: Path) -> None:
 def test_the_fraud_example_passes_the_check() -> None:
     spec = load_spec(EXAMPLE / "pipeline.yaml")
     assert [m.name for m in spec.models] == ["ccfraud", "fraud_base"]
+
+
+def test_class_names_resolve_to_columns_in_the_canonical_spec(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from driftline.expressions import ModelRef, to_text
+    from driftline.models import inspect_model
+    from driftline.spec import spec_from_canonical
+
+    x, _ = _data(90)
+    names = np.array(["setosa", "versicolor", "virginica"], dtype=object)[np.arange(90) % 3]
+    x[:, 0] += np.arange(90) % 3
+    clf = LogisticRegression(max_iter=500).fit(x, names)
+    path = _save(to_onnx(clf, x[:1], target_opset=17), tmp_path / "iris.onnx")
+    assert inspect_model(path).classes == {
+        "output_probability": ("setosa", "versicolor", "virginica")
+    }
+    doc = _spec({"name": "iris", "path": str(path)})
+    doc["validations"] = {"unsure": 'iris.outputs["output_probability"]["virginica"] < 0.9'}
+    spec = spec_from_dict(doc)
+    # the canonical spec stores the column index: processes without the file read it alike
+    assert to_text(spec.validations["unsure"]) == 'iris.outputs["output_probability"][2] < 0.9'
+    canonical = spec.to_canonical()
+    assert canonical["validations"]["unsure"]["left"]["index"] == ["output_probability", 2]
+    assert spec_from_canonical(canonical).version == spec.version
+    # the SDK and an upload's handle build the same expression
+    doc["validations"] = {
+        "unsure": ModelRef("iris").outputs["output_probability"]["virginica"] < 0.9
+    }
+    assert spec_from_dict(doc).version == spec.version
+    handle = inspect_model(path, "iris")
+    doc["validations"] = {"unsure": handle.outputs["output_probability"]["virginica"] < 0.9}
+    assert spec_from_dict(doc).version == spec.version
+    # and the same as the index written out
+    doc["validations"] = {"unsure": "iris.outputs[1][2] < 0.9"}
+    assert to_text(spec_from_dict(doc).validations["unsure"]) == "iris.outputs[1][2] < 0.9"
+
+    doc["validations"] = {"bad": 'iris.outputs["output_probability"]["rose"] < 0.9'}
+    with pytest.raises(SpecError, match="has no class 'rose'") as info:
+        spec_from_dict(doc)
+    assert "['setosa', 'versicolor', 'virginica']" in str(info.value)
+    assert info.value.field == "validations.bad"
+    doc["validations"] = {"bad": 'iris.outputs["output_label"]["setosa"] == "setosa"'}
+    with pytest.raises(SpecError, match="not a ZipMap output"):
+        spec_from_dict(doc)
+    doc["validations"] = {"v": 'iris.outputs[1]["virginica"] > 0.5'}
+    doc["alerts"] = {"a": 'count(iris.outputs[1]["setosa"] > 0.5, "1m", "1s") > 3'}
+    doc["assays"] = {
+        "p": {"iopath": 'iris.outputs["output_probability"]["versicolor"]',
+              "baseline": {"values": [0.1, 0.5, 0.9]}, "window": {"width": "1m"}},
+    }  # fmt: skip
+    resolved = spec_from_dict(doc)
+    assert to_text(resolved.validations["v"]) == "iris.outputs[1][2] > 0.5"
+    assert to_text(resolved.alerts["a"].when) == 'count(iris.outputs[1][0] > 0.5, "1m", "1s") > 3'
+    assert to_text(resolved.assays["p"].iopath) == 'iris.outputs["output_probability"][1]'
+
+
+def test_a_sequence_of_one_tensor_per_row_is_accepted_and_served_as_rows(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from driftline.models import LoadedModel
+
+    graph = helper.make_graph(
+        [helper.make_node("SplitToSequence", ["x"], ["rows"], axis=0, keepdims=0)],
+        "rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_sequence_value_info("rows", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "rows.onnx"
+    onnx.save(model, path)
+    doc = _spec({"name": "rows", "path": str(path)})
+    doc["validations"] = {"big": "max(rows.outputs[0]) < 2"}
+    assert "big" in spec_from_dict(doc).validations
+    x = np.arange(12, dtype=np.float32).reshape(4, 3) / 4
+    (got,) = LoadedModel(path).run(x)
+    np.testing.assert_array_equal(got, x)

@@ -135,3 +135,26 @@ def test_label_index_picks_one_element_of_a_multi_output_label() -> None:
     # an entry without label_index takes the single label and dead-letters the lists
     labels, dead = feedback_labels(records, ("cat", "dog"))
     assert labels is not None and labels.ids == ["d"] and len(dead) == 3
+
+
+def test_predictions_read_results_whose_model_also_has_string_and_variable_length_outputs() -> None:
+    """A classifier's label output is strings and a detector's scores vary in length from
+    row to row: neither makes its results unusable for a prediction."""
+
+    def event(i: int, scores: list[float]) -> bytes:
+        outputs = {"m": [["setosa" if i % 2 else "virginica"], [0.25, 0.75], scores]}
+        return orjson.dumps({"id": f"r{i}", "time": 5_000 + i, "outputs": outputs})
+
+    records = [
+        Record("p.results", 0, i, event(i, s), 0)
+        for i, s in enumerate([[0.5, 0.7], [], [0.9], [0.1, 0.2, 0.3]])
+    ]
+    mixed = orjson.dumps({"id": "x", "time": 1, "outputs": {"m": [[1, "a"]]}})
+    records.append(Record("p.results", 0, 9, mixed, 0))
+    preds, skipped = result_predictions(records, [parse("m.outputs[1][1]")])
+    assert preds is not None and skipped == 1
+    np.testing.assert_allclose(preds.values, [0.75] * 4)
+    means, _ = result_predictions(
+        records, [parse('len(m.outputs[2]) + (m.outputs[0][0] == "setosa")')]
+    )
+    assert means is not None and means.values.tolist() == [2.0, 1.0, 1.0, 4.0]

@@ -78,3 +78,42 @@ def test_outputs_do_not_depend_on_batch_boundaries(events, size) -> None:  # typ
         [a.to_dict() for a in cut.assays]
     )
     assert [n.id for n in whole.notifications] == [n.id for n in cut.notifications]
+
+
+def test_string_and_variable_length_outputs_are_read_and_only_malformed_rows_dead_lettered() -> (
+    None
+):
+    """A label output (strings) and scores of varying length are the model's outputs; a
+    result whose outputs mix strings with numbers, or lack the model, is the only one put
+    aside, as bad-tensor-shape."""
+    cond = alert_condition(parse("count(m.outputs[0][0] == \"virginica\", '1s', '1s') >= 1"))
+    base = DetectorBaseline(Baseline.from_values(np.linspace(0, 1, 101)), "psi", None)
+    drift = AssayPlan("conf", parse("mean(m.outputs[1])"), base, 1000, 1000, "psi")
+    eng = PipelineEngine("p", "v", ["m"], [AlertPlan("v", cond)], [drift], MemoryState("p"), 1, 0)
+
+    def event(t: int, label: str, scores: list[float]) -> bytes:
+        return orjson.dumps({"time": t, "outputs": {"m": [[label], scores]}})
+
+    rows = [
+        event(T0 + 10, "virginica", [0.5, 0.7]),
+        event(T0 + 20, "setosa", []),
+        event(T0 + 30, "virginica", [0.9]),
+        orjson.dumps({"time": T0 + 40, "outputs": {"m": [[1.0], ["x", 2]]}}),
+        orjson.dumps({"time": T0 + 50, "outputs": {"other": [[1.0]]}}),
+        event(T0 + 2000, "setosa", [0.1]),
+    ]
+    rep = eng.ingest(Batch.of("t", [(0, i, r) for i, r in enumerate(rows)]))
+    assert rep.accepted == 4
+    assert sorted((offset, reason) for _, offset, _, reason in rep.dead) == [
+        (3, "bad-tensor-shape"),
+        (4, "bad-tensor-shape"),
+    ]
+    closed = eng.close()
+    (firing,) = [n for n in closed.notifications if n.state == "firing"]
+    assert firing.value == 2.0
+    first = next(a for a in closed.assays if a.window_start == T0)
+    assert first.count == 3  # the empty row's mean is NaN: counted, in the leftmost bin
+    direct = Baseline.from_values(np.linspace(0, 1, 101)).compare(
+        [0.6, float("nan"), 0.9], metric="psi"
+    )
+    assert first.score == pytest.approx(direct.score)

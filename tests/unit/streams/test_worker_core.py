@@ -286,11 +286,6 @@ class _ZipMap:
         return [np.zeros(n, dtype=np.int64), [{0: 0.25, 1: 0.75} for _ in range(n)]]
 
 
-class _Labels:
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        return [np.array(["setosa"] * x.shape[0])]
-
-
 @pytest.mark.parametrize("shadow", [False, True])
 def test_an_output_a_result_cannot_carry_dead_letters_the_batch(
     models: tuple[_Ort, _Ort], shadow: bool
@@ -318,17 +313,70 @@ def test_an_output_a_result_cannot_carry_dead_letters_the_batch(
     assert "sha256" not in detail
 
 
-def test_string_label_outputs_dead_letter_the_batch() -> None:
+def _served(runner: object, validations: dict[str, str], sizes: list[int]):  # type: ignore[no-untyped-def]
+    from driftline.expressions import evaluate, parse
+
+    names = {("labels", "outputs"): ["output_label", "scores", "ok"]}
     rt = PipelineRuntime(
         name="iris",
         version="sha256:v",
-        models=(RuntimeModel("labels", "sha256:a", _Labels()),),
+        models=(RuntimeModel("labels", "sha256:a", runner),),  # type: ignore[arg-type]
         input_width=WIDTH,
+        validations={
+            k: (lambda t, e=parse(v): evaluate(e, t, names)) for k, v in validations.items()
+        },
     )
-    values, _ = _requests(np.random.default_rng(2), [2])
-    out = _process(rt, values)
-    assert [(r.index, r.reason) for r in out.rejected] == [(0, "unserializable_output")]
-    assert "strings" in out.rejected[0].detail
+    values, rows = _requests(np.random.default_rng(2), sizes)
+    return _process(rt, values), rows
+
+
+class _Labels:
+    """String labels (by the sign of the first feature), scores of varying length per row
+    (one per positive feature) and a boolean: every common kind of output but maps."""
+
+    def __init__(self) -> None:
+        self.output_names = ["output_label", "scores", "ok"]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        from driftline.models.runtime import merge_rows
+
+        labels = np.where(x[:, :1] > 0, "setosa", "virginica").astype(object)
+        scores = merge_rows([r[r > 0].reshape(1, -1) for r in x])
+        return [labels, scores, x[:, 1:2] > 0]
+
+
+def test_string_bool_and_variable_length_outputs_are_carried_and_validated() -> None:
+    out, rows = _served(
+        _Labels(),
+        {
+            "not_setosa": 'labels.outputs["output_label"][0] != "setosa"',
+            "confident": "mean(labels.outputs[1]) > 0.5",
+            "some": "len(labels.outputs[1]) >= 1",
+            "ok": "labels.outputs[2][0]",
+        },
+        [3, 1, 4, 2],
+    )
+    assert out.rejected == [] and out.rows == len(rows)
+    for (_k, raw), x in zip(out.results, rows, strict=True):
+        event = orjson.loads(raw)
+        label, scores, ok = event["outputs"]["labels"]
+        positive = x[x > 0].astype(np.float32).astype(np.float64).tolist()
+        assert label == ["setosa" if x[0] > 0 else "virginica"]
+        assert scores == positive and ok == [bool(x[1] > 0)]
+        failed = set(event["check_failures"])
+        assert ("not_setosa" in failed) == (x[0] > 0)
+        mean = np.mean(positive) if positive else np.nan
+        assert ("confident" in failed) == (not mean > 0.5)
+        assert ("some" in failed) == (not positive)
+        assert ("ok" in failed) == (not x[1] > 0)
+
+
+def test_a_string_label_compared_with_a_number_dead_letters_the_batch() -> None:
+    """Deploy refuses it when the model file is at hand; when it is not, the rows are not
+    silently counted as healthy."""
+    out, _ = _served(_Labels(), {"bad": "labels.outputs[0][0] == 1"}, [2])
+    assert [(r.index, r.reason) for r in out.rejected] == [(0, "model_error")]
+    assert "strings only compare with strings" in out.rejected[0].detail
 
 
 def test_reject_messages_moves_every_row_of_a_message_to_the_dead_letters(
@@ -391,18 +439,29 @@ def test_a_default_skl2onnx_classifier_with_int_labels_is_served(tmp_path: Path)
     assert out.check_failures["not_class_2"] == int((proba[:, 2] >= 0.5).sum()) > 0
 
 
-def test_a_classifier_with_string_labels_is_dead_lettered_with_the_fix(tmp_path: Path) -> None:
+def test_a_classifier_with_string_labels_is_served_labels_as_strings(tmp_path: Path) -> None:
+    from driftline.expressions import evaluate, parse
     from driftline.models import LoadedModel
 
     path, x = _sk_classifier(tmp_path, ["setosa", "versicolor"], zipmap=True)
+    model = LoadedModel(path, "clf")
+    names = {("clf", "outputs"): model.output_names}
+    check = parse('clf.outputs["output_label"][0] != "setosa"')
     rt = PipelineRuntime(
         name="iris",
         version="sha256:v",
-        models=(RuntimeModel("clf", "sha256:c", LoadedModel(path, "clf")),),
+        models=(RuntimeModel("clf", "sha256:c", model),),
+        validations={"not_setosa": lambda t: evaluate(check, t, names)},
         input_width=WIDTH,
     )
-    out = _process(rt, [orjson.dumps({"tensor": x[:2].tolist()})])
-    assert [(r.index, r.reason) for r in out.rejected] == [(0, "unserializable_output")]
-    detail = out.rejected[0].detail
-    assert "'clf'" in detail and "'output_label'" in detail and "strings" in detail
-    assert "LabelEncoder" in detail
+    out = _process(rt, [orjson.dumps({"tensor": x[:6].tolist()})])
+    assert out.rejected == [] and out.rows == 6
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels, maps = session.run(None, {"X": x[:6]})
+    for r, (_k, raw) in enumerate(out.results):
+        event = orjson.loads(raw)
+        label, proba = event["outputs"]["clf"]
+        assert label == [str(labels[r])]
+        assert proba == [float(np.float32(maps[r][c])) for c in ("setosa", "versicolor")]
+        assert event["check_failures"] == ([] if labels[r] != "setosa" else ["not_setosa"])
+    assert 0 < out.check_failures["not_setosa"] < 6

@@ -734,8 +734,12 @@ def test_a_pipeline_failure_is_logged_once_per_version_not_once_per_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Labels:
+        """Class probabilities as one dict per row, which a result cannot carry."""
+
         def run(self, x: np.ndarray) -> list[np.ndarray]:
-            return [np.array(["setosa"] * x.shape[0])]
+            maps = np.empty((x.shape[0], 1), dtype=object)
+            maps[:, 0] = [{"setosa": 1.0} for _ in range(x.shape[0])]
+            return [maps]
 
     def version(v: str) -> PipelineRuntime:
         return PipelineRuntime(
