@@ -124,17 +124,21 @@ class Pending:
 def message_id(record: Record) -> str:
     """The pairing id of a message: its key, else its body's ``id``.
 
-    Raises ``_Reject`` (``malformed_json`` or ``missing_id``) when it has neither.
+    Raises ``_Reject`` when the body is not a JSON object (``malformed_json``,
+    ``missing_tensor``) or there is no id (``missing_id``).
 
     >>> message_id(Record("t", 0, 0, b"k-1", b'{"id": "b"}', 0))
     'k-1'
     >>> message_id(Record("t", 0, 0, None, b'{"id": "b-2"}', 0))
     'b-2'
     """
+    # Read now, so that a malformed message is dead-lettered at once, not after it waited.
+    doc = _parse(record.value)
+    if not isinstance(doc, dict):
+        raise _Reject(MISSING_TENSOR, f"expected a JSON object, got {type(doc).__name__}")
     if record.key:
         return record.key.decode("utf-8", "replace")
-    doc = _parse(record.value)
-    rid = doc.get("id") if isinstance(doc, dict) else None
+    rid = doc.get("id")
     if isinstance(rid, int) and not isinstance(rid, bool):
         rid = str(rid)
     if not isinstance(rid, str) or not rid:
@@ -206,15 +210,25 @@ class Pairing:
         del self.pending[rid]
         return (waiting, entry) if side == RESPONSE else (entry, waiting)
 
-    def expire(self, now_ms: int) -> list[Pending]:
-        """Remove and return what waited ``timeout_ms`` or longer, oldest first."""
-        cut = now_ms - self.timeout_ms
-        old = sorted(
-            (e for e in self.pending.values() if e.seen_ms <= cut), key=lambda e: e.seen_ms
-        )
-        for e in old:
+    def expire(self, horizon: Mapping[str, int], now_ms: int | None = None) -> list[Pending]:
+        """Remove and return what waited ``timeout_ms`` or longer, oldest first.
+
+        Time is the messages' own (their Kafka timestamps), so that a backlog read after a
+        restart does not expire what its later part would pair: a message expires once the
+        other side has shown a message stamped ``timeout_ms`` after it (``horizon``: the
+        latest timestamp seen per side). ``now_ms`` (the wall clock, given only when the
+        source is read to its end) also expires what has waited that long on a quiet source.
+        """
+        out = []
+        for e in self.pending.values():
+            other = RESPONSE if e.side == REQUEST else REQUEST
+            due = e.record.timestamp + self.timeout_ms
+            if horizon.get(other, -(1 << 62)) >= due or (now_ms is not None and now_ms >= due):
+                out.append(e)
+        out.sort(key=lambda e: (e.record.timestamp, e.seen_ms))
+        for e in out:
             del self.pending[e.id]
-        return old
+        return out
 
     def changes(self) -> dict[str, Pending | None]:
         """What to write to the changelog so that it equals :attr:`pending`."""

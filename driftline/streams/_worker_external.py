@@ -10,8 +10,11 @@ Validations, alerts, assays, performance and replay then work unchanged.
     Open Inference Protocol responses on ``source.topic``, their requests on
     ``source.requests`` (MLServer's Kafka server, or any payload logger that writes both). A
     message's id is its Kafka key, else its body's ``id``; a request and the response with the
-    same id are a pair, in whichever order they arrive. A message still alone after
-    ``source.pair_timeout`` (default 60 s) is dead-lettered as ``unpaired``; a second message of
+    same id are a pair, in whichever order they arrive. A message still alone
+    ``source.pair_timeout`` (default 60 s) after its Kafka timestamp is dead-lettered as
+    ``unpaired``: once the other topic shows a message stamped that much later, or, when the
+    source is read to its end (a quiet source), by the wall clock. A backlog read after a
+    restart therefore expires nothing its later part would pair. A second message of
     the same side with an id already waiting as ``duplicate_id``; a message with no id as
     ``missing_id``; malformed ones with the request codec's reasons. None stops the source.
 ``source.format: driftline``
@@ -158,6 +161,9 @@ class ExternalWorker:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._partitions: dict[str, int] = {}
+        #: The latest message timestamp seen per side: the clock pairing timeouts run on.
+        self._horizon: dict[str, int] = {}
+        self._start: dict[tuple[str, int], int] = {}
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch."""
@@ -243,6 +249,7 @@ class ExternalWorker:
                 position = max(position, now.offset)
             consumer.unassign()
         self.pairing.restore(state.values())
+        self._horizon = {}
         parts = [
             TopicPartition(t, p)
             for t, n in self._partitions.items()
@@ -250,9 +257,11 @@ class ExternalWorker:
             for p in range(n)
         ]
         committed = consumer.committed(parts, timeout=_TXN_TIMEOUT_S)
+        self._start = {}
         for c in committed:
             if c.offset < 0:
                 c.offset = -2  # OFFSET_BEGINNING: a new source is read from its start
+            self._start[(c.topic, c.partition)] = c.offset
         consumer.assign(committed)
         log.info(
             "external pipeline %s: %d message(s) waiting for their pair; reading %s",
@@ -307,6 +316,19 @@ class ExternalWorker:
             self._producer.flush(10)
         self._consumer = self._producer = None
 
+    def _caught_up(self) -> bool:
+        """Whether every source partition is read to its end (an empty batch alone can mean
+        that fetching has not started yet)."""
+        assert self._consumer is not None
+        for tp in self._consumer.position(self._consumer.assignment()):
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=_TXN_TIMEOUT_S)
+            position = tp.offset if tp.offset >= 0 else self._start.get((tp.topic, tp.partition))
+            if position is None or position < 0:
+                position = low
+            if position < high:
+                return False
+        return True
+
     def _serve(self, msgs: list[Message]) -> None:
         now = self._now()
         rejected: list[tuple[Record, str, str]] = []
@@ -319,6 +341,7 @@ class ExternalWorker:
             kind, ts = m.timestamp()
             record = Record(topic, partition, offset, m.key(), m.value(), ts if kind else now)
             side = self.sides[topic]
+            self._horizon[side] = max(self._horizon.get(side, record.timestamp), record.timestamp)
             if side == "event":
                 events.append(record)
                 continue
@@ -335,7 +358,10 @@ class ExternalWorker:
             built.results += more.results
             built.rejected += more.rejected
         built.rejected = rejected + built.rejected
-        for e in self.pairing.expire(now):
+        # The wall clock counts only once the source is read to its end (a quiet source);
+        # before that, a backlog's own timestamps do.
+        idle = not msgs and self.pairing.pending and self._caught_up()
+        for e in self.pairing.expire(self._horizon, now if idle else None):
             other = "response" if e.side == REQUEST else "request"
             built.rejected.append(
                 (

@@ -66,9 +66,13 @@ def test_ids_come_from_the_key_first_then_the_body() -> None:
     with pytest.raises(_Reject) as info:
         message_id(Record("t", 0, 0, None, b'{"inputs": []}', 0))
     assert info.value.reason == MISSING_ID
-    with pytest.raises(_Reject) as info:
-        message_id(Record("t", 0, 0, None, b"{not json", 0))
-    assert info.value.reason == MALFORMED_JSON
+    for key in (None, b"k"):
+        with pytest.raises(_Reject) as info:
+            message_id(Record("t", 0, 0, key, b"{not json", 0))
+        assert info.value.reason == MALFORMED_JSON
+        with pytest.raises(_Reject) as info:
+            message_id(Record("t", 0, 0, key, b"[1]", 0))
+        assert info.value.reason == MISSING_TENSOR
 
 
 def test_a_pair_completes_in_either_order() -> None:
@@ -90,13 +94,24 @@ def test_a_second_message_of_the_same_side_and_id_is_refused_and_the_first_stays
     assert pair is not None and pair[0].record is first
 
 
-def test_what_waits_past_the_timeout_expires_oldest_first() -> None:
+def test_what_waits_past_the_timeout_by_the_other_sides_clock_expires_oldest_first() -> None:
     p = Pairing(timeout_ms=100)
-    p.offer(REQUEST, "b", _req("b", [1, 2, 3]), 50)
-    p.offer(RESPONSE, "a", _resp("a", 0.2), 10)
-    assert p.expire(109) == []
-    assert [e.id for e in p.expire(150)] == ["a", "b"]
+    p.offer(REQUEST, "b", _req("b", [1, 2, 3]), 0)  # stamped 1000
+    p.offer(RESPONSE, "a", _resp("a", 0.2), 0)  # stamped 1250
+    # A backlog of requests stamped before 1350 cannot expire response "a" yet.
+    assert p.expire({REQUEST: 1349, RESPONSE: 1099}) == []
+    assert [e.id for e in p.expire({REQUEST: 1350})] == ["a"]
+    assert [e.id for e in p.expire({RESPONSE: 1100})] == ["b"]
     assert p.pending == {}
+
+
+def test_on_a_quiet_source_the_wall_clock_expires_what_waited_too_long() -> None:
+    p = Pairing(timeout_ms=100)
+    p.offer(REQUEST, "b", _req("b", [1, 2, 3]), 0)
+    p.offer(RESPONSE, "a", _resp("a", 0.2), 0)
+    assert p.expire({}, now_ms=1099) == []
+    assert [e.id for e in p.expire({}, now_ms=1200)] == ["b"]
+    assert [e.id for e in p.expire({}, now_ms=1350)] == ["a"]
 
 
 def test_changes_hold_only_what_still_waits_or_no_longer_does() -> None:
