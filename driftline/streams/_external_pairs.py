@@ -19,6 +19,7 @@ response carries it as its key and as its ``id``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -181,10 +182,12 @@ class Pairing:
         self.pending: dict[str, Pending] = {}
         self._saved: dict[str, Pending] = {}
 
-    def restore(self, entries: Iterable[Pending]) -> None:
-        """Start from saved entries (the changelog read after a restart)."""
-        self.pending = {e.id: e for e in entries}
-        self._saved = dict(self.pending)
+    def restore(self, entries: Iterable[Pending], now_ms: int) -> None:
+        """Start from saved entries (the changelog read after a restart); each waits a full
+        timeout again from ``now_ms``, as the worker was not reading while it was down."""
+        saved = list(entries)
+        self._saved = {e.id: e for e in saved}
+        self.pending = {e.id: dataclasses.replace(e, seen_ms=now_ms) for e in saved}
 
     def offer(
         self, side: str, rid: str, record: Record, now_ms: int
@@ -210,25 +213,21 @@ class Pairing:
         del self.pending[rid]
         return (waiting, entry) if side == RESPONSE else (entry, waiting)
 
-    def expire(self, horizon: Mapping[str, int], now_ms: int | None = None) -> list[Pending]:
-        """Remove and return what waited ``timeout_ms`` or longer, oldest first.
+    def expire(self, now_ms: int) -> list[Pending]:
+        """Remove and return what has waited ``timeout_ms`` or longer, oldest first.
 
-        Time is the messages' own (their Kafka timestamps), so that a backlog read after a
-        restart does not expire what its later part would pair: a message expires once the
-        other side has shown a message stamped ``timeout_ms`` after it (``horizon``: the
-        latest timestamp seen per side). ``now_ms`` (the wall clock, given only when the
-        source is read to its end) also expires what has waited that long on a quiet source.
+        Waiting counts from when the worker read the message (or restarted), on the wall
+        clock: the two topics' timestamps may come from different clocks (a backfilled
+        request, a response stamped when it was served). Call it only when the source is
+        read to its end, so that a backlog never expires what its later part would pair.
         """
-        out = []
-        for e in self.pending.values():
-            other = RESPONSE if e.side == REQUEST else REQUEST
-            due = e.record.timestamp + self.timeout_ms
-            if horizon.get(other, -(1 << 62)) >= due or (now_ms is not None and now_ms >= due):
-                out.append(e)
-        out.sort(key=lambda e: (e.record.timestamp, e.seen_ms))
-        for e in out:
+        cut = now_ms - self.timeout_ms
+        old = sorted(
+            (e for e in self.pending.values() if e.seen_ms <= cut), key=lambda e: e.seen_ms
+        )
+        for e in old:
             del self.pending[e.id]
-        return out
+        return old
 
     def changes(self) -> dict[str, Pending | None]:
         """What to write to the changelog so that it equals :attr:`pending`."""
@@ -236,7 +235,9 @@ class Pairing:
             rid: None for rid in self._saved if rid not in self.pending
         }
         for rid, e in self.pending.items():
-            if self._saved.get(rid) is not e:
+            saved = self._saved.get(rid)
+            # When it was read need not be saved: a restart starts every wait afresh.
+            if saved is None or saved.record is not e.record:
                 out[rid] = e
         return out
 

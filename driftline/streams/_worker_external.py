@@ -11,10 +11,10 @@ Validations, alerts, assays, performance and replay then work unchanged.
     ``source.requests`` (MLServer's Kafka server, or any payload logger that writes both). A
     message's id is its Kafka key, else its body's ``id``; a request and the response with the
     same id are a pair, in whichever order they arrive. A message still alone
-    ``source.pair_timeout`` (default 60 s) after its Kafka timestamp is dead-lettered as
-    ``unpaired``: once the other topic shows a message stamped that much later, or, when the
-    source is read to its end (a quiet source), by the wall clock. A backlog read after a
-    restart therefore expires nothing its later part would pair. A second message of
+    ``source.pair_timeout`` (default 60 s) after the worker read it is dead-lettered as
+    ``unpaired``; expiry happens only at moments the worker has read the whole source, so a
+    backlog (after a restart, say) never expires what its later part would pair, and a
+    restart gives what was waiting a full timeout again. A second message of
     the same side with an id already waiting as ``duplicate_id``; a message with no id as
     ``missing_id``; malformed ones with the request codec's reasons. None stops the source.
 ``source.format: driftline``
@@ -161,8 +161,6 @@ class ExternalWorker:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._partitions: dict[str, int] = {}
-        #: The latest message timestamp seen per side: the clock pairing timeouts run on.
-        self._horizon: dict[str, int] = {}
         self._start: dict[tuple[str, int], int] = {}
 
     def stop(self) -> None:
@@ -248,8 +246,7 @@ class ExternalWorker:
                 (now,) = consumer.position([TopicPartition(self.pairing_topic, 0)])
                 position = max(position, now.offset)
             consumer.unassign()
-        self.pairing.restore(state.values())
-        self._horizon = {}
+        self.pairing.restore(state.values(), self._now())
         parts = [
             TopicPartition(t, p)
             for t, n in self._partitions.items()
@@ -341,7 +338,6 @@ class ExternalWorker:
             kind, ts = m.timestamp()
             record = Record(topic, partition, offset, m.key(), m.value(), ts if kind else now)
             side = self.sides[topic]
-            self._horizon[side] = max(self._horizon.get(side, record.timestamp), record.timestamp)
             if side == "event":
                 events.append(record)
                 continue
@@ -358,10 +354,10 @@ class ExternalWorker:
             built.results += more.results
             built.rejected += more.rejected
         built.rejected = rejected + built.rejected
-        # The wall clock counts only once the source is read to its end (a quiet source);
-        # before that, a backlog's own timestamps do.
-        idle = not msgs and self.pairing.pending and self._caught_up()
-        for e in self.pairing.expire(self._horizon, now if idle else None):
+        # Only once the source is read to its end: in a backlog the other half may be next.
+        due = self.pairing.oldest_wait_ms(now) >= self.source.pair_timeout_ms
+        short = len(msgs) < self.settings.worker_batch_size
+        for e in self.pairing.expire(now) if due and short and self._caught_up() else []:
             other = "response" if e.side == REQUEST else "request"
             built.rejected.append(
                 (

@@ -94,24 +94,25 @@ def test_a_second_message_of_the_same_side_and_id_is_refused_and_the_first_stays
     assert pair is not None and pair[0].record is first
 
 
-def test_what_waits_past_the_timeout_by_the_other_sides_clock_expires_oldest_first() -> None:
+def test_what_waited_past_the_timeout_since_it_was_read_expires_oldest_first() -> None:
     p = Pairing(timeout_ms=100)
-    p.offer(REQUEST, "b", _req("b", [1, 2, 3]), 0)  # stamped 1000
-    p.offer(RESPONSE, "a", _resp("a", 0.2), 0)  # stamped 1250
-    # A backlog of requests stamped before 1350 cannot expire response "a" yet.
-    assert p.expire({REQUEST: 1349, RESPONSE: 1099}) == []
-    assert [e.id for e in p.expire({REQUEST: 1350})] == ["a"]
-    assert [e.id for e in p.expire({RESPONSE: 1100})] == ["b"]
+    p.offer(REQUEST, "b", _req("b", [1, 2, 3]), 50)
+    p.offer(RESPONSE, "a", _resp("a", 0.2), 10)
+    assert p.oldest_wait_ms(109) == 99
+    assert p.expire(109) == []
+    assert [e.id for e in p.expire(150)] == ["a", "b"]
     assert p.pending == {}
 
 
-def test_on_a_quiet_source_the_wall_clock_expires_what_waited_too_long() -> None:
+def test_a_restart_gives_what_was_waiting_a_full_timeout_again() -> None:
     p = Pairing(timeout_ms=100)
     p.offer(REQUEST, "b", _req("b", [1, 2, 3]), 0)
-    p.offer(RESPONSE, "a", _resp("a", 0.2), 0)
-    assert p.expire({}, now_ms=1099) == []
-    assert [e.id for e in p.expire({}, now_ms=1200)] == ["b"]
-    assert [e.id for e in p.expire({}, now_ms=1350)] == ["a"]
+    saved = [e.to_json() for e in p.changes().values() if e is not None]
+    again = Pairing(timeout_ms=100)
+    again.restore((Pending.from_json(v) for v in saved), now_ms=1000)
+    assert again.changes() == {}  # what was restored is what is saved
+    assert again.expire(1099) == []
+    assert [e.id for e in again.expire(1100)] == ["b"]
 
 
 def test_changes_hold_only_what_still_waits_or_no_longer_does() -> None:
@@ -159,7 +160,7 @@ def test_state_saved_and_restored_pairs_exactly_as_if_nothing_had_happened() -> 
         live.saved()
         if rng.random() < 0.3:  # a restart: the state is what the changelog holds
             live = Pairing(timeout_ms=10**9)
-            live.restore(Pending.from_json(v) for v in changelog.values())
+            live.restore((Pending.from_json(v) for v in changelog.values()), now_ms=0)
     assert sorted(got) == sorted(expected) == sorted(ids)
     assert changelog == {}
 
