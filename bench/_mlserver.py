@@ -134,14 +134,15 @@ def start_mlserver(
             }
         )
     )
-    log = (workdir / "mlserver.log").open("wb")
-    proc = subprocess.Popen(
-        [str(python.parent / "mlserver"), "start", str(workdir)],
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
-    )
+    # The child keeps its own copy of the log's descriptor.
+    with (workdir / "mlserver.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(python.parent / "mlserver"), "start", str(workdir)],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+        )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         text = (workdir / "mlserver.log").read_text(errors="replace")
