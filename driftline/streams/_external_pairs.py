@@ -32,6 +32,8 @@ from driftline.streams.codec import (
     MISSING_TENSOR,
     MODEL_ERROR,
     NON_NUMERIC,
+    RESULT_TOO_LARGE,
+    TIME_OUT_OF_RANGE,
     WRONG_WIDTH,
     _loads,
     _Reject,
@@ -251,10 +253,10 @@ class Pairing:
 
 @dataclass
 class Built:
-    """Result events ``(key, value, partition hint)`` and rejections ``(record, reason,
-    detail)`` of one batch."""
+    """Result events ``(key, value, partition hint, event time)`` and rejections ``(record,
+    reason, detail)`` of one batch."""
 
-    results: list[tuple[bytes, bytes, int]] = field(default_factory=list)
+    results: list[tuple[bytes, bytes, int, int]] = field(default_factory=list)
     rejected: list[tuple[Record, str, str]] = field(default_factory=list)
     check_failures: dict[str, int] = field(default_factory=dict)
 
@@ -285,6 +287,13 @@ class ResultBuilder:
         Row checks by name, as the worker runs them.
     record_inputs, allow_nan:
         The spec's options.
+    max_bytes:
+        The largest result event (the spec's ``options.max_message_bytes``); a prediction
+        whose event would be larger is dead-lettered as ``result_too_large``, as a
+        transaction carrying it could never commit.
+    time_range:
+        Earliest and latest accepted event time (epoch ms), as the worker's; others are
+        dead-lettered as ``time_out_of_range``. Set per batch by the caller.
     """
 
     def __init__(
@@ -298,6 +307,7 @@ class ResultBuilder:
         *,
         record_inputs: bool = True,
         allow_nan: bool = True,
+        max_bytes: int = 1_000_000,
     ):
         self.pipeline = pipeline
         self.version = version
@@ -307,6 +317,8 @@ class ResultBuilder:
         self.validations = dict(validations)
         self.record_inputs = record_inputs
         self.allow_nan = allow_nan
+        self.max_bytes = max_bytes
+        self.time_range: tuple[int, int] | None = None
         self._widths = [_width(s) for s in self.outputs]
 
     # -- decoding ----------------------------------------------------------------------
@@ -380,6 +392,16 @@ class ResultBuilder:
             raise _Reject(NON_NUMERIC, f"{where} holds NaN or infinity (options.allow_nan)")
         return arr
 
+    def _out_of_range(self, when: int) -> str | None:
+        if self.time_range is None or self.time_range[0] <= when <= self.time_range[1]:
+            return None
+        lo, hi = self.time_range
+        return (
+            f"event time {when} is outside the accepted range {lo} .. {hi} (epoch ms); the "
+            "request's 'time' or Kafka timestamp must be epoch milliseconds, or widen "
+            "DRIFTLINE_WORKER_MAX_EVENT_AGE_MS / DRIFTLINE_WORKER_MAX_EVENT_SKEW_MS"
+        )
+
     # -- building ----------------------------------------------------------------------
     def pairs(self, pairs: Sequence[tuple[Pending, Pending]]) -> Built:
         """Result events of completed pairs; a pair that cannot be read is rejected (its
@@ -399,6 +421,10 @@ class ResultBuilder:
             req_doc = _parse(request.record.value)
             t = req_doc.get("time")
             when = t if type(t) is int else request.record.timestamp
+            late = self._out_of_range(when)
+            if late is not None:
+                out.rejected += [(p.record, TIME_OUT_OF_RANGE, late) for p in (response, request)]
+                continue
             # The other system's latency, as the two Kafka timestamps tell it.
             elapsed = max(response.record.timestamp - request.record.timestamp, 0) * 1_000_000
             rows = list(range(x.shape[0]))
@@ -421,6 +447,10 @@ class ResultBuilder:
             except (ValueError, TypeError, OverflowError) as exc:
                 detail = f"the event cannot be read: {type(exc).__name__}: {exc}"
                 out.rejected.append((record, NON_NUMERIC, detail))
+                continue
+            late = self._out_of_range(when)
+            if late is not None:
+                out.rejected.append((record, TIME_OUT_OF_RANGE, late))
                 continue
             units.append((rid, [row], when, x, columns, [], 0, record))
         self._emit(units, out)
@@ -453,7 +483,8 @@ class ResultBuilder:
             failed[name] = ~healthy
             out.check_failures[name] = out.check_failures.get(name, 0) + int((~healthy).sum())
         r = 0
-        for rid, rows, when, _x, _c, _pair, elapsed, where in units:
+        for rid, rows, when, _x, _c, pair, elapsed, where in units:
+            events = []
             for row in rows:
                 event: dict[str, Any] = {
                     "id": rid,
@@ -468,6 +499,16 @@ class ResultBuilder:
                 event["models"] = {self.model: "external"}
                 event["check_failures"] = [v for v, mask in failed.items() if mask[r]]
                 event["elapsed_ns"] = elapsed
-                value = orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
-                out.results.append((rid.encode(), value, where.partition))
+                events.append(orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY))
                 r += 1
+            largest = max(len(e) for e in events) + len(rid.encode())
+            if largest > self.max_bytes:
+                detail = (
+                    f"a result event of {largest} bytes is over options.max_message_bytes "
+                    f"({self.max_bytes}); raise it, or set options.record_inputs: false"
+                )
+                out.rejected += [(p.record, RESULT_TOO_LARGE, detail) for p in pair] or [
+                    (where, RESULT_TOO_LARGE, detail)
+                ]
+                continue
+            out.results += [(rid.encode(), e, where.partition, when) for e in events]

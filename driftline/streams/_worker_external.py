@@ -64,6 +64,7 @@ from driftline.streams._external_pairs import (
     message_id,
 )
 from driftline.streams.codec import _Reject
+from driftline.streams.control import topic_max_bytes
 from driftline.streams.v2 import InputSpec
 
 __all__ = ["ExternalStats", "ExternalWorker", "builder_from_canonical", "run_external"]
@@ -71,6 +72,10 @@ __all__ = ["ExternalStats", "ExternalWorker", "builder_from_canonical", "run_ext
 log = logging.getLogger("driftline.worker")
 
 _TXN_TIMEOUT_S = 30.0
+#: The broker refuses record timestamps far ahead of its clock (Kafka 4: 1 h) and a
+#: transaction holding one could never commit: such results get the produce time as their
+#: record timestamp, and keep their event time in the event (as the inference worker does).
+_MAX_FUTURE_MS = 30 * 60 * 1000
 
 PAIRS = Counter("driftline_external_predictions", "Predictions made elsewhere, read.", ["pipeline"])
 DEAD = Counter(
@@ -120,6 +125,7 @@ def builder_from_canonical(canonical: Mapping[str, Any]) -> tuple[Any, ResultBui
         {k: check(e) for k, e in plan.validations.items()},
         record_inputs=plan.record_inputs,
         allow_nan=plan.allow_nan,
+        max_bytes=plan.max_message_bytes,
     )
     return plan.source, builder
 
@@ -178,6 +184,9 @@ class ExternalWorker:
                     **{
                         "enable.idempotence": True,
                         "linger.ms": 2,
+                        # Room for the largest result (options.max_message_bytes), as the
+                        # topics deploy made have, and for its key and headers.
+                        "message.max.bytes": topic_max_bytes(self.builder.max_bytes),
                         "transactional.id": f"driftline-external-{self.name}",
                         "transaction.timeout.ms": self.settings.worker_transaction_timeout_ms,
                     }
@@ -328,6 +337,10 @@ class ExternalWorker:
 
     def _serve(self, msgs: list[Message]) -> None:
         now = self._now()
+        self.builder.time_range = (
+            now - self.settings.worker_max_event_age_ms,
+            now + self.settings.worker_max_event_skew_ms,
+        )
         rejected: list[tuple[Record, str, str]] = []
         pairs: list[tuple[Pending, Pending]] = []
         events: list[Record] = []
@@ -385,12 +398,18 @@ class ExternalWorker:
         try:
             producer.begin_transaction()
             n_results = self._partitions[self.results_topic]
-            for key, value, partition in built.results:
-                # Results keep their request's partition number (co-partitioned topics).
+            latest = self._now() + _MAX_FUTURE_MS
+            for key, value, partition, when in built.results:
+                # Results keep their request's partition number (co-partitioned topics) and
+                # carry the event time as their timestamp: replay seeks by it.
                 while True:
                     try:
                         producer.produce(
-                            self.results_topic, value, key, partition=partition % n_results
+                            self.results_topic,
+                            value,
+                            key,
+                            partition=partition % n_results,
+                            timestamp=when if when <= latest else 0,
                         )
                         break
                     except BufferError:
@@ -398,6 +417,7 @@ class ExternalWorker:
             for record, reason, detail in built.rejected:
                 dl = dead_letter(
                     record.value,
+                    max_bytes=topic_max_bytes(self.builder.max_bytes),
                     reason=reason,
                     detail=detail,
                     topic=record.topic,

@@ -1,7 +1,8 @@
 """Predictions made elsewhere: MLServer (from PyPI, in its Kafka server mode) serves the fraud
 model; driftline has no model of its own, only a pipeline with ``models: []`` whose source is
 MLServer's request and response topics. ``driftline worker`` pairs them into result events and
-``driftline monitor`` runs a count alert and two assays on them, as a user runs both.
+``driftline monitor`` runs a count alert and two assays on them, as a user runs both, and
+``driftline replay --audit`` recomputes the same windows.
 
 The scores in the results are MLServer's and equal onnxruntime's on the same rows; a minute of
 drifted inputs with a wave of fraud turns both assays to ``alert`` and fires the count alert,
@@ -10,6 +11,7 @@ while the minute of normal traffic before stays ``ok``."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -259,6 +261,21 @@ def test_mlserver_predictions_are_monitored_by_a_pipeline_without_models(
     assert status[("score_drift", 1)] == "alert" and status[("v0_drift", 1)] == "alert", status
     firing = [n for n in notes if n.get("alert") == "high_fraud" and n["state"] == "firing"]
     assert firing and firing[0]["window"]["end"] <= t0 + 2 * MINUTE + 1000, firing
+    # Replay recomputes the same windows from the results topic alone.
+    audit = cli(
+        env,
+        "replay",
+        "ext-fraud",
+        "--from",
+        str(t0),
+        "--to",
+        str(t0 + 2 * MINUTE),
+        "--audit",
+        "--json",
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    report = json.loads(audit.stdout)["audit"]
+    assert report["differences"] == [] and report["compared_assays"] >= 4, report
     total = time.monotonic() - started
     print(
         f"\nMLServer venv ready in {installed - started:.1f} s; {len(rows)} requests sent, "

@@ -105,7 +105,7 @@ class _CrashingWorker(ExternalWorker):
         if self.calls == self.crash_at:
             assert self._producer is not None
             self._producer.begin_transaction()
-            for key, value, partition in built.results:
+            for key, value, partition, _when in built.results:
                 self._producer.produce(self.results_topic, value, key, partition=partition % 3)
             self._producer.flush(10)
             raise _Crash
@@ -143,7 +143,7 @@ def test_pairs_become_results_exactly_once_across_crashes(topic_prefix: str) -> 
         crashes += 1
     # The last one runs to the end: the lonely messages wait out their pair timeout.
     final = ExternalWorker(kafka, settings, canonical)
-    stats = final.run(max_idle_s=4)
+    stats = final.run(max_idle_s=8)
     assert crashes == 3 and stats.results > 0
 
     results = [orjson.loads(m.value()) for m in _read(kafka, kafka.topic("ext", "results"))]
@@ -179,11 +179,14 @@ def test_driftline_format_events_are_checked_and_forwarded(topic_prefix: str) ->
     doc = _spec(topic_prefix, fmt="driftline")
     canonical = _deploy(kafka, doc)
     producer = Producer(kafka.client_config())
+    t0 = int(time.time() * 1000) - 300_000
     for i in range(50):
-        event = {"id": f"e{i}", "time": 1_700_000_000_000 + i, "inputs": [1.0, 2.0, 3.0, 4.0]}
+        event = {"id": f"e{i}", "time": t0 + i, "inputs": [1.0, 2.0, 3.0, 4.0]}
         event["outputs"] = {"scorer": [[i / 50]]}
         producer.produce(doc["source"]["topic"], orjson.dumps(event), f"e{i}".encode())
     producer.produce(doc["source"]["topic"], b'{"id": "bad", "inputs": [1], "outputs": {}}')
+    stale = {"id": "old", "time": 1_000_000, "inputs": [1, 2, 3, 4], "outputs": {"scorer": [[0]]}}
+    producer.produce(doc["source"]["topic"], orjson.dumps(stale))
     producer.flush(30)
     worker = ExternalWorker(kafka, WorkerSettings(worker_group=f"g{topic_prefix}"), canonical)
     thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 3})
@@ -192,6 +195,10 @@ def test_driftline_format_events_are_checked_and_forwarded(topic_prefix: str) ->
     assert not thread.is_alive()
     results = [orjson.loads(m.value()) for m in _read(kafka, kafka.topic("ext", "results"))]
     assert sorted(r["id"] for r in results) == sorted(f"e{i}" for i in range(50))
+    # Each result's record timestamp is its event time: replay seeks by it.
+    records = _read(kafka, kafka.topic("ext", "results"))
+    assert sorted(m.timestamp()[1] for m in records) == [t0 + i for i in range(50)]
     assert sum(r["check_failures"] == ["low"] for r in results) == 25
     letters = _read(kafka, kafka.topic("ext", "deadletter"))
-    assert [read_dead_letter(m.headers())["driftline-error"] for m in letters] == ["missing_tensor"]
+    reasons = sorted(read_dead_letter(m.headers())["driftline-error"] for m in letters)
+    assert reasons == ["missing_tensor", "time_out_of_range"]

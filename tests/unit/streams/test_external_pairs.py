@@ -171,9 +171,9 @@ def test_pairs_become_result_events_with_validations_applied() -> None:
     resp = Pending(RESPONSE, "a", _resp("a", 0.75), 0)
     built = b.pairs([(req, resp)])
     assert built.rejected == []
-    ((key, value, partition),) = built.results
+    ((key, value, partition, when),) = built.results
     event = orjson.loads(value)
-    assert key == b"a" and partition == 0
+    assert key == b"a" and partition == 0 and when == 1234
     assert event["id"] == "a" and event["row"] == 0 and event["time"] == 1234
     assert event["inputs"] == [1.5, 2.0, 3.0]
     assert event["outputs"] == {"m": [[0.75]]}
@@ -217,7 +217,7 @@ def test_a_pair_that_does_not_fit_the_schema_dead_letters_both_halves() -> None:
         Pending(RESPONSE, "d", Record("resps", 0, 9, b"d", b'{"id": "d"}', 0), 0),
     )
     built = b.pairs([good, rows, width, no_out])
-    assert [orjson.loads(v)["id"] for _k, v, _p in built.results] == ["a"]
+    assert [orjson.loads(v)["id"] for _k, v, _p, _t in built.results] == ["a"]
     reasons = [(r.topic, reason) for r, reason, _d in built.rejected]
     assert reasons == [
         ("resps", PAIR_MISMATCH),
@@ -245,10 +245,10 @@ def test_driftline_format_events_are_checked_and_their_checks_recomputed() -> No
         {"inputs": [1, 2, 3], "outputs": {"m": [[0.1]]}},
     ]
     built = b.events([rec(good, 0), rec(no_time, 1), *(rec(d, 2 + i) for i, d in enumerate(bad))])
-    events = [orjson.loads(v) for _k, v, _p in built.results]
+    events = [orjson.loads(v) for _k, v, _p, _t in built.results]
     assert [(e["id"], e["row"], e["time"]) for e in events] == [("e1", 1, 5), ("e2", 0, 777)]
     assert [e["check_failures"] for e in events] == [["low"], []]
-    assert [p for _k, _v, p in built.results] == [2, 2]
+    assert [p for _k, _v, p, _t in built.results] == [2, 2]
     assert [reason for _r, reason, _d in built.rejected] == [
         "wrong_width",
         MISSING_TENSOR,
@@ -267,6 +267,42 @@ def test_several_rows_in_one_pair_are_rows_of_one_id() -> None:
     built = b.pairs(
         [(Pending(REQUEST, "m", req, 0), Pending(RESPONSE, "m", _resp("m", 0.2, rows=2), 0))]
     )
-    events = [orjson.loads(v) for _k, v, _p in built.results]
+    events = [orjson.loads(v) for _k, v, _p, _t in built.results]
     assert [(e["id"], e["row"]) for e in events] == [("m", 0), ("m", 1)]
     assert np.allclose([e["inputs"] for e in events], [[1, 2, 3], [4, 5, 6]])
+
+
+def test_event_times_outside_the_accepted_range_are_dead_lettered() -> None:
+    b = _builder()
+    b.time_range = (1000, 2000)
+    ok = (
+        Pending(REQUEST, "a", _req("a", [1, 2, 3]), 0),
+        Pending(RESPONSE, "a", _resp("a", 0.1), 0),
+    )
+    old = (
+        Pending(REQUEST, "b", _req("b", [1, 2, 3], time=5), 0),
+        Pending(RESPONSE, "b", _resp("b", 0.1), 0),
+    )
+    built = b.pairs([ok, old])
+    assert [orjson.loads(v)["id"] for _k, v, _p, _t in built.results] == ["a"]
+    assert [reason for _r, reason, _d in built.rejected] == ["time_out_of_range"] * 2
+
+
+def test_a_result_over_the_size_limit_is_dead_lettered_not_produced() -> None:
+    b = _builder(max_bytes=300)
+    small = (
+        Pending(REQUEST, "a", _req("a", [1, 2, 3]), 0),
+        Pending(RESPONSE, "a", _resp("a", 0.1), 0),
+    )
+    big_id = "b" * 400
+    big = (
+        Pending(REQUEST, big_id, _req(big_id, [1, 2, 3]), 0),
+        Pending(RESPONSE, big_id, _resp(big_id, 0.1), 0),
+    )
+    built = b.pairs([small, big])
+    assert [orjson.loads(v)["id"] for _k, v, _p, _t in built.results] == ["a"]
+    assert [(r.topic, reason) for r, reason, d in built.rejected] == [
+        ("reqs", "result_too_large"),
+        ("resps", "result_too_large"),
+    ]
+    assert "options.max_message_bytes" in built.rejected[0][2]
