@@ -202,3 +202,24 @@ def test_driftline_format_events_are_checked_and_forwarded(topic_prefix: str) ->
     letters = _read(kafka, kafka.topic("ext", "deadletter"))
     reasons = sorted(read_dead_letter(m.headers())["driftline-error"] for m in letters)
     assert reasons == ["missing_tensor", "time_out_of_range"]
+
+
+def test_the_inference_worker_leaves_an_external_pipeline_to_its_own_worker(
+    topic_prefix: str, tmp_path: Any
+) -> None:
+    from driftline.errors import DriftlineError
+    from driftline.streams._worker_external import run_external
+    from driftline.streams._worker_source import ControlSource
+
+    kafka = KafkaSettings(topic_prefix=topic_prefix)
+    canonical = _deploy(kafka, _spec(topic_prefix))
+    source = ControlSource(kafka, tmp_path)
+    try:
+        # Nothing to load or serve: the worker of every pipeline neither crashes nor serves it.
+        assert "ext" not in source.snapshot()
+        assert source.external() == {"ext": canonical}
+        assert "ext" in source.deployed()
+    finally:
+        source.close()
+    with pytest.raises(DriftlineError, match="a worker of its own"):
+        run_external(["ext", "other"], {"ext": canonical}, kafka, WorkerSettings())
