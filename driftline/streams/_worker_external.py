@@ -39,6 +39,7 @@ It reads every partition of its source topics (the pairing needs both halves in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -283,12 +284,10 @@ class ExternalWorker:
         try:
             self._producer.abort_transaction(_TXN_TIMEOUT_S)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.fatal():
-                raise ServiceError(
-                    f"external pipeline {self.name}: the producer was fenced ({err}): another "
-                    "worker serves this pipeline now"
-                ) from exc
+            raise ServiceError(
+                f"external pipeline {self.name}: cannot abort the failed transaction ({exc}); "
+                "start the worker again"
+            ) from exc
         self._restore()
 
     # ------------------------------------------------------------------ loop
@@ -319,7 +318,9 @@ class ExternalWorker:
         if self._consumer is not None:
             self._consumer.close()
         if self._producer is not None:
-            self._producer.flush(10)
+            # A fenced producer refuses even to flush; what it held was never committed.
+            with contextlib.suppress(KafkaException):
+                self._producer.flush(10)
         self._consumer = self._producer = None
 
     def _caught_up(self) -> bool:
@@ -438,7 +439,15 @@ class ExternalWorker:
                 )
             producer.commit_transaction(_TXN_TIMEOUT_S)
         except KafkaException as exc:
-            self._restart(f"transaction failed ({exc.args[0] if exc.args else exc})")
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.fatal():
+                # Fenced: another worker took this pipeline over (nothing of this batch was
+                # committed, so it serves it); this one must not write again.
+                raise ServiceError(
+                    f"external pipeline {self.name}: the producer is fenced or unusable ({err}): "
+                    "another worker serves this pipeline now"
+                ) from exc
+            self._restart(f"transaction failed ({err or exc})")
             return
         self.pairing.saved()
         self.stats.batches += 1

@@ -223,3 +223,54 @@ def test_the_inference_worker_leaves_an_external_pipeline_to_its_own_worker(
         source.close()
     with pytest.raises(DriftlineError, match="a worker of its own"):
         run_external(["ext", "other"], {"ext": canonical}, kafka, WorkerSettings())
+
+
+def test_a_second_worker_fences_the_first_and_every_pair_is_served_once(
+    topic_prefix: str,
+) -> None:
+    from driftline.errors import ServiceError
+
+    kafka = KafkaSettings(topic_prefix=topic_prefix)
+    doc = _spec(topic_prefix)
+    canonical = _deploy(kafka, doc)
+    producer = Producer(kafka.client_config())
+
+    def send(ids: list[str]) -> None:
+        for i, rid in enumerate(ids):
+            producer.produce(doc["source"]["requests"], _request(rid, i), rid.encode())
+            producer.produce(doc["source"]["topic"], _response(rid, i), rid.encode())
+        producer.flush(30)
+
+    settings = WorkerSettings(worker_group=f"g{topic_prefix}")
+    first = ExternalWorker(kafka, settings, canonical)
+    failures: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run(max_idle_s=120)
+        except ServiceError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    send([f"a{i}" for i in range(50)])
+    deadline = time.monotonic() + 60
+    while first.stats.results < 50 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.stats.results == 50
+    # The second takes over (its init_transactions fences the first); the first finds out at
+    # its next transaction and stops.
+    second = ExternalWorker(kafka, settings, canonical)
+    done: list[Any] = []
+    other = threading.Thread(target=lambda: done.append(second.run(max_idle_s=5)))
+    other.start()
+    time.sleep(1)
+    send([f"b{i}" for i in range(50)])
+    thread.join(120)
+    other.join(120)
+    assert not thread.is_alive() and not other.is_alive()
+    assert failures and "another worker" in str(failures[0]), failures
+    results = [orjson.loads(m.value()) for m in _read(kafka, kafka.topic("ext", "results"))]
+    counts = Counter(r["id"] for r in results)
+    assert sorted(counts) == sorted([f"a{i}" for i in range(50)] + [f"b{i}" for i in range(50)])
+    assert set(counts.values()) == {1}

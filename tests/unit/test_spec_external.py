@@ -150,3 +150,31 @@ def test_models_empty_without_source_names_the_way_out() -> None:
         spec_from_dict({"name": "p", "models": []})
     assert info.value.field == "source"
     assert "source" in str(info.value) and "inputs" in str(info.value)
+
+
+def test_performance_of_an_external_model_compiles_and_round_trips() -> None:
+    doc = _with(
+        performance={
+            "quality": {
+                "task": "binary",
+                "prediction": "ccfraud.outputs[0][0]",
+                "window": {"width": "1h", "interval": "5m"},
+            }
+        }
+    )
+    spec = spec_from_dict(doc)
+    again = spec_from_canonical(spec.to_canonical())
+    assert again.performance == spec.performance and again.version == spec.version
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(
+            _with(
+                performance={
+                    "quality": {
+                        "task": "binary",
+                        "prediction": "ccfraud.outputs[0][2]",
+                        "window": {"width": "1h"},
+                    }
+                }
+            )
+        )
+    assert "out of range" in str(info.value)
