@@ -1863,6 +1863,41 @@ class PipelineBuilder:
         self._assays: dict[str, Any] = {}
         self._options: dict[str, Any] = {}
         self._performance: dict[str, Any] = {}
+        self._external: dict[str, Any] = {}
+
+    def set_source(
+        self,
+        topic: str,
+        model: str,
+        inputs: Sequence[Mapping[str, Any]],
+        outputs: Sequence[Mapping[str, Any]],
+        *,
+        format: str = "v2-pairs",
+        requests: str | None = None,
+        pair_timeout: str | None = None,
+    ) -> PipelineBuilder:
+        """Monitor predictions another system makes: a pipeline without models (the YAML's
+        ``models: []`` with ``source``, ``inputs`` and ``outputs``).
+
+        >>> from driftline.expressions import ModelRef
+        >>> spec = (PipelineBuilder("ext")
+        ...     .set_source("responses", "scorer", [{"name": "x", "shape": [3]}],
+        ...                 [{"name": "p", "shape": [1]}], requests="requests")
+        ...     .add_validation("low", ModelRef("scorer").outputs[0][0] < 0.5).build())
+        >>> spec.source.format, spec.champion.name, spec.models
+        ('v2-pairs', 'scorer', ())
+        """
+        source: dict[str, Any] = {"topic": topic, "format": format, "model": model}
+        if requests is not None:
+            source["requests"] = requests
+        if pair_timeout is not None:
+            source["pair_timeout"] = pair_timeout
+        self._external = {
+            "source": source,
+            "inputs": [dict(t) for t in inputs],
+            "outputs": [dict(t) for t in outputs],
+        }
+        return self
 
     def add_model_step(self, model: Any) -> PipelineBuilder:
         """Make ``model`` (anything with ``.name`` and ``.path``) the champion."""
@@ -2013,6 +2048,7 @@ class PipelineBuilder:
     def to_dict(self) -> dict[str, Any]:
         """The spec as data, in the YAML's shape."""
         doc: dict[str, Any] = {"name": self.name, "models": list(self._models.values())}
+        doc.update(self._external)
         for key, section in (
             ("validations", self._validations),
             ("alerts", self._alerts),

@@ -178,3 +178,28 @@ def test_performance_of_an_external_model_compiles_and_round_trips() -> None:
             )
         )
     assert "out of range" in str(info.value)
+
+
+def test_the_sdk_builds_the_same_external_spec_as_the_yaml() -> None:
+    from driftline.spec import PipelineBuilder
+
+    b = PipelineBuilder("external-fraud").set_source(
+        "mlserver-responses",
+        "ccfraud",
+        SPEC["inputs"],
+        SPEC["outputs"],
+        requests="mlserver-requests",
+    )
+    b.add_validation("no_high_fraud", "ccfraud.outputs[0][0] < 0.95")
+    b.add_alert(
+        "high_fraud",
+        'count(ccfraud.outputs["probability"][0] > 0.95, "1m", "1s") > 10',
+        ["stdout"],
+    )
+    b.add_assay(
+        "v3_drift",
+        "ccfraud.inputs[0][3]",
+        baseline={"values": SPEC["assays"]["v3_drift"]["baseline"]["values"]},
+        window={"width": "1m", "interval": "1m"},
+    )
+    assert b.build().version == spec_from_dict(SPEC).version
