@@ -29,6 +29,13 @@ def deploy(
     out.print(f"deployed [bold]{spec.name}[/] version {pipeline.version}")
     for kind, topic in pipeline_topics(client.settings.kafka, spec.name).items():
         out.print(f"  {kind:<10} {topic}")
+    if spec.source is not None:
+        src = spec.source
+        pairs = f", requests from {src.requests}" if src.requests else ""
+        out.print(
+            f"  {'source':<10} {src.topic} ({src.format}{pairs}): predictions made elsewhere, "
+            f"read by `driftline worker --pipeline {spec.name}`"
+        )
 
 
 @app.command()

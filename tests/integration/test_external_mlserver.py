@@ -155,6 +155,7 @@ def test_mlserver_predictions_are_monitored_by_a_pipeline_without_models(
     env.pop("DRIFTLINE_METRICS_PORT", None)
     deployed = cli(env, "deploy", str(spec_file))
     assert deployed.returncode == 0, deployed.stderr
+    assert "driftline worker --pipeline ext-fraud" in deployed.stdout.replace("\n", " ")
     listed = cli(env, "pipelines")
     assert "external" in listed.stdout and responses in listed.stdout, listed.stdout
 
