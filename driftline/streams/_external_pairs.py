@@ -86,42 +86,50 @@ class Pending:
     record: Record
     seen_ms: int
 
-    def to_json(self) -> bytes:
-        """The changelog value: enough to rebuild this entry after a restart."""
+    def to_record(self) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """The changelog record (value, headers): the original bytes as they were, and where
+        they came from, so the record is hardly larger than the message it saves.
+
+        The value is never ``None`` (a tombstone): a message without a value is refused
+        before it can wait.
+        """
         r = self.record
-        return orjson.dumps(
+        meta = orjson.dumps(
             {
                 "side": self.side,
-                "id": self.id,
                 "seen_ms": self.seen_ms,
                 "topic": r.topic,
                 "partition": r.partition,
                 "offset": r.offset,
                 "timestamp": r.timestamp,
-                "key": None if r.key is None else r.key.decode("latin-1"),
-                "value": None if r.value is None else r.value.decode("latin-1"),
             }
         )
+        headers = [("driftline-pairing", meta)]
+        if r.key is not None:
+            headers.append(("driftline-key", r.key))
+        return r.value or b"", headers
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Pending:
-        """Inverse of :meth:`to_json`.
+    def from_record(
+        cls, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes | None]]
+    ) -> Pending:
+        """Inverse of :meth:`to_record` (``key`` is the id).
 
         >>> p = Pending(REQUEST, "r-1", Record("t", 0, 7, b"r-1", b'{"x": 1}', 5), 9)
-        >>> Pending.from_json(p.to_json()) == p
+        >>> Pending.from_record(b"r-1", *p.to_record()) == p
         True
         """
-        d = orjson.loads(raw)
-        key, value = d["key"], d["value"]
+        meta_raw = dict(headers)
+        d = orjson.loads(meta_raw["driftline-pairing"] or b"{}")
         record = Record(
             d["topic"],
             d["partition"],
             d["offset"],
-            None if key is None else key.encode("latin-1"),
-            None if value is None else value.encode("latin-1"),
+            meta_raw.get("driftline-key"),
+            value,
             d["timestamp"],
         )
-        return cls(d["side"], d["id"], record, d["seen_ms"])
+        return cls(d["side"], key.decode("utf-8", "replace"), record, d["seen_ms"])
 
 
 def message_id(record: Record) -> str:

@@ -64,7 +64,7 @@ from driftline.streams._external_pairs import (
     ResultBuilder,
     message_id,
 )
-from driftline.streams.codec import _Reject
+from driftline.streams.codec import TOO_LARGE, _Reject
 from driftline.streams.control import topic_max_bytes
 from driftline.streams.v2 import InputSpec
 
@@ -178,7 +178,14 @@ class ExternalWorker:
     def _setup(self) -> None:
         from driftline.kafka.admin import ensure_topics
 
-        ensure_topics(self.kafka, [self.pairing_topic], partitions=1, compacted=True)
+        # Room for the largest message that may wait there, as the pipeline's other topics.
+        ensure_topics(
+            self.kafka,
+            [self.pairing_topic],
+            partitions=1,
+            compacted=True,
+            config={"max.message.bytes": str(topic_max_bytes(self.builder.max_bytes))},
+        )
         self._producer = Producer(
             with_logger(
                 self.kafka.client_config(
@@ -246,12 +253,13 @@ class ExternalWorker:
                     if msg.error() is not None:
                         continue
                     position = (msg.offset() or 0) + 1
-                    key = (msg.key() or b"").decode("utf-8", "replace")
+                    key = msg.key() or b""
                     value = msg.value()
                     if value is None:
-                        state.pop(key, None)
+                        state.pop(key.decode("utf-8", "replace"), None)
                     else:
-                        state[key] = Pending.from_json(value)
+                        entry = Pending.from_record(key, value, _bytes_headers(msg))
+                        state[entry.id] = entry
                 # Transaction markers take offsets that are never delivered as messages.
                 (now,) = consumer.position([TopicPartition(self.pairing_topic, 0)])
                 position = max(position, now.offset)
@@ -352,6 +360,14 @@ class ExternalWorker:
             kind, ts = m.timestamp()
             record = Record(topic, partition, offset, m.key(), m.value(), ts if kind else now)
             side = self.sides[topic]
+            size = len(record.value or b"")
+            if size > self.builder.max_bytes:
+                detail = (
+                    f"message is {size} bytes, over the limit of {self.builder.max_bytes} "
+                    "(raise options.max_message_bytes in the spec)"
+                )
+                rejected.append((record, TOO_LARGE, detail))
+                continue
             if side == "event":
                 events.append(record)
                 continue
@@ -428,9 +444,11 @@ class ExternalWorker:
                 )
                 producer.produce(self.deadletter_topic, dl.value, dl.key, headers=list(dl.headers))
             for rid, entry in changes.items():
-                producer.produce(
-                    self.pairing_topic, None if entry is None else entry.to_json(), rid.encode()
-                )
+                if entry is None:
+                    producer.produce(self.pairing_topic, None, rid.encode())
+                else:
+                    value, headers = entry.to_record()
+                    producer.produce(self.pairing_topic, value, rid.encode(), headers=list(headers))
             if offsets:
                 producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
@@ -460,6 +478,12 @@ class ExternalWorker:
             self.stats.dead_letter_reasons[reason] = (
                 self.stats.dead_letter_reasons.get(reason, 0) + 1
             )
+
+
+def _bytes_headers(msg: Message) -> list[tuple[str, bytes | None]]:
+    raw = msg.headers() or []
+    items = list(raw.items()) if isinstance(raw, dict) else list(raw)
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in items]
 
 
 def run_external(

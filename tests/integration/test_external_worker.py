@@ -177,6 +177,7 @@ def test_pairs_become_results_exactly_once_across_crashes(topic_prefix: str) -> 
 def test_driftline_format_events_are_checked_and_forwarded(topic_prefix: str) -> None:
     kafka = KafkaSettings(topic_prefix=topic_prefix)
     doc = _spec(topic_prefix, fmt="driftline")
+    doc["options"] = {"max_message_bytes": 4096}
     canonical = _deploy(kafka, doc)
     producer = Producer(kafka.client_config())
     t0 = int(time.time() * 1000) - 300_000
@@ -187,6 +188,8 @@ def test_driftline_format_events_are_checked_and_forwarded(topic_prefix: str) ->
     producer.produce(doc["source"]["topic"], b'{"id": "bad", "inputs": [1], "outputs": {}}')
     stale = {"id": "old", "time": 1_000_000, "inputs": [1, 2, 3, 4], "outputs": {"scorer": [[0]]}}
     producer.produce(doc["source"]["topic"], orjson.dumps(stale))
+    huge = {"id": "huge", "inputs": [1, 2, 3, 4], "outputs": {"scorer": [[0]]}, "pad": "x" * 5000}
+    producer.produce(doc["source"]["topic"], orjson.dumps(huge))
     producer.flush(30)
     worker = ExternalWorker(kafka, WorkerSettings(worker_group=f"g{topic_prefix}"), canonical)
     thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 3})
@@ -201,7 +204,7 @@ def test_driftline_format_events_are_checked_and_forwarded(topic_prefix: str) ->
     assert sum(r["check_failures"] == ["low"] for r in results) == 25
     letters = _read(kafka, kafka.topic("ext", "deadletter"))
     reasons = sorted(read_dead_letter(m.headers())["driftline-error"] for m in letters)
-    assert reasons == ["missing_tensor", "time_out_of_range"]
+    assert reasons == ["missing_tensor", "time_out_of_range", "too_large"]
 
 
 def test_the_inference_worker_leaves_an_external_pipeline_to_its_own_worker(

@@ -107,9 +107,9 @@ def test_what_waited_past_the_timeout_since_it_was_read_expires_oldest_first() -
 def test_a_restart_gives_what_was_waiting_a_full_timeout_again() -> None:
     p = Pairing(timeout_ms=100)
     p.offer(REQUEST, "b", _req("b", [1, 2, 3]), 0)
-    saved = [e.to_json() for e in p.changes().values() if e is not None]
+    saved = [(k, e.to_record()) for k, e in p.changes().items() if e is not None]
     again = Pairing(timeout_ms=100)
-    again.restore((Pending.from_json(v) for v in saved), now_ms=1000)
+    again.restore((Pending.from_record(k.encode(), *r) for k, r in saved), now_ms=1000)
     assert again.changes() == {}  # what was restored is what is saved
     assert again.expire(1099) == []
     assert [e.id for e in again.expire(1100)] == ["b"]
@@ -145,7 +145,7 @@ def test_state_saved_and_restored_pairs_exactly_as_if_nothing_had_happened() -> 
             if straight.offer(side, rid, rec, 0) is not None:
                 expected.add(rid)
 
-    changelog: dict[str, bytes] = {}
+    changelog: dict[str, Any] = {}
     got: list[str] = []
     live = Pairing(timeout_ms=10**9)
     for batch in batches:
@@ -156,11 +156,12 @@ def test_state_saved_and_restored_pairs_exactly_as_if_nothing_had_happened() -> 
             if entry is None:
                 changelog.pop(rid)
             else:
-                changelog[rid] = entry.to_json()
+                changelog[rid] = entry.to_record()
         live.saved()
         if rng.random() < 0.3:  # a restart: the state is what the changelog holds
             live = Pairing(timeout_ms=10**9)
-            live.restore((Pending.from_json(v) for v in changelog.values()), now_ms=0)
+            restored = (Pending.from_record(k.encode(), *r) for k, r in changelog.items())
+            live.restore(restored, now_ms=0)
     assert sorted(got) == sorted(expected) == sorted(ids)
     assert changelog == {}
 
