@@ -30,7 +30,9 @@ the end of a batch is written there, and deleted (a tombstone) in the transactio
 or expires it. After a crash the worker reads ``<p>.pairing`` to its end (read_committed) and
 resumes at the committed offsets: the state and the offsets are those of the last committed
 batch, so no prediction is lost or counted twice. A failed transaction is aborted and the
-worker restarts from that same committed point.
+worker restarts from that same committed point, with backoff; after six failures in a row it
+stops with the reason (a retry would not change it). Nothing a single message holds can make
+a transaction fail for good: what would not fit its topic is dead-lettered first.
 
 One process serves an external pipeline at a time: its ``transactional.id`` is the pipeline's
 (``driftline-external-<pipeline>``), so a second instance fences the first, which then stops.
@@ -77,6 +79,8 @@ _TXN_TIMEOUT_S = 30.0
 #: transaction holding one could never commit: such results get the produce time as their
 #: record timestamp, and keep their event time in the event (as the inference worker does).
 _MAX_FUTURE_MS = 30 * 60 * 1000
+#: Transactions failing in a row (with backoff between) before the worker gives up.
+_MAX_FAILURES = 6
 
 PAIRS = Counter("driftline_external_predictions", "Predictions made elsewhere, read.", ["pipeline"])
 DEAD = Counter(
@@ -169,6 +173,7 @@ class ExternalWorker:
         self._producer: Producer | None = None
         self._partitions: dict[str, int] = {}
         self._start: dict[tuple[str, int], int] = {}
+        self._failures = 0
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch."""
@@ -288,6 +293,15 @@ class ExternalWorker:
     def _restart(self, why: str) -> None:
         log.warning("external pipeline %s: %s; starting again from the last commit", self.name, why)
         self.stats.restarts += 1
+        self._failures += 1
+        if self._failures >= _MAX_FAILURES:
+            # The same batch failed again and again: a retry will not change it (a topic
+            # deleted, permissions); stop with the reason rather than loop for ever.
+            raise ServiceError(
+                f"external pipeline {self.name}: {_MAX_FAILURES} transactions in a row "
+                f"failed, the last: {why}; fix the cause and start the worker again"
+            )
+        self._stop.wait(min(0.5 * 2**self._failures, 10.0))
         assert self._producer is not None
         try:
             self._producer.abort_transaction(_TXN_TIMEOUT_S)
@@ -468,6 +482,7 @@ class ExternalWorker:
             self._restart(f"transaction failed ({err or exc})")
             return
         self.pairing.saved()
+        self._failures = 0
         self.stats.batches += 1
         self.stats.messages += messages
         self.stats.results += len(built.results)
