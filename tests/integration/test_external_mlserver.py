@@ -1,8 +1,9 @@
 """Predictions made elsewhere: MLServer (from PyPI, in its Kafka server mode) serves the fraud
 model; driftline has no model of its own, only a pipeline with ``models: []`` whose source is
 MLServer's request and response topics. ``driftline worker`` pairs them into result events and
-``driftline monitor`` runs a count alert and two assays on them, as a user runs both, and
-``driftline replay --audit`` recomputes the same windows.
+``driftline monitor`` runs a count alert, two assays and realized performance (labels sent
+later with ``driftline feedback``) on them, as a user runs them, and ``driftline replay
+--audit`` recomputes the same windows.
 
 The scores in the results are MLServer's and equal onnxruntime's on the same rows; a minute of
 drifted inputs with a wave of fraud turns both assays to ``alert`` and fires the count alert,
@@ -142,6 +143,14 @@ def test_mlserver_predictions_are_monitored_by_a_pipeline_without_models(
                 "thresholds": {"warning": 0.1, "alert": 0.25},
             },
         },
+        "performance": {
+            "quality": {
+                "task": "binary",
+                "prediction": "ccfraud.outputs[0][0]",
+                "threshold": 0.5,
+                "window": {"width": "1m"},
+            }
+        },
     }
     spec_file = tmp_path / "external.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
@@ -232,6 +241,31 @@ def test_mlserver_predictions_are_monitored_by_a_pipeline_without_models(
             timeout_s=240,
         )
         alerted = time.monotonic()
+        # Ground truth arrives later, as labels do: the fraud wave's rows are frauds.
+        labels = {rid: int(rid.startswith("m1-") and int(rid[3:]) >= N_DRIFTED) for rid in rows}
+        lines = "".join(json.dumps({"id": rid, "label": y}) + "\n" for rid, y in labels.items())
+        (tmp_path / "labels.jsonl").write_text(lines)
+        sent_labels = cli(env, "feedback", "ext-fraud", "--file", str(tmp_path / "labels.jsonl"))
+        assert sent_labels.returncode == 0, sent_labels.stderr
+
+        def performance() -> list[dict[str, Any]]:
+            proc = cli(env, "performance", "ext-fraud", "--json")
+            assert proc.returncode == 0, proc.stderr
+            return list(json.loads(proc.stdout))
+
+        counts = {0: N_NORMAL, 1: N_DRIFTED + N_FRAUD}
+        windows = stack.wait(
+            "minutes 0 and 1 with every label joined",
+            lambda: (
+                (p := performance())
+                and all(
+                    any(e["window_start"] == t0 + m * MINUTE and e["labeled"] == n for e in p)
+                    for m, n in counts.items()
+                )
+                and p
+            ),
+            timeout_s=240,
+        )
         assert not stack.dead(), stack.tails()
     finally:
         stack.stop()
@@ -262,6 +296,16 @@ def test_mlserver_predictions_are_monitored_by_a_pipeline_without_models(
     assert status[("score_drift", 1)] == "alert" and status[("v0_drift", 1)] == "alert", status
     firing = [n for n in notes if n.get("alert") == "high_fraud" and n["state"] == "firing"]
     assert firing and firing[0]["window"]["end"] <= t0 + 2 * MINUTE + 1000, firing
+    # Realized accuracy per minute: MLServer's scores (= onnxruntime's) against the labels.
+    for m, n in counts.items():
+        mine = [i for i, rid in enumerate(ids) if rid.startswith(f"m{m}-")]
+        want = np.mean([(expected[i] >= 0.5) == bool(labels[ids[i]]) for i in mine])
+        (window,) = [
+            e for e in windows if e["window_start"] == t0 + m * MINUTE and e["labeled"] == n
+        ][-1:]
+        assert window["predictions"] == n
+        assert window["metrics"]["accuracy"] == pytest.approx(want), window
+
     # Replay recomputes the same windows from the results topic alone.
     audit = cli(
         env,
