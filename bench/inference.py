@@ -29,11 +29,9 @@ import contextlib
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -48,8 +46,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 FRAUD = ROOT / "examples" / "fraud"
 MODEL = FRAUD / "models" / "ccfraud.onnx"
-MLSERVER_VENV = ROOT / "bench" / ".mlserver-venv"
-MLSERVER_VERSION = "1.7.1"
 BOOTSTRAP = os.environ.get("DRIFTLINE_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 3
 
@@ -328,120 +324,12 @@ def core_breakdown(rows: np.ndarray, store: str, batch: int = 2000) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- (c) MLServer
-_RUNTIME = textwrap.dedent(
-    """
-    import numpy as np
-    import onnxruntime as ort
-    from mlserver import MLModel
-    from mlserver.codecs import NumpyCodec
-    from mlserver.types import InferenceRequest, InferenceResponse
-
-
-    class OnnxRuntime(MLModel):
-        async def load(self) -> bool:
-            path = self.settings.parameters.uri
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            self._input = self._session.get_inputs()[0].name
-            return True
-
-        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-            x = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
-            outputs = self._session.run(None, {self._input: x})
-            return InferenceResponse(
-                model_name=self.name,
-                id=payload.id,
-                outputs=[NumpyCodec.encode_output(name="probability", payload=outputs[0])],
-            )
-    """
-)
-
-
-def _mlserver_python() -> Path | None:
-    python = MLSERVER_VENV / "bin" / "python"
-    if python.exists():
-        return python
-    print(f"creating {MLSERVER_VENV.relative_to(ROOT)} with mlserver=={MLSERVER_VERSION} ...")
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                f"mlserver=={MLSERVER_VERSION}",
-                "onnxruntime",
-                "numpy",
-            ],
-            check=True,
-        )
-    except subprocess.CalledProcessError as exc:
-        print(f"!!! MLServer could not be installed: {exc}")
-        return None
-    return python
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
+# MLServer's environment, runtime and start-up live in bench/_mlserver.py (the MLServer
+# integration test starts it the same way).
 def start_mlserver(workdir: Path, in_topic: str, out_topic: str) -> subprocess.Popen[bytes] | str:
-    python = _mlserver_python()
-    if python is None:
-        return "mlserver could not be installed from PyPI"
-    (workdir / "onnx_runtime.py").write_text(_RUNTIME)
-    (workdir / "settings.json").write_text(
-        json.dumps(
-            {
-                "debug": False,
-                "kafka_enabled": True,
-                "kafka_servers": BOOTSTRAP,
-                "kafka_topic_input": in_topic,
-                "kafka_topic_output": out_topic,
-                "http_port": _free_port(),
-                "grpc_port": _free_port(),
-                "metrics_port": _free_port(),
-                # Inline inference: faster here than MLServer's default worker-process pool.
-                "parallel_workers": 0,
-            }
-        )
-    )
-    (workdir / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": "ccfraud",
-                "implementation": "onnx_runtime.OnnxRuntime",
-                "parameters": {"uri": str(MODEL)},
-            }
-        )
-    )
-    log = (workdir / "mlserver.log").open("wb")
-    proc = subprocess.Popen(
-        [str(python.parent / "mlserver"), "start", str(workdir)],
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        text = (workdir / "mlserver.log").read_text(errors="replace")
-        if "Reading messages from consumer" in text:
-            time.sleep(2)  # the consumer reads from the latest offset once assigned
-            return proc
-        if proc.poll() is not None:
-            return f"mlserver exited ({proc.returncode}): {text[-1500:]}"
-        time.sleep(0.5)
-    proc.terminate()
-    return (
-        "mlserver did not start its Kafka consumer within 90 s: "
-        + (workdir / "mlserver.log").read_text(errors="replace")[-1500:]
-    )
+    from _mlserver import start_mlserver as start
+
+    return start(workdir, in_topic, out_topic, BOOTSTRAP, MODEL)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -9,7 +9,9 @@ cannot read one spec differently:
   what it needs from a window, see :mod:`driftline.detectors._registry`) and thresholds;
 * **worker plan** (:func:`worker_plan`): the models to load (champion first, by hash), the
   validations, the champion's tensors and the options; the worker binds loaded models to it
-  (``streams._worker_source.runtime_from_canonical``);
+  (``streams._worker_source.runtime_from_canonical``). A pipeline without models has no
+  model to load: its plan carries the ``source`` the worker reads predictions from instead
+  (``streams._worker_external``);
 * the spec **version** (:func:`spec_version`) every event carries.
 
 It sits below ``streams/`` and imports nothing from it.
@@ -252,7 +254,9 @@ class WorkerPlan:
 
     ``models`` has the champion first; ``validations`` are the row expressions by name and
     ``tensor_names`` resolves ``m.outputs["name"]`` in them; ``champion`` describes the
-    champion's tensors (how requests are fed).
+    champion's tensors (how requests are fed). ``source`` is set for a pipeline without
+    models (:class:`~driftline.spec.SourceSpec`): ``models`` is then empty and ``champion``
+    describes the external model's declared tensors.
     """
 
     name: str
@@ -264,6 +268,7 @@ class WorkerPlan:
     allow_nan: bool
     max_message_bytes: int
     record_inputs: bool
+    source: Any = None
 
 
 def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Path]) -> WorkerPlan:
@@ -277,7 +282,7 @@ def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Pat
 
     spec = spec_from_canonical(canonical, resolve_model=resolve_model)
     models = []
-    for m in (spec.champion, *spec.shadows):
+    for m in () if spec.source is not None else (spec.champion, *spec.shadows):
         if m.path is None or m.sha256 is None:
             raise ModelError(f"model {m.name!r} of pipeline {spec.name!r} has no stored file")
         models.append(WorkerModel(m.name, m.sha256, m.path, m.shadow))
@@ -291,4 +296,5 @@ def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Pat
         allow_nan=spec.options.allow_nan,
         max_message_bytes=spec.options.max_message_bytes,
         record_inputs=spec.options.record_inputs,
+        source=spec.source,
     )

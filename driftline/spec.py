@@ -40,7 +40,7 @@ from driftline.expressions import (
     to_json,
     variables,
 )
-from driftline.models import ModelInfo, inspect_model
+from driftline.models import ModelInfo, TensorInfo, inspect_model
 from driftline.models.baselines import INLINE_MAX
 from driftline.notify import TargetError, parse_target
 
@@ -52,6 +52,7 @@ __all__ = [
     "PerformanceSpec",
     "PipelineBuilder",
     "PipelineSpec",
+    "SourceSpec",
     "SpecOptions",
     "load_baseline_values",
     "load_spec",
@@ -221,6 +222,62 @@ class SpecOptions:
     record_inputs: bool = True
 
 
+#: How an external pipeline's source topic is read (``source.format``).
+SOURCE_FORMATS = ("driftline", "v2-pairs")
+#: Element types a schema tensor (``inputs``/``outputs`` of a pipeline without models) may have.
+SCHEMA_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+#: Placeholder hash of the model a pipeline without models stands for (results' ``models``).
+EXTERNAL = "external"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a pipeline without models finds the predictions another serving system made.
+
+    ``format`` is ``driftline`` (result events on ``topic``) or ``v2-pairs`` (Open Inference
+    Protocol responses on ``topic``, their requests on ``requests``, paired by id). ``model``
+    is the name expressions use for the external model; ``info`` its declared tensors, from
+    the spec's ``inputs`` and ``outputs`` (shape without the batch dimension).
+    """
+
+    topic: str
+    format: str
+    model: str
+    info: ModelInfo
+    requests: str | None = None
+    #: How long a message waits for its other half before it is dead-lettered (v2-pairs).
+    pair_timeout_ms: int = 60_000
+
+    def model_spec(self) -> ModelSpec:
+        """The external model as a model step: what expressions resolve against."""
+        return ModelSpec(
+            self.model,
+            None,
+            False,
+            None,
+            self.info,
+            tuple(t.name for t in self.info.inputs),
+            tuple(t.name for t in self.info.outputs),
+        )
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The ``source`` of the canonical spec (with the schema under it)."""
+        return {
+            "topic": self.topic,
+            "format": self.format,
+            "model": self.model,
+            "requests": self.requests,
+            "pair_timeout_ms": self.pair_timeout_ms,
+            "inputs": [_schema_entry(t) for t in self.info.inputs],
+            "outputs": [_schema_entry(t) for t in self.info.outputs],
+        }
+
+
+def _schema_entry(t: Any) -> dict[str, Any]:
+    return {"name": t.name, "shape": list(t.shape[1:]), "dtype": t.dtype}
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
     """A validated pipeline; build it with :func:`load_spec` or :class:`PipelineBuilder`."""
@@ -233,10 +290,15 @@ class PipelineSpec:
     options: SpecOptions = field(default_factory=SpecOptions)
     base_dir: Path | None = field(default=None, compare=False, repr=False)
     performance: dict[str, PerformanceSpec] = field(default_factory=dict)
+    #: Set for a pipeline without models (``models: []``): predictions made elsewhere.
+    source: SourceSpec | None = None
 
     @property
     def champion(self) -> ModelSpec:
-        """The model whose outputs are the result (the one that is not a shadow)."""
+        """The model whose outputs are the result (the one that is not a shadow); for a
+        pipeline without models, the external model its ``source`` names."""
+        if self.source is not None:
+            return self.source.model_spec()
         return next(m for m in self.models if not m.shadow)
 
     @property
@@ -254,6 +316,8 @@ class PipelineSpec:
         doc = self._canonical_core()
         if self.performance:  # only when set: specs without it keep their versions
             doc["performance"] = {k: p.to_canonical() for k, p in self.performance.items()}
+        if self.source is not None:
+            doc["source"] = self.source.to_canonical()
         return doc
 
     def _canonical_core(self) -> dict[str, Any]:
@@ -310,7 +374,7 @@ class PipelineSpec:
     def tensor_names(self) -> dict[tuple[str, str], list[str]]:
         """``{(model, "outputs"): [names...], ...}`` for :func:`driftline.expressions.evaluate`."""
         out: dict[tuple[str, str], list[str]] = {}
-        for m in self.models:
+        for m in (*self.models, *([self.champion] if self.source is not None else [])):
             if m.output_names or m.input_names:
                 out[(m.name, "inputs")] = list(m.input_names)
                 out[(m.name, "outputs")] = list(m.output_names)
@@ -607,6 +671,7 @@ def spec_from_canonical(
                 if "performance" in data
                 else {}
             ),
+            **(_source_from_canonical(data["source"]) if "source" in data else {}),
             "options": {
                 "allow_nan": data["options"]["allow_nan"],
                 "lateness": format_duration(data["options"]["lateness_ms"]),
@@ -622,6 +687,14 @@ def spec_from_canonical(
     except (KeyError, TypeError, AttributeError) as exc:
         raise SpecError("canonical", f"malformed canonical spec: missing or bad {exc}") from None
     return _Compiler(None, resolve_model).run(doc)
+
+
+def _source_from_canonical(data: Mapping[str, Any]) -> dict[str, Any]:
+    source = {k: data[k] for k in ("topic", "format", "model")}
+    if data["requests"] is not None:
+        source["requests"] = data["requests"]
+    source["pair_timeout"] = format_duration(data["pair_timeout_ms"])
+    return {"source": source, "inputs": data["inputs"], "outputs": data["outputs"]}
 
 
 def _performance_from_canonical(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -675,7 +748,18 @@ class _Compiler:
         _only_keys(
             data,
             "",
-            {"name", "models", "validations", "alerts", "assays", "performance", "options"},
+            {
+                "name",
+                "models",
+                "validations",
+                "alerts",
+                "assays",
+                "performance",
+                "options",
+                "source",
+                "inputs",
+                "outputs",
+            },
             {"name"},
         )
         name = data["name"]
@@ -692,7 +776,8 @@ class _Compiler:
                 f"share names with this pipeline's topics; reserved are {list(SYSTEM_TOPICS)}. "
                 "Choose another name",
             )
-        models = self.compile_models(data.get("models"))
+        source = self.source(data)
+        models = () if source is not None else self.compile_models(data.get("models"))
         validations = {
             check: self.row_expr(f"validations.{check}", value)
             for check, value in self.named(data, "validations")
@@ -729,6 +814,7 @@ class _Compiler:
             options=self.options(data.get("options")),
             base_dir=self.base_dir,
             performance=performance,
+            source=source,
         )
         _check_record_inputs(spec)
         if self.check_serving:
@@ -756,13 +842,151 @@ class _Compiler:
                 )
         return list(value.items())
 
+    # -- predictions made elsewhere -----------------------------------------------------
+    def source(self, data: Mapping[str, Any]) -> SourceSpec | None:
+        """The ``source`` of a pipeline without models, or None for one with models."""
+        models = data.get("models")
+        given = [k for k in ("source", "inputs", "outputs") if data.get(k) is not None]
+        if models != [] and not (models is None and given):
+            if given:
+                raise SpecError(
+                    given[0],
+                    f"only a pipeline without models takes {', '.join(given)}: a pipeline "
+                    "with models serves its own requests and its models declare their tensors; "
+                    "write models: [] to monitor predictions another system makes",
+                )
+            return None
+        if models is None:
+            raise SpecError(
+                "models",
+                "missing: give the models (a list), or models: [] with source, inputs and "
+                "outputs for predictions another serving system makes",
+            )
+        for key in ("source", "inputs", "outputs"):
+            if data.get(key) is None:
+                raise SpecError(
+                    key,
+                    "missing: a pipeline with models: [] needs source (where the predictions "
+                    "are, e.g. {topic: mlserver-responses, format: v2-pairs, requests: "
+                    "mlserver-requests, model: ccfraud}), inputs and outputs (the tensors, "
+                    "e.g. [{name: tensor, shape: [29], dtype: float32}])",
+                )
+        value = data["source"]
+        _mapping(value, "source")
+        _only_keys(
+            value,
+            "source",
+            {"topic", "format", "requests", "model", "pair_timeout"},
+            {"topic", "format", "model"},
+        )
+        fmt = value["format"]
+        if fmt not in SOURCE_FORMATS:
+            raise SpecError(
+                "source.format",
+                f"{fmt!r} is not one of {list(SOURCE_FORMATS)}: driftline for result events "
+                "written by the other system, v2-pairs for Open Inference Protocol requests "
+                "and responses",
+            )
+        topics = {"topic": value["topic"]}
+        if fmt == "v2-pairs":
+            if value.get("requests") is None:
+                raise SpecError(
+                    "source.requests",
+                    "missing: v2-pairs reads the responses from source.topic and pairs them "
+                    "with their requests by id; name the requests topic",
+                )
+            topics["requests"] = value["requests"]
+        elif value.get("requests") is not None:
+            raise SpecError(
+                "source.requests",
+                "only v2-pairs reads a requests topic; a driftline source carries the inputs "
+                "in its result events (remove requests, or use format: v2-pairs)",
+            )
+        for key, topic in topics.items():
+            if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic):
+                raise SpecError(
+                    f"source.{key}",
+                    f"{topic!r} is not a Kafka topic name (letters, digits, '.', '_', '-')",
+                )
+        if topics.get("requests") == topics["topic"]:
+            raise SpecError(
+                "source.requests",
+                f"{topics['topic']!r} is also source.topic; requests and responses need "
+                "topics of their own",
+            )
+        from driftline.expressions import is_model_name
+
+        model = value["model"]
+        if not isinstance(model, str) or not is_model_name(model):
+            raise SpecError(
+                "source.model",
+                f"{model!r} is not a valid model name; use an identifier (letters, digits, "
+                "'_'), as expressions refer to it: ccfraud.outputs[0][0]",
+            )
+        timeout = value.get("pair_timeout")
+        timeout_ms = 60_000 if timeout is None else self.duration("source.pair_timeout", timeout)
+        info = ModelInfo(
+            model,
+            EXTERNAL,
+            Path(),
+            self.schema("inputs", data["inputs"]),
+            self.schema("outputs", data["outputs"]),
+        )
+        spec = SourceSpec(topics["topic"], fmt, model, info, topics.get("requests"), timeout_ms)
+        self.models[model] = spec.model_spec()
+        return spec
+
+    @staticmethod
+    def schema(key: str, value: Any) -> tuple[Any, ...]:
+        """Tensors declared for the external model: ``[{name, shape, dtype}]``."""
+        if not isinstance(value, list | tuple) or not value:
+            raise SpecError(
+                key,
+                f"expected a non-empty list of tensors, got {value!r}; e.g. "
+                "[{name: tensor, shape: [29], dtype: float32}]",
+            )
+        out: list[TensorInfo] = []
+        for i, entry in enumerate(value):
+            where = f"{key}[{i}]"
+            _mapping(entry, where)
+            _only_keys(entry, where, {"name", "shape", "dtype"}, {"name", "shape"})
+            name = entry["name"]
+            if not isinstance(name, str) or not name:
+                raise SpecError(f"{where}.name", f"expected a tensor name, got {name!r}")
+            if name in {t.name for t in out}:
+                raise SpecError(f"{where}.name", f"duplicate tensor name {name!r}")
+            shape = entry["shape"]
+            if (
+                not isinstance(shape, list | tuple)
+                or not shape
+                or not all(type(d) is int and 0 < d < 2**31 for d in shape)
+            ):
+                raise SpecError(
+                    f"{where}.shape",
+                    f"expected the per-row shape as positive integers (without the batch "
+                    f"dimension), e.g. [29], got {shape!r}",
+                )
+            dtype = entry.get("dtype", "float32")
+            if dtype not in SCHEMA_DTYPES:
+                raise SpecError(f"{where}.dtype", f"{dtype!r} is not one of {list(SCHEMA_DTYPES)}")
+            out.append(TensorInfo(name, (None, *shape), dtype))
+        if key == "inputs" and (len(out) != 1 or out[0].dtype == "bool"):
+            raise SpecError(
+                key,
+                f"{len(out)} inputs of types {[t.dtype for t in out]}: a pipeline without "
+                "models records one numeric input (the monitor windows inputs as one row); "
+                "declare the request's one numeric tensor",
+            )
+        return tuple(out)
+
     # -- models --------------------------------------------------------------------------
     def compile_models(self, value: Any) -> tuple[ModelSpec, ...]:
         if not isinstance(value, list | tuple) or not value:
             raise SpecError(
                 "models",
                 "expected a non-empty list of models, e.g. "
-                "[{name: ccfraud, path: models/ccfraud.onnx}]",
+                "[{name: ccfraud, path: models/ccfraud.onnx}]; for predictions another "
+                "serving system makes, write models: [] with source, inputs and outputs",
             )
         out: list[ModelSpec] = []
         for i, entry in enumerate(value):
@@ -1694,6 +1918,41 @@ class PipelineBuilder:
         self._assays: dict[str, Any] = {}
         self._options: dict[str, Any] = {}
         self._performance: dict[str, Any] = {}
+        self._external: dict[str, Any] = {}
+
+    def set_source(
+        self,
+        topic: str,
+        model: str,
+        inputs: Sequence[Mapping[str, Any]],
+        outputs: Sequence[Mapping[str, Any]],
+        *,
+        format: str = "v2-pairs",
+        requests: str | None = None,
+        pair_timeout: str | None = None,
+    ) -> PipelineBuilder:
+        """Monitor predictions another system makes: a pipeline without models (the YAML's
+        ``models: []`` with ``source``, ``inputs`` and ``outputs``).
+
+        >>> from driftline.expressions import ModelRef
+        >>> spec = (PipelineBuilder("ext")
+        ...     .set_source("responses", "scorer", [{"name": "x", "shape": [3]}],
+        ...                 [{"name": "p", "shape": [1]}], requests="requests")
+        ...     .add_validation("low", ModelRef("scorer").outputs[0][0] < 0.5).build())
+        >>> spec.source.format, spec.champion.name, spec.models
+        ('v2-pairs', 'scorer', ())
+        """
+        source: dict[str, Any] = {"topic": topic, "format": format, "model": model}
+        if requests is not None:
+            source["requests"] = requests
+        if pair_timeout is not None:
+            source["pair_timeout"] = pair_timeout
+        self._external = {
+            "source": source,
+            "inputs": [dict(t) for t in inputs],
+            "outputs": [dict(t) for t in outputs],
+        }
+        return self
 
     def add_model_step(self, model: Any) -> PipelineBuilder:
         """Make ``model`` (anything with ``.name`` and ``.path``) the champion."""
@@ -1848,6 +2107,7 @@ class PipelineBuilder:
     def to_dict(self) -> dict[str, Any]:
         """The spec as data, in the YAML's shape."""
         doc: dict[str, Any] = {"name": self.name, "models": list(self._models.values())}
+        doc.update(self._external)
         for key, section in (
             ("validations", self._validations),
             ("alerts", self._alerts),

@@ -29,6 +29,13 @@ def deploy(
     out.print(f"deployed [bold]{spec.name}[/] version {pipeline.version}")
     for kind, topic in pipeline_topics(client.settings.kafka, spec.name).items():
         out.print(f"  {kind:<10} {topic}")
+    if spec.source is not None:
+        src = spec.source
+        pairs = f", requests from {src.requests}" if src.requests else ""
+        out.print(
+            f"  {'source':<10} {src.topic} ({src.format}{pairs}): predictions made elsewhere, "
+            f"read by `driftline worker --pipeline {spec.name}`"
+        )
 
 
 @app.command()
@@ -44,6 +51,12 @@ def undeploy(
     out.print(f"undeployed [bold]{name}[/]")
 
 
+def _external(source: Any) -> dict[str, Any] | None:
+    if not isinstance(source, dict):
+        return None
+    return {k: source.get(k) for k in ("model", "format", "topic", "requests")}
+
+
 @app.command()
 def pipelines(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -57,6 +70,8 @@ def pipelines(
             "name": name,
             "version": spec_version(canonical),
             "models": sorted(canonical.get("models", {})),
+            # Predictions made elsewhere: where the worker reads them, and in which form.
+            "external": _external(canonical.get("source")),
             "validations": sorted(canonical.get("validations", {})),
             "alerts": sorted(canonical.get("alerts", {})),
             "assays": sorted(canonical.get("assays", {})),
@@ -73,7 +88,12 @@ def pipelines(
         table.add_row(
             r["name"],
             r["version"][:19],
-            ", ".join(map(str, r["models"])),
+            ", ".join(map(str, r["models"]))
+            or (
+                "{model} (external, {format}: {topic})".format(**r["external"])
+                if r["external"]
+                else ""
+            ),
             ", ".join(r["validations"]),
             ", ".join(r["alerts"]),
             ", ".join(r["assays"]),

@@ -177,8 +177,14 @@ class ControlSource:
         """Names of every pipeline deployed on the control topic (loadable or not)."""
         return set(self._follower.snapshot())
 
+    def external(self) -> dict[str, dict[str, Any]]:
+        """Deployed pipelines without models (predictions made elsewhere), by name."""
+        return {n: d for n, d in self._follower.snapshot().items() if "source" in d}
+
     def _build(self, name: str, doc: Mapping[str, Any] | None) -> PipelineRuntime | None:
-        if doc is None:
+        if doc is None or "source" in doc:
+            # Without models there is nothing to serve here: a worker of its own reads the
+            # pipeline's source (streams._worker_external).
             self._current.pop(name, None)
             return None
         from driftline.errors import DriftlineError

@@ -681,6 +681,12 @@ def run_worker(
                 "first (`driftline deploy SPEC`), or leave out --pipeline to serve every "
                 "deployed pipeline"
             )
+        external = source.external()
+        if any(p in external for p in pipelines):
+            from driftline.streams._worker_external import run_external
+
+            source.close()
+            return run_external(list(pipelines), external, settings.kafka, ws, log)
     worker = Worker(settings.kafka, ws, source, pipelines)
     if log is not None:
         deployed = ", ".join(sorted(source.snapshot())) or "none yet"
