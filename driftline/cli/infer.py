@@ -10,10 +10,30 @@ import typer
 from driftline._console import out
 from driftline.cli._format import short
 from driftline.cli.app import EXIT_FAILED, app
-from driftline.config import load_settings
+from driftline.config import KafkaSettings, load_settings
 from driftline.errors import DriftlineError
 
 __all__ = ["infer"]
+
+
+def _refuse_external(kafka: KafkaSettings, name: str) -> None:
+    """An external pipeline's predictions are made elsewhere: a request sent here would wait
+    on a topic nobody serves, so say where its requests belong instead."""
+    from driftline.streams.control import ControlPlane
+
+    plane = ControlPlane(kafka)
+    try:
+        canonical = plane.snapshot().get(name)
+    finally:
+        plane.close()
+    source = canonical.get("source") if isinstance(canonical, dict) else None
+    if isinstance(source, dict):
+        where = source.get("requests") or source.get("topic")
+        raise DriftlineError(
+            f"pipeline {name!r} has no models: its predictions are made by another serving "
+            f"system, which driftline reads from topic {source.get('topic')!r}; send the "
+            f"request to that system (its requests topic is {where!r}), not to driftline infer"
+        )
 
 
 @app.command("infer")
@@ -41,7 +61,9 @@ def infer(
 
     if Path(file).is_dir():
         raise DriftlineError(f"--file {file!r} is a directory; pass a request JSON file")
-    results = send(load_settings().kafka, name, read_request_file(Path(file)), timeout=timeout)
+    settings = load_settings()
+    _refuse_external(settings.kafka, name)
+    results = send(settings.kafka, name, read_request_file(Path(file)), timeout=timeout)
     if as_json:
         out.print_json(json.dumps(results))
     else:

@@ -89,3 +89,25 @@ def test_model_upload_refuses_a_file_that_is_not_onnx(
     assert "output probability" in ok.stdout
     listed = json.loads(cli(env, "model", "list", "--json").stdout)
     assert list(listed) == ["ccfraud"]
+
+
+def test_infer_on_a_pipeline_without_models_says_where_requests_go(
+    cli: Cli, env: dict[str, str], tmp_path: Path
+) -> None:
+    spec = tmp_path / "external.yaml"
+    spec.write_text(
+        "name: external-fraud\n"
+        "models: []\n"
+        "source: {topic: mlserver-responses, format: v2-pairs, requests: mlserver-requests,"
+        " model: ccfraud}\n"
+        "inputs: [{name: tensor, shape: [29], dtype: float32}]\n"
+        "outputs: [{name: probability, shape: [1], dtype: float32}]\n"
+    )
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"tensor": [[0.0] * 29]}))
+    deployed = cli(env, "deploy", str(spec))
+    assert deployed.returncode == 0, deployed.stderr
+    sent = cli(env, "infer", "external-fraud", "--file", str(request), "--timeout", "5")
+    assert sent.returncode == 2, (sent.stdout, sent.stderr)
+    message = " ".join(sent.stderr.split())
+    assert "'mlserver-requests'" in message and "not to driftline infer" in message
