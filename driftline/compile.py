@@ -264,6 +264,8 @@ class WorkerPlan:
     allow_nan: bool
     max_message_bytes: int
     record_inputs: bool
+    #: ``driftline`` or ``v2`` (results as Open Inference Protocol responses).
+    result_format: str = "driftline"
 
 
 def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Path]) -> WorkerPlan:
@@ -291,4 +293,5 @@ def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Pat
         allow_nan=spec.options.allow_nan,
         max_message_bytes=spec.options.max_message_bytes,
         record_inputs=spec.options.record_inputs,
+        result_format=spec.options.result_format,
     )

@@ -199,6 +199,10 @@ class PerformanceSpec:
         }
 
 
+#: ``options.result_format`` values: driftline's own result event, or the Open Inference
+#: Protocol's inference response (:mod:`driftline.streams.v2_response`).
+RESULT_FORMATS = ("driftline", "v2")
+
 #: The largest ``options.max_message_bytes``: librdkafka's default ``fetch.max.bytes``.
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
@@ -211,6 +215,8 @@ class SpecOptions:
     partitions: int = 3
     #: Whether result events repeat the request's inputs (false: large tensors stay small).
     record_inputs: bool = True
+    #: How results are written: ``driftline`` events, or ``v2`` inference responses.
+    result_format: str = "driftline"
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,11 @@ class PipelineSpec:
                 "partitions": self.options.partitions,
                 # only when set: specs without it keep their versions
                 **({} if self.options.record_inputs else {"record_inputs": False}),
+                **(
+                    {"result_format": self.options.result_format}
+                    if self.options.result_format != "driftline"
+                    else {}
+                ),
             },
         }
 
@@ -607,6 +618,11 @@ def spec_from_canonical(
                 **(
                     {"record_inputs": data["options"]["record_inputs"]}
                     if "record_inputs" in data["options"]
+                    else {}
+                ),
+                **(
+                    {"result_format": data["options"]["result_format"]}
+                    if "result_format" in data["options"]
                     else {}
                 ),
             },
@@ -1415,7 +1431,14 @@ class _Compiler:
         _only_keys(
             value,
             "options",
-            {"allow_nan", "lateness", "max_message_bytes", "partitions", "record_inputs"},
+            {
+                "allow_nan",
+                "lateness",
+                "max_message_bytes",
+                "partitions",
+                "record_inputs",
+                "result_format",
+            },
             set(),
         )
         defaults = SpecOptions()
@@ -1447,12 +1470,20 @@ class _Compiler:
                 "options.record_inputs",
                 f"expected true or false, got {record_inputs!r} (false: results omit inputs)",
             )
+        result_format = value.get("result_format", defaults.result_format)
+        if result_format not in RESULT_FORMATS:
+            raise SpecError(
+                "options.result_format",
+                f"{result_format!r} is not one of {list(RESULT_FORMATS)} (v2: each result is "
+                "an Open Inference Protocol response, as KServe, MLServer and Triton write)",
+            )
         return SpecOptions(
             allow_nan,
             lateness_ms,
             ints["max_message_bytes"],
             ints["partitions"],
             record_inputs,
+            result_format,
         )
 
     @staticmethod
@@ -1782,7 +1813,7 @@ class PipelineBuilder:
 
     def set_options(self, **options: Any) -> PipelineBuilder:
         """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions,
-        record_inputs."""
+        record_inputs, result_format ("v2")."""
         self._options.update(options)
         return self
 

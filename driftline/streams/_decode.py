@@ -7,8 +7,11 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+import orjson
 
-__all__ = ["Doc", "build_tensors", "decode_results"]
+from driftline.streams.v2_response import from_response, is_response
+
+__all__ = ["Doc", "build_tensors", "decode_results", "read_result"]
 
 
 # Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
@@ -67,6 +70,8 @@ def decode_results(
     """
     decoder = _DECODERS[(with_inputs, with_ids)]
     n = len(values)
+    if n and values[0].startswith(_RESPONSE_START):
+        return _decode_responses(values, decoder)
     # Fast path: the batch as one newline-delimited document, decoded in one call. It applies
     # only when no value holds a newline (so each line is exactly one value) and every line
     # is a valid event; otherwise each value is decoded alone to find the bad ones.
@@ -86,10 +91,62 @@ def decode_results(
         try:
             docs.append(decoder.decode(v))
         except msgspec.DecodeError:  # also a ValidationError: wrong types, missing fields
-            ok[i] = False
-            reasons[i] = "malformed-result"
-            docs.append(None)
+            doc = _from_response(v, decoder)
+            if doc is None:
+                ok[i] = False
+                reasons[i] = "malformed-result"
+            docs.append(doc)
     return docs, ok, reasons
+
+
+#: How the worker starts a result in V2 response form (``options.result_format: v2``).
+_RESPONSE_START = b'{"model_name":'
+
+
+def _from_response(value: bytes, decoder: msgspec.json.Decoder[Any]) -> Doc | None:
+    """A result in V2 response form as the decoder's struct, or ``None`` if it is not one."""
+    try:
+        doc = orjson.loads(value)
+        if not is_response(doc):
+            return None
+        result: Doc = msgspec.convert(from_response(doc), decoder.type)
+    except (orjson.JSONDecodeError, ValueError, msgspec.ValidationError):
+        return None
+    return result
+
+
+def _decode_responses(
+    values: list[bytes], decoder: msgspec.json.Decoder[Any]
+) -> tuple[list[Doc | None], np.ndarray, list[str]]:
+    docs = [_from_response(v, decoder) for v in values]
+    ok = np.array([d is not None for d in docs], dtype=bool)
+    if not ok.all():
+        # Not all of them are responses: driftline's own events decode the usual way.
+        for i, v in enumerate(values):
+            if docs[i] is None:
+                try:
+                    docs[i] = decoder.decode(v)
+                    ok[i] = True
+                except msgspec.DecodeError:
+                    pass
+    return docs, ok, ["" if k else "malformed-result" for k in ok.tolist()]
+
+
+def read_result(value: bytes | None) -> Any:
+    """One result event as driftline's own form, whichever form it was written in.
+
+    Raises ``orjson.JSONDecodeError`` when the value is not JSON, and ``ValueError`` when it
+    is a V2 response without driftline's fields.
+
+    >>> read_result(b'{"id": "r", "row": 0, "time": 1, "outputs": {"m": [[0.5]]}}')["outputs"]
+    {'m': [[0.5]]}
+    >>> read_result(b'{"model_name": "m", "id": "r", "outputs": [{"name": "y", "shape": [1, 1],'
+    ...     b' "datatype": "FP32", "data": [0.5]}], "parameters": {"row": 0, "time": 1,'
+    ...     b' "pipeline": "p", "spec": "s"}}')["outputs"]
+    {'m': [[0.5]]}
+    """
+    doc = orjson.loads(value or b"")
+    return from_response(doc) if is_response(doc) else doc
 
 
 def build_tensors(
