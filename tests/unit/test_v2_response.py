@@ -160,3 +160,19 @@ def test_result_format_option_is_checked_and_survives_the_canonical_form() -> No
     assert back.options.result_format == "v2"
     with pytest.raises(SpecError, match=r"options.result_format.*'kserve' is not one of"):
         spec_from_dict(_spec({"result_format": "kserve"}))
+
+
+def test_the_performance_join_reads_predictions_from_v2_responses() -> None:
+    from driftline.expressions import parse
+    from driftline.streams._feedback_io import Record, result_predictions
+
+    def records(values: list[bytes]) -> list[Record]:
+        return [Record("t", 0, i, v, 7) for i, v in enumerate(values)]
+
+    prediction = [parse("champ.outputs[0][0]")]
+    plain, _ = result_predictions(records(_serve(_runtime(None))), prediction)
+    v2, skipped = result_predictions(records(_serve(_runtime(FORM))), prediction)
+    assert plain is not None and v2 is not None and skipped == 0
+    assert v2.values.tolist() == plain.values.tolist() == [0.5, 1.5]
+    assert list(v2.ids) == ["a", "a"] and v2.rows.tolist() == [0, 1]
+    assert v2.times.tolist() == [7, 7]
