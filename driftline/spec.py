@@ -322,8 +322,9 @@ class PipelineSpec:
 
 def _check_record_inputs(spec: PipelineSpec) -> None:
     """Alerts, assays and performance read results: with ``record_inputs: false`` they carry
-    no inputs, and a champion with several (or non-numeric) inputs records them by name, which
-    the monitor does not read; an expression over inputs there could never be computed."""
+    no inputs. A champion with several (or string) inputs records them by name; the monitor
+    windows its numeric ones (``m.inputs["age"][0]``), never strings, and the performance join
+    reads only a single numeric input vector."""
     info = spec.champion.info
     flat = info is None or (len(info.inputs) == 1 and info.inputs[0].dtype != "string")
     if spec.options.record_inputs and flat:
@@ -335,21 +336,43 @@ def _check_record_inputs(spec: PipelineSpec) -> None:
     for k, p in spec.performance.items():
         exprs += [(f"performance.{k}.prediction", e) for e in p.prediction]
     for where, expr in exprs:
-        reads = sorted(str(v) for v in variables(expr) if v.kind == "inputs")
+        reads = sorted((v for v in variables(expr) if v.kind == "inputs"), key=str)
         if reads and not spec.options.record_inputs:
             raise SpecError(
                 "options.record_inputs",
-                f"false, but {where} reads {', '.join(reads)}, which results would not carry; "
-                "set record_inputs: true, or use only outputs there",
+                f"false, but {where} reads {', '.join(map(str, reads))}, which results would "
+                "not carry; set record_inputs: true, or use only outputs there",
             )
-        if reads:
+        if reads and where.startswith("performance."):
             raise SpecError(
                 where,
-                f"reads {', '.join(reads)}, but the champion has inputs "
+                f"reads {', '.join(map(str, reads))}, but the champion has inputs "
                 f"{[t.name for t in info.inputs] if info else []} recorded by name, which the "
-                "monitor does not window; monitor the model's outputs, or a model with one "
-                "numeric input",
+                "performance join does not read; use the model's outputs there",
             )
+        for v in reads:
+            tensor = _input_of(spec, v)
+            if tensor is not None and tensor.dtype == "string":
+                raise SpecError(
+                    where,
+                    f"reads {v}, input {tensor.name!r} of model {v.model!r}, which holds "
+                    "strings; the monitor windows numbers (counts, histograms, drift scores), "
+                    "so monitor a numeric input or an output there",
+                )
+
+
+def _input_of(spec: PipelineSpec, v: Any) -> Any:
+    """The declared input a variable ``m.inputs[key][j]`` reads, or ``None`` if unknown."""
+    try:
+        info = spec.model(v.model).info
+    except KeyError:
+        return None
+    if info is None:
+        return None
+    key = v.index[0]
+    if isinstance(key, str):
+        return next((t for t in info.inputs if t.name == key), None)
+    return info.inputs[key] if key < len(info.inputs) else None
 
 
 def _canonical_model(m: ModelSpec) -> dict[str, Any]:

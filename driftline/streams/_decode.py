@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -11,7 +11,7 @@ import orjson
 
 from driftline.streams.v2_response import from_response, is_response
 
-__all__ = ["Doc", "build_tensors", "decode_results", "read_result"]
+__all__ = ["Doc", "build_tensors", "decode_results", "input_signature", "read_result"]
 
 
 # Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
@@ -150,20 +150,29 @@ def read_result(value: bytes | None) -> Any:
 
 
 def build_tensors(
-    docs: Sequence[Doc], needed: Iterable[tuple[str, str]]
+    docs: Sequence[Doc],
+    needed: Iterable[tuple[str, str]],
+    names: Mapping[tuple[str, str], Sequence[str]] | None = None,
 ) -> dict[tuple[str, str], list[np.ndarray]]:
     """Evaluator input for decoded result events: ``{(model, kind): [2-D array per tensor]}``.
 
-    Every model sees the row's input vector as its ``inputs[0]``. Raises ``ValueError``,
-    ``KeyError``, ``TypeError``, ``IndexError`` or ``AttributeError`` when rows do not share
-    one shape.
+    Every model sees the row's recorded inputs: a list (one numeric input) is its
+    ``inputs[0]``; an object of inputs by name (a champion with several inputs, or a string
+    input) gives one tensor per input, in the order of ``names[(model, "inputs")]`` when it
+    names them all, else in the recorded order. Numeric inputs are float64, string inputs
+    object arrays. Raises ``ValueError``, ``KeyError``, ``TypeError``, ``IndexError`` or
+    ``AttributeError`` when rows do not share one shape.
     """
     out: dict[tuple[str, str], list[np.ndarray]] = {}
     n = len(docs)
     for model, kind in needed:
         if kind == "inputs":
             rows = [d.inputs for d in docs]  # type: ignore[union-attr]
-            out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
+            if n and type(rows[0]) is dict:
+                order = _input_order(rows[0], (names or {}).get((model, "inputs")))
+                out[(model, kind)] = [_column([r[k] for r in rows], n) for k in order]
+            else:
+                out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
         else:
             tensors = [d.outputs[model] for d in docs]
             out[(model, kind)] = [
@@ -171,3 +180,28 @@ def build_tensors(
                 for i in range(len(tensors[0]))
             ]
     return out
+
+
+def _input_order(first: dict[str, Any], wanted: Sequence[str] | None) -> list[str]:
+    if wanted and all(w in first for w in wanted):
+        return list(wanted)
+    return list(first)
+
+
+def _column(values: list[Any], n: int) -> np.ndarray:
+    """One named input of every row: float64, or objects when it holds strings."""
+    try:
+        return np.array(values, dtype=np.float64).reshape(n, -1)
+    except (ValueError, TypeError):
+        column = np.array(values, dtype=object).reshape(n, -1)
+        if any(not isinstance(v, str) for v in column.flat):
+            raise
+        return column
+
+
+def input_signature(inputs: Any) -> Any:
+    """The shape of a row's recorded inputs, for finding rows unlike the rest of a batch:
+    a list's shape, or the name and shape of every input of an object."""
+    if type(inputs) is dict:
+        return tuple((k, np.asarray(v, dtype=object).shape) for k, v in inputs.items())
+    return np.asarray(inputs, dtype=np.float64).shape

@@ -18,7 +18,6 @@ CACHE = Path(__file__).resolve().parents[2] / ".driftline" / "wheels"
 
 #: What pip prints when the index cannot be reached (no network, no DNS, a proxy refusing).
 _UNREACHABLE = (
-    "Could not find a version that satisfies",
     "NewConnectionError",
     "Temporary failure in name resolution",
     "Network is unreachable",
