@@ -105,11 +105,22 @@ def _output(name: str, datatype: str | None, shape: Sequence[int] | None, data: 
 
 
 def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
+    """Nested lists in row-major order, without recursion (a hostile response may nest as
+    deep as the JSON parser allows, deeper than Python's recursion limit).
+
+    >>> _flatten([[1, [2, 3]], 4, []])
+    [1, 2, 3, 4]
+    """
     out: list[Any] = []
-    for v in data:
-        out.extend(_flatten(v))
+    stack = [iter(data if isinstance(data, list) else [data])]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
     return out
 
 
@@ -190,8 +201,11 @@ def from_response(doc: dict[str, Any]) -> dict[str, Any]:
         structured = {k: orjson.loads(params[k]) for k in _JSON_PARAMETERS if k in params}
         if "inputs" in structured:
             event["inputs"] = structured["inputs"]
+        model = doc["model_name"]
+        if not isinstance(model, str):
+            raise TypeError(f"model_name must be the champion's name (text), got {model!r}")
         champion = [_flatten(o["data"]) for o in doc["outputs"]]
-        event["outputs"] = {doc["model_name"]: champion, **structured.get("shadows", {})}
+        event["outputs"] = {model: champion, **structured.get("shadows", {})}
         event["models"] = structured.get("models", {})
         event["check_failures"] = structured.get("check_failures", [])
         event["elapsed_ns"] = params.get("elapsed_ns", 0)

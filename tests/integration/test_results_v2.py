@@ -2,7 +2,8 @@
 to end on the real broker and Redis: a real worker writes V2 responses that MLServer's own
 pydantic types accept and whose parameters fit KServe's (strings, numbers, booleans); the
 monitor (``driftline monitor`` as a user runs it) windows them, so a count alert and an assay
-fire; replay's audit agrees; the SDK's result listing reads them as driftline events."""
+fire; replay's audit agrees; ``driftline logs`` and the SDK's result listing read them as
+driftline events."""
 
 from __future__ import annotations
 
@@ -223,6 +224,12 @@ def test_v2_results_are_mlserver_responses_the_monitor_windows(
     assert ("alert", "many_high", t0 + MINUTE) in firing, notes
     assert ("assay", "score_drift", t0 + MINUTE) in firing, notes
     assert "malformed" not in text, text
+
+    r = cli(env, "logs", "v2out", "--failures-only", "--limit", "500", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    failed = json.loads(r.stdout)
+    assert failed and all(e["check_failures"] == ["not_high"] for e in failed)
+    assert len(failed) == sum(1 for v in raw if b"not_high" in v)
 
     r = cli(
         env, "replay", "v2out", "--from", str(t0), "--to", str(t0 + 2 * MINUTE), "--audit", "--json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -176,3 +177,48 @@ def test_the_performance_join_reads_predictions_from_v2_responses() -> None:
     assert v2.values.tolist() == plain.values.tolist() == [0.5, 1.5]
     assert list(v2.ids) == ["a", "a"] and v2.rows.tolist() == [0, 1]
     assert v2.times.tolist() == [7, 7]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"outputs": [{"name": "y", "shape": [1]}]},
+        {"outputs": ["not a tensor"]},
+        {"model_name": ["unhashable"]},
+        {"model_name": 7},
+        {"parameters": {"row": 0, "time": True, "pipeline": "p", "spec": "s"}},
+        {"parameters": {"row": 0, "time": 1, "pipeline": "p", "spec": "s", "shadows": "[1]"}},
+        {"parameters": {"row": 0, "time": 1, "pipeline": "p", "spec": "s", "inputs": "{"}},
+        {"parameters": {"row": 0, "pipeline": "p", "spec": "s"}},
+    ],
+)
+def test_hostile_v2_responses_are_malformed_results_never_a_crash(hostile: dict[str, Any]) -> None:
+    doc: dict[str, Any] = {
+        "model_name": "m",
+        "id": "x",
+        "parameters": {"row": 0, "time": 1, "pipeline": "p", "spec": "s"},
+        "outputs": [{"name": "y", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+    }
+    good = orjson.dumps(doc)
+    bad = orjson.dumps({**doc, **hostile})
+    docs, ok, reasons = decode_results([bad, good, bad], with_inputs=False)
+    assert ok.tolist() == [False, True, False]
+    assert reasons == ["malformed-result", "", "malformed-result"]
+    assert docs[1] is not None and docs[1].outputs == {"m": [[1.0]]}
+    # The loose reader (listings, the performance join) either refuses with a ValueError or
+    # returns an object its caller checks field by field; it raises nothing else.
+    with contextlib.suppress(ValueError):
+        assert isinstance(read_result(bad), dict)
+
+
+def test_deeply_nested_v2_data_does_not_recurse() -> None:
+    deep: Any = [1.0]
+    for _ in range(1000):
+        deep = [deep]
+    doc = {
+        "model_name": "m",
+        "id": "x",
+        "parameters": {"row": 0, "time": 1, "pipeline": "p", "spec": "s"},
+        "outputs": [{"name": "y", "shape": [1], "datatype": "FP32", "data": deep}],
+    }
+    assert from_response(doc)["outputs"] == {"m": [[1.0]]}
