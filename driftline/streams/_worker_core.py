@@ -25,7 +25,7 @@ from driftline.streams.codec import (
     decode_requests,
 )
 from driftline.streams.v2 import FeedBatch, InputSpec, decode_feeds, needs_feeds
-from driftline.streams.v2_response import ResponseForm, to_response
+from driftline.streams.v2_response import ResponseForm, to_responses
 
 __all__ = [
     "BatchOutcome",
@@ -265,7 +265,9 @@ def _as_responses(runtime: PipelineRuntime, outcome: BatchOutcome) -> BatchOutco
     """The outcome's results as V2 responses when the spec asks for them."""
     form = runtime.response_form
     if form is not None and outcome.results:
-        outcome.results = [(k, to_response(v, form)) for k, v in outcome.results]
+        keys = [k for k, _ in outcome.results]
+        values = to_responses([v for _, v in outcome.results], form)
+        outcome.results = list(zip(keys, values, strict=True))
     return outcome
 
 

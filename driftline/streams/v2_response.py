@@ -36,6 +36,7 @@ __all__ = [
     "from_response",
     "is_response",
     "to_response",
+    "to_responses",
     "v2_datatype",
 ]
 
@@ -139,35 +140,58 @@ def to_response(event: bytes, form: ResponseForm) -> bytes:
     >>> from_response(doc) == orjson.loads(ev)
     True
     """
-    doc = orjson.loads(event)
-    outputs = doc["outputs"]
-    champion = outputs[form.model]
-    names = list(form.names) + [f"output_{i}" for i in range(len(form.names), len(champion))]
-    datatypes = list(form.datatypes) + [None] * (len(champion) - len(form.datatypes))
-    shapes = list(form.shapes) + [None] * (len(champion) - len(form.shapes))
-    parameters: dict[str, Any] = {
-        "pipeline": doc["pipeline"],
-        "spec": doc["spec"],
-        "row": doc["row"],
-        "time": doc["time"],
-        "check_failures": orjson.dumps(doc["check_failures"]).decode(),
-        "models": orjson.dumps(doc["models"]).decode(),
-        "shadows": orjson.dumps({m: v for m, v in outputs.items() if m != form.model}).decode(),
-    }
-    if "inputs" in doc:
-        parameters["inputs"] = orjson.dumps(doc["inputs"]).decode()
-    parameters["elapsed_ns"] = doc["elapsed_ns"]
-    response = {
-        "model_name": form.model,
-        "model_version": doc["models"].get(form.model, ""),
-        "id": doc["id"],
-        "parameters": parameters,
-        "outputs": [
-            _output(n, t, s, data)
-            for n, t, s, data in zip(names, datatypes, shapes, champion, strict=False)
-        ],
-    }
-    return orjson.dumps(response)
+    return to_responses([event], form)[0]
+
+
+def to_responses(events: Sequence[bytes], form: ResponseForm) -> list[bytes]:
+    """:func:`to_response` of a batch's events; names, types and shapes resolved once."""
+    out: list[bytes] = []
+    loads, dumps = orjson.loads, orjson.dumps
+    model = form.model
+    columns: tuple[list[str], list[str | None], list[tuple[int, ...] | None]] | None = None
+    for event in events:
+        doc = loads(event)
+        outputs = doc["outputs"]
+        champion = outputs[model]
+        if columns is None or len(columns[0]) != len(champion):
+            columns = _columns(form, len(champion))
+        names, datatypes, shapes = columns
+        models = doc["models"]
+        parameters: dict[str, Any] = {
+            "pipeline": doc["pipeline"],
+            "spec": doc["spec"],
+            "row": doc["row"],
+            "time": doc["time"],
+            "check_failures": dumps(doc["check_failures"]).decode(),
+            "models": dumps(models).decode(),
+            "shadows": dumps({m: v for m, v in outputs.items() if m != model}).decode(),
+        }
+        if "inputs" in doc:
+            parameters["inputs"] = dumps(doc["inputs"]).decode()
+        parameters["elapsed_ns"] = doc["elapsed_ns"]
+        response = {
+            "model_name": model,
+            "model_version": models.get(model, ""),
+            "id": doc["id"],
+            "parameters": parameters,
+            "outputs": [
+                _output(n, t, s, data)
+                for n, t, s, data in zip(names, datatypes, shapes, champion, strict=True)
+            ],
+        }
+        out.append(dumps(response))
+    return out
+
+
+def _columns(
+    form: ResponseForm, count: int
+) -> tuple[list[str], list[str | None], list[tuple[int, ...] | None]]:
+    """Name, datatype and per-row shape of each of ``count`` champion outputs; outputs the
+    form does not describe are ``output_<i>``, typed from their values."""
+    names = [*form.names[:count], *(f"output_{i}" for i in range(len(form.names), count))]
+    datatypes = [*form.datatypes[:count], *([None] * (count - len(form.datatypes)))]
+    shapes = [*form.shapes[:count], *([None] * (count - len(form.shapes)))]
+    return names, datatypes, shapes
 
 
 def is_response(doc: Any) -> bool:
