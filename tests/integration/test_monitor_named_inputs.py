@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from driftline.config import KafkaSettings
 from driftline.detectors import Baseline
 
 from ._models_serve import Served, deploy
-from ._monitor_helpers import stop, wait_for
+from ._monitor_helpers import start_watching, stop, wait_for
 from .test_worker import _read
 
 pytestmark = pytest.mark.integration
@@ -52,7 +50,12 @@ def _model(tmp: Path) -> Path:
 
 
 def test_the_monitor_windows_a_named_numeric_input_of_a_two_input_champion(
-    cli: Any, topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
+    cli: Any,
+    topic_prefix: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    unique: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     rng = np.random.default_rng(8)
     baseline = rng.uniform(18, 80, 300).round(2).tolist()
@@ -101,6 +104,19 @@ def test_the_monitor_windows_a_named_numeric_input_of_a_two_input_champion(
     requests.append(
         {"id": "closer", "time": t0 + 2 * MINUTE + 1, "inputs": {"city": ["nice"], "age": [40.0]}}
     )
+    env = dict(
+        os.environ,
+        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
+        DRIFTLINE_KEY_PREFIX=redis_prefix,
+        DRIFTLINE_MODEL_STORE=str(store),
+        DRIFTLINE_MONITOR_GROUP=f"monitor-{unique}",
+        DRIFTLINE_MONITOR_DATADIR=str(tmp_path / "faust"),
+        DRIFTLINE_MONITOR_IDLE_CLOSE_MS="3600000",
+    )
+    env.pop("DRIFTLINE_METRICS_PORT", None)
+    log = tmp_path / "monitor.log"
+    proc = start_watching(env, tmp_path, log, kafka.topic("price", "results"))
+    request.addfinalizer(lambda: stop(proc))  # also when an assertion below fails
     served = Served(kafka, store, unique)
     try:
         producer = Producer(kafka.client_config())
@@ -118,25 +134,6 @@ def test_the_monitor_windows_a_named_numeric_input_of_a_two_input_champion(
         assert e["inputs"]["city"][0] in CITIES
         assert e["check_failures"] == ([] if age >= 18 else ["adult"])
 
-    env = dict(
-        os.environ,
-        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
-        DRIFTLINE_KEY_PREFIX=redis_prefix,
-        DRIFTLINE_MODEL_STORE=str(store),
-        DRIFTLINE_MONITOR_GROUP=f"monitor-{unique}",
-        DRIFTLINE_MONITOR_DATADIR=str(tmp_path / "faust"),
-        DRIFTLINE_MONITOR_IDLE_CLOSE_MS="3600000",
-    )
-    env.pop("DRIFTLINE_METRICS_PORT", None)
-    log = tmp_path / "monitor.log"
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "driftline", "monitor"],
-            env=env,
-            cwd=tmp_path,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
     conf = kafka.client_config()
     try:
         assays = wait_for(
@@ -159,7 +156,8 @@ def test_the_monitor_windows_a_named_numeric_input_of_a_two_input_champion(
     windows = {a["window_start"]: a for a in assays if a["pipeline"] == "price"}
     base = Baseline.from_values(np.array(baseline))
     for start, values in ages.items():
-        assert windows[start]["count"] == values.size, text
+        assert start in windows, text
+        assert windows[start]["count"] == values.size
         assert windows[start]["score"] == pytest.approx(base.compare(values).score)
     assert windows[t0 + MINUTE]["status"] == "alert"
     firing = [

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,10 @@ from onnx import TensorProto, helper
 from driftline.config import KafkaSettings
 from driftline.detectors import Baseline
 from driftline.streams._decode import read_result
-from driftline.streams.produce import latest_results
+from driftline.streams.produce import infer, latest_results
 
 from ._models_serve import Served, deploy
-from ._monitor_helpers import stop, wait_for
+from ._monitor_helpers import start_watching, stop, wait_for
 from ._wheels import mlserver_types
 from .test_worker import _read
 
@@ -74,7 +72,12 @@ def _requests(t0: int, rng: np.random.Generator) -> list[dict[str, Any]]:
 
 
 def test_v2_results_are_mlserver_responses_the_monitor_windows(
-    cli: Any, topic_prefix: str, redis_prefix: str, tmp_path: Path, unique: str
+    cli: Any,
+    topic_prefix: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    unique: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     types = mlserver_types()
     rng = np.random.default_rng(5)
@@ -118,6 +121,19 @@ def test_v2_results_are_mlserver_responses_the_monitor_windows(
     requests = _requests(t0, rng)
     n_rows = sum(len(r["tensor"]) for r in requests)
 
+    env = dict(
+        os.environ,
+        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
+        DRIFTLINE_KEY_PREFIX=redis_prefix,
+        DRIFTLINE_MODEL_STORE=str(store),
+        DRIFTLINE_MONITOR_GROUP=f"monitor-{unique}",
+        DRIFTLINE_MONITOR_DATADIR=str(tmp_path / "faust"),
+        DRIFTLINE_MONITOR_IDLE_CLOSE_MS="3600000",
+    )
+    env.pop("DRIFTLINE_METRICS_PORT", None)
+    log = tmp_path / "monitor.log"
+    proc = start_watching(env, tmp_path, log, kafka.topic("v2out", "results"))
+    request.addfinalizer(lambda: stop(proc))  # also when an assertion below fails
     served = Served(kafka, store, unique)
     try:
         producer = Producer(kafka.client_config())
@@ -125,9 +141,16 @@ def test_v2_results_are_mlserver_responses_the_monitor_windows(
             producer.produce(kafka.topic("v2out", "requests"), orjson.dumps(r), r["id"].encode())
         assert producer.flush(30) == 0
         raw = [m.value() for m in _read(kafka, kafka.topic("v2out", "results"), n_rows)]
+        # `driftline infer` and the SDK wait for a request's results: V2 ones too. Its event
+        # time is past the windows checked below.
+        probe = {"id": "probe", "time": t0 + 2 * MINUTE + 2, "tensor": [[0.95, 0.25]]}
+        (answer,) = infer(kafka, "v2out", probe, timeout=60)
     finally:
         served.stop()
     assert len(raw) == n_rows
+    assert (answer["id"], answer["row"], answer["check_failures"]) == ("probe", 0, ["not_high"])
+    assert answer["outputs"]["lin"] == [[0.949999988079071], [0.949999988079071, 0.25]]
+    assert answer["outputs"]["other"][0] == [0.25]
 
     # Every result is a V2 inference response, as MLServer's own types read it.
     sent = {(r["id"], k): row for r in requests for k, row in enumerate(r["tensor"])}
@@ -164,28 +187,9 @@ def test_v2_results_are_mlserver_responses_the_monitor_windows(
     assert seen == set(sent)
 
     listed = latest_results(kafka, "v2out", limit=2 * n_rows)  # what `driftline logs` reads
-    assert sorted((e["id"], e["row"]) for e in listed) == sorted(sent)
+    assert sorted((e["id"], e["row"]) for e in listed) == sorted([*sent, ("probe", 0)])
     assert all(set(e["outputs"]) == {"lin", "other"} for e in listed)
 
-    env = dict(
-        os.environ,
-        DRIFTLINE_TOPIC_PREFIX=topic_prefix,
-        DRIFTLINE_KEY_PREFIX=redis_prefix,
-        DRIFTLINE_MODEL_STORE=str(store),
-        DRIFTLINE_MONITOR_GROUP=f"monitor-{unique}",
-        DRIFTLINE_MONITOR_DATADIR=str(tmp_path / "faust"),
-        DRIFTLINE_MONITOR_IDLE_CLOSE_MS="3600000",
-    )
-    env.pop("DRIFTLINE_METRICS_PORT", None)
-    log = tmp_path / "monitor.log"
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "driftline", "monitor"],
-            env=env,
-            cwd=tmp_path,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
     conf = kafka.client_config()
     try:
         assays = wait_for(
@@ -229,7 +233,7 @@ def test_v2_results_are_mlserver_responses_the_monitor_windows(
     assert r.returncode == 0, r.stdout + r.stderr
     failed = json.loads(r.stdout)
     assert failed and all(e["check_failures"] == ["not_high"] for e in failed)
-    assert len(failed) == sum(1 for v in raw if b"not_high" in v)
+    assert len(failed) == sum(1 for v in raw if b"not_high" in v) + 1  # and the probe
 
     r = cli(
         env, "replay", "v2out", "--from", str(t0), "--to", str(t0 + 2 * MINUTE), "--audit", "--json"
