@@ -269,6 +269,8 @@ class WorkerPlan:
     max_message_bytes: int
     record_inputs: bool
     source: Any = None
+    #: ``driftline`` or ``v2`` (results as Open Inference Protocol responses).
+    result_format: str = "driftline"
 
 
 def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Path]) -> WorkerPlan:
@@ -297,4 +299,5 @@ def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Pat
         max_message_bytes=spec.options.max_message_bytes,
         record_inputs=spec.options.record_inputs,
         source=spec.source,
+        result_format=spec.options.result_format,
     )

@@ -208,6 +208,10 @@ class PerformanceSpec:
         }
 
 
+#: ``options.result_format`` values: driftline's own result event, or the Open Inference
+#: Protocol's inference response (:mod:`driftline.streams.v2_response`).
+RESULT_FORMATS = ("driftline", "v2")
+
 #: The largest ``options.max_message_bytes``: librdkafka's default ``fetch.max.bytes``.
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
@@ -220,6 +224,8 @@ class SpecOptions:
     partitions: int = 3
     #: Whether result events repeat the request's inputs (false: large tensors stay small).
     record_inputs: bool = True
+    #: How results are written: ``driftline`` events, or ``v2`` inference responses.
+    result_format: str = "driftline"
 
 
 #: How an external pipeline's source topic is read (``source.format``).
@@ -357,6 +363,11 @@ class PipelineSpec:
                 "partitions": self.options.partitions,
                 # only when set: specs without it keep their versions
                 **({} if self.options.record_inputs else {"record_inputs": False}),
+                **(
+                    {"result_format": self.options.result_format}
+                    if self.options.result_format != "driftline"
+                    else {}
+                ),
             },
         }
 
@@ -383,8 +394,9 @@ class PipelineSpec:
 
 def _check_record_inputs(spec: PipelineSpec) -> None:
     """Alerts, assays and performance read results: with ``record_inputs: false`` they carry
-    no inputs, and a champion with several (or non-numeric) inputs records them by name, which
-    the monitor does not read; an expression over inputs there could never be computed."""
+    no inputs. A champion with several (or string) inputs records them by name; the monitor
+    windows its numeric ones (``m.inputs["age"][0]``), never strings, and the performance join
+    reads only a single numeric input vector."""
     info = spec.champion.info
     flat = info is None or (len(info.inputs) == 1 and info.inputs[0].dtype != "string")
     if spec.options.record_inputs and flat:
@@ -396,21 +408,43 @@ def _check_record_inputs(spec: PipelineSpec) -> None:
     for k, p in spec.performance.items():
         exprs += [(f"performance.{k}.prediction", e) for e in p.prediction]
     for where, expr in exprs:
-        reads = sorted(str(v) for v in variables(expr) if v.kind == "inputs")
+        reads = sorted((v for v in variables(expr) if v.kind == "inputs"), key=str)
         if reads and not spec.options.record_inputs:
             raise SpecError(
                 "options.record_inputs",
-                f"false, but {where} reads {', '.join(reads)}, which results would not carry; "
-                "set record_inputs: true, or use only outputs there",
+                f"false, but {where} reads {', '.join(map(str, reads))}, which results would "
+                "not carry; set record_inputs: true, or use only outputs there",
             )
-        if reads:
+        if reads and where.startswith("performance."):
             raise SpecError(
                 where,
-                f"reads {', '.join(reads)}, but the champion has inputs "
+                f"reads {', '.join(map(str, reads))}, but the champion has inputs "
                 f"{[t.name for t in info.inputs] if info else []} recorded by name, which the "
-                "monitor does not window; monitor the model's outputs, or a model with one "
-                "numeric input",
+                "performance join does not read; use the model's outputs there",
             )
+        for v in reads:
+            tensor = _input_of(spec, v)
+            if tensor is not None and tensor.dtype == "string":
+                raise SpecError(
+                    where,
+                    f"reads {v}, input {tensor.name!r} of model {v.model!r}, which holds "
+                    "strings; the monitor windows numbers (counts, histograms, drift scores), "
+                    "so monitor a numeric input or an output there",
+                )
+
+
+def _input_of(spec: PipelineSpec, v: Any) -> Any:
+    """The declared input a variable ``m.inputs[key][j]`` reads, or ``None`` if unknown."""
+    try:
+        info = spec.model(v.model).info
+    except KeyError:
+        return None
+    if info is None:
+        return None
+    key = v.index[0]
+    if isinstance(key, str):
+        return next((t for t in info.inputs if t.name == key), None)
+    return info.inputs[key] if key < len(info.inputs) else None
 
 
 def _canonical_model(m: ModelSpec) -> dict[str, Any]:
@@ -680,6 +714,11 @@ def spec_from_canonical(
                 **(
                     {"record_inputs": data["options"]["record_inputs"]}
                     if "record_inputs" in data["options"]
+                    else {}
+                ),
+                **(
+                    {"result_format": data["options"]["result_format"]}
+                    if "result_format" in data["options"]
                     else {}
                 ),
             },
@@ -1694,7 +1733,14 @@ class _Compiler:
         _only_keys(
             value,
             "options",
-            {"allow_nan", "lateness", "max_message_bytes", "partitions", "record_inputs"},
+            {
+                "allow_nan",
+                "lateness",
+                "max_message_bytes",
+                "partitions",
+                "record_inputs",
+                "result_format",
+            },
             set(),
         )
         defaults = SpecOptions()
@@ -1726,12 +1772,20 @@ class _Compiler:
                 "options.record_inputs",
                 f"expected true or false, got {record_inputs!r} (false: results omit inputs)",
             )
+        result_format = value.get("result_format", defaults.result_format)
+        if result_format not in RESULT_FORMATS:
+            raise SpecError(
+                "options.result_format",
+                f"{result_format!r} is not one of {list(RESULT_FORMATS)} (v2: each result is "
+                "an Open Inference Protocol response, as KServe, MLServer and Triton write)",
+            )
         return SpecOptions(
             allow_nan,
             lateness_ms,
             ints["max_message_bytes"],
             ints["partitions"],
             record_inputs,
+            result_format,
         )
 
     @staticmethod
@@ -2100,7 +2154,7 @@ class PipelineBuilder:
 
     def set_options(self, **options: Any) -> PipelineBuilder:
         """Options as in YAML: allow_nan, lateness ("5s"), max_message_bytes, partitions,
-        record_inputs."""
+        record_inputs, result_format ("v2")."""
         self._options.update(options)
         return self
 

@@ -50,10 +50,15 @@ def _decode(value: bytes | None) -> tuple[Any, str | None]:
 
     if value is None:
         return None, "no value (a tombstone)"
+    from driftline.streams._decode import read_result
+
     try:
-        doc = orjson.loads(value)
+        # A result in V2 response form is listed as the driftline event it carries.
+        doc = read_result(value)
     except orjson.JSONDecodeError as exc:
         return None, f"not JSON ({exc})"
+    except ValueError as exc:
+        return None, str(exc)
     if not isinstance(doc, dict):
         return doc, f"a JSON {type(doc).__name__}, not an object"
     return doc, None

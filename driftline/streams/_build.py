@@ -119,15 +119,15 @@ def history_baseline(
     stop = end_offsets(settings, topic, parts)  # ended at t2 by record time, see read_range
     chunks: list[np.ndarray] = []
     needed = {(v.model, v.kind) for v in variables(assay.iopath)}
+    names = spec.tensor_names()
 
     def on_batch(batch: Batch) -> None:
         docs, ok, _ = decode_results(batch.values, any(kind == "inputs" for _, kind in needed))
         rows = [d for d, good in zip(docs, ok, strict=True) if d and good and t1 <= d.time < t2]
         if rows:
-            tensors = build_tensors(rows, needed)
+            tensors = build_tensors(rows, needed, names)
             # tensor names (m.outputs["scores"]) resolve as in the live engine
-            values = evaluate(assay.iopath, tensors, spec.tensor_names())
-            chunks.append(np.asarray(values, dtype=np.float64))
+            chunks.append(np.asarray(evaluate(assay.iopath, tensors, names), dtype=np.float64))
 
     read_range(settings, topic, start, stop, on_batch, stop_at_ms=t2)
     values = np.concatenate(chunks) if chunks else np.zeros(0)

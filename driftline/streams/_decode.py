@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+import orjson
 
 from driftline.expressions import ragged
+from driftline.streams.v2_response import from_response, is_response
 
-__all__ = ["Doc", "build_tensors", "decode_results", "output_column", "output_signature"]
+__all__ = [
+    "Doc",
+    "build_tensors",
+    "decode_results",
+    "input_signature",
+    "output_column",
+    "output_signature",
+    "read_result",
+]
 
 
 # Event times are int64 milliseconds; msgspec checks the range (and rejects bools and floats).
@@ -69,6 +79,8 @@ def decode_results(
     """
     decoder = _DECODERS[(with_inputs, with_ids)]
     n = len(values)
+    if n and values[0].startswith(_RESPONSE_START):
+        return _decode_responses(values, decoder)
     # Fast path: the batch as one newline-delimited document, decoded in one call. It applies
     # only when no value holds a newline (so each line is exactly one value) and every line
     # is a valid event; otherwise each value is decoded alone to find the bad ones.
@@ -88,27 +100,88 @@ def decode_results(
         try:
             docs.append(decoder.decode(v))
         except msgspec.DecodeError:  # also a ValidationError: wrong types, missing fields
-            ok[i] = False
-            reasons[i] = "malformed-result"
-            docs.append(None)
+            doc = _from_response(v, decoder)
+            if doc is None:
+                ok[i] = False
+                reasons[i] = "malformed-result"
+            docs.append(doc)
     return docs, ok, reasons
 
 
+#: How the worker starts a result in V2 response form (``options.result_format: v2``).
+_RESPONSE_START = b'{"model_name":'
+
+
+def _from_response(value: bytes, decoder: msgspec.json.Decoder[Any]) -> Doc | None:
+    """A result in V2 response form as the decoder's struct, or ``None`` if it is not one."""
+    try:
+        doc = orjson.loads(value)
+        if not is_response(doc):
+            return None
+        result: Doc = msgspec.convert(from_response(doc), decoder.type)
+    except (orjson.JSONDecodeError, ValueError, msgspec.ValidationError):
+        return None
+    return result
+
+
+def _decode_responses(
+    values: list[bytes], decoder: msgspec.json.Decoder[Any]
+) -> tuple[list[Doc | None], np.ndarray, list[str]]:
+    docs = [_from_response(v, decoder) for v in values]
+    ok = np.array([d is not None for d in docs], dtype=bool)
+    if not ok.all():
+        # Not all of them are responses: driftline's own events decode the usual way.
+        for i, v in enumerate(values):
+            if docs[i] is None:
+                try:
+                    docs[i] = decoder.decode(v)
+                    ok[i] = True
+                except msgspec.DecodeError:
+                    pass
+    return docs, ok, ["" if k else "malformed-result" for k in ok.tolist()]
+
+
+def read_result(value: bytes | None) -> Any:
+    """One result event as driftline's own form, whichever form it was written in.
+
+    Raises ``orjson.JSONDecodeError`` when the value is not JSON, and ``ValueError`` when it
+    is a V2 response without driftline's fields.
+
+    >>> read_result(b'{"id": "r", "row": 0, "time": 1, "outputs": {"m": [[0.5]]}}')["outputs"]
+    {'m': [[0.5]]}
+    >>> read_result(b'{"model_name": "m", "id": "r", "outputs": [{"name": "y", "shape": [1, 1],'
+    ...     b' "datatype": "FP32", "data": [0.5]}], "parameters": {"row": 0, "time": 1,'
+    ...     b' "pipeline": "p", "spec": "s"}}')["outputs"]
+    {'m': [[0.5]]}
+    """
+    doc = orjson.loads(value or b"")
+    return from_response(doc) if is_response(doc) else doc
+
+
 def build_tensors(
-    docs: Sequence[Doc], needed: Iterable[tuple[str, str]]
+    docs: Sequence[Doc],
+    needed: Iterable[tuple[str, str]],
+    names: Mapping[tuple[str, str], Sequence[str]] | None = None,
 ) -> dict[tuple[str, str], list[np.ndarray]]:
     """Evaluator input for decoded result events: ``{(model, kind): [2-D array per tensor]}``.
 
-    Every model sees the row's input vector as its ``inputs[0]``. Raises ``ValueError``,
-    ``KeyError``, ``TypeError``, ``IndexError`` or ``AttributeError`` when rows do not share
-    one shape.
+    Every model sees the row's recorded inputs: a list (one numeric input) is its
+    ``inputs[0]``; an object of inputs by name (a champion with several inputs, or a string
+    input) gives one tensor per input, in the order of ``names[(model, "inputs")]`` when it
+    names them all, else in the recorded order. Numeric inputs are float64, string inputs
+    object arrays. Raises ``ValueError``, ``KeyError``, ``TypeError``, ``IndexError`` or
+    ``AttributeError`` when rows do not share one shape.
     """
     out: dict[tuple[str, str], list[np.ndarray]] = {}
     n = len(docs)
     for model, kind in needed:
         if kind == "inputs":
             rows = [d.inputs for d in docs]  # type: ignore[union-attr]
-            out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
+            if n and type(rows[0]) is dict:
+                order = _input_order(rows[0], (names or {}).get((model, "inputs")))
+                out[(model, kind)] = [_column([r[k] for r in rows], n) for k in order]
+            else:
+                out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
         else:
             tensors = [d.outputs[model] for d in docs]
             out[(model, kind)] = [
@@ -162,3 +235,28 @@ def output_column(rows: list[Any]) -> np.ndarray:
     if all(v is None or isinstance(v, int | float) for r in rows for v in r):
         return ragged(rows)
     raise TypeError("the rows of an output mix strings and numbers or differ in length")
+
+
+def _input_order(first: dict[str, Any], wanted: Sequence[str] | None) -> list[str]:
+    if wanted and all(w in first for w in wanted):
+        return list(wanted)
+    return list(first)
+
+
+def _column(values: list[Any], n: int) -> np.ndarray:
+    """One named input of every row: float64, or objects when it holds strings."""
+    try:
+        return np.array(values, dtype=np.float64).reshape(n, -1)
+    except (ValueError, TypeError):
+        column = np.array(values, dtype=object).reshape(n, -1)
+        if any(not isinstance(v, str) for v in column.flat):
+            raise
+        return column
+
+
+def input_signature(inputs: Any) -> Any:
+    """The shape of a row's recorded inputs, for finding rows unlike the rest of a batch:
+    a list's shape, or the name and shape of every input of an object."""
+    if type(inputs) is dict:
+        return tuple((k, np.asarray(v, dtype=object).shape) for k, v in inputs.items())
+    return np.asarray(inputs, dtype=np.float64).shape

@@ -33,7 +33,13 @@ from driftline.detectors import FINE_HISTOGRAM, RAW_SAMPLE
 from driftline.events import AssayResult, Notification
 from driftline.expressions import evaluate, to_json, to_text, variables
 from driftline.streams._batch import AssayFailed, Batch, ClosedWindows, IngestReport, StateLost
-from driftline.streams._decode import Doc, build_tensors, decode_results, output_signature
+from driftline.streams._decode import (
+    Doc,
+    build_tensors,
+    decode_results,
+    input_signature,
+    output_signature,
+)
 from driftline.streams._final import FinalBuckets
 from driftline.streams.assay_lifecycle import assay_notification, step_assay
 from driftline.streams.memstate import MonitorState
@@ -357,7 +363,7 @@ class PipelineEngine:
         return out
 
     def _tensors(self, docs: list[Doc]) -> dict[tuple[str, str], list[np.ndarray]]:
-        return build_tensors(docs, self._needed)
+        return build_tensors(docs, self._needed, self.tensor_names)
 
     def _bad_rows(self, docs: list[Doc]) -> np.ndarray:
         """Rows whose tensor shapes differ from the most common shape (or are missing)."""
@@ -367,8 +373,7 @@ class PipelineEngine:
                 sig = []
                 for model, kind in sorted(self._needed):
                     if kind == "inputs":
-                        row = np.asarray(getattr(d, "inputs", None), dtype=np.float64)
-                        sig.append(row.shape)
+                        sig.append(input_signature(getattr(d, "inputs", None)))
                     else:
                         # numbers of any length (variable-length outputs) or strings
                         sig.append(output_signature(d.outputs[model]))

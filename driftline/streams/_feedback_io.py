@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from driftline.streams._decode import read_result
 from driftline.streams.feedback import Labels, Predictions
 
 __all__ = [
@@ -224,10 +225,10 @@ def result_predictions(
     keep: list[Record] = []
     for r in records:
         try:
-            doc = orjson.loads(r.value or b"")
+            doc = read_result(r.value or b"")
             if not isinstance(doc, dict) or doc.get("id") is None or not _is_int(doc.get("time")):
                 continue
-        except orjson.JSONDecodeError:
+        except ValueError:  # not JSON, or a V2 response without driftline's fields
             continue
         docs.append(doc)
         keep.append(r)

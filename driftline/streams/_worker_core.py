@@ -26,6 +26,7 @@ from driftline.streams.codec import (
     decode_requests,
 )
 from driftline.streams.v2 import FeedBatch, InputSpec, decode_feeds, needs_feeds
+from driftline.streams.v2_response import ResponseForm, to_responses
 
 __all__ = [
     "BatchOutcome",
@@ -80,6 +81,8 @@ class PipelineRuntime:
     feeds_only: bool = False
     #: Whether result events carry the request's inputs.
     record_inputs: bool = True
+    #: With it, each result is written as an Open Inference Protocol response.
+    response_form: ResponseForm | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -217,7 +220,7 @@ def process_batch(
             max_bytes=limit,
             time_range=time_range,
         )
-        return _process_feeds(runtime, feeds, len(values), t0)
+        return _as_responses(runtime, _process_feeds(runtime, feeds, len(values), t0))
     batch = decode_requests(
         values,
         width=runtime.input_width,
@@ -255,6 +258,16 @@ def process_batch(
                     outcome.results, outcome.rows = [], 0
                     _reject_all(batch, UNSERIALIZABLE_OUTPUT, f"results cannot be written: {exc}")
     outcome.rejected = sorted(batch.rejected, key=lambda r: r.index)
+    return _as_responses(runtime, outcome)
+
+
+def _as_responses(runtime: PipelineRuntime, outcome: BatchOutcome) -> BatchOutcome:
+    """The outcome's results as V2 responses when the spec asks for them."""
+    form = runtime.response_form
+    if form is not None and outcome.results:
+        keys = [k for k, _ in outcome.results]
+        values = to_responses([v for _, v in outcome.results], form)
+        outcome.results = list(zip(keys, values, strict=True))
     return outcome
 
 

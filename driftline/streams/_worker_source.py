@@ -18,6 +18,7 @@ import numpy as np
 from driftline.config import KafkaSettings
 from driftline.streams._worker_core import PipelineRuntime, RuntimeModel, Validation
 from driftline.streams.v2 import InputSpec
+from driftline.streams.v2_response import ResponseForm, v2_datatype
 
 __all__ = ["ControlSource", "RuntimeSource", "StaticSource", "runtime_from_canonical"]
 
@@ -66,7 +67,25 @@ def runtime_from_canonical(
         inputs=inputs,
         feeds_only=inputs is not None and not _plain_rows(inputs),
         record_inputs=plan.record_inputs,
+        response_form=_response_form(plan.models[0].name, info)
+        if plan.result_format == "v2"
+        else None,
     )
+
+
+def _response_form(model: str, info: Any) -> ResponseForm:
+    """How the champion's outputs are written in V2 responses, from its declared outputs."""
+    if info is None:
+        return ResponseForm(model, (), (), ())
+    datatypes: list[str | None] = []
+    shapes: list[tuple[int, ...] | None] = []
+    for t in info.outputs:
+        # A ZipMap (sequence of maps) becomes one float32 probability column per class.
+        datatypes.append("FP32" if t.dtype.startswith("seq(map") else v2_datatype(t.dtype))
+        dims = t.shape[1:]
+        fixed = all(isinstance(d, int) and d > 0 for d in dims)
+        shapes.append(tuple(dims) if fixed and dims else None)
+    return ResponseForm(model, tuple(t.name for t in info.outputs), tuple(datatypes), tuple(shapes))
 
 
 def _input_specs(info: Any) -> tuple[InputSpec, ...]:

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from driftline.config import KafkaSettings
 from driftline.errors import DriftlineError, ServiceError
+from driftline.streams._decode import read_result
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,7 +190,7 @@ def infer(
                         headers.get("driftline-error", "unknown"),
                         headers.get("driftline-detail", ""),
                     )
-                event = orjson.loads(m.value() or b"{}")
+                event = read_result(m.value() or b"{}")
                 if event.get("id") == rid:
                     found[int(event.get("row", 0))] = event
         if len(found) < expected:
@@ -318,7 +319,7 @@ def latest_results(
             for m in msgs:
                 if m.error() is not None:
                     continue
-                event = orjson.loads(m.value() or b"{}")
+                event = read_result(m.value() or b"{}")
                 if not failures_only or event.get("check_failures"):
                     events.append(event)
             if msgs:

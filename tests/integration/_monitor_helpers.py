@@ -137,3 +137,25 @@ def stop(proc: subprocess.Popen[bytes], kill: bool = False) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def start_watching(
+    env: dict[str, str], cwd: Path, log: Path, topic: str
+) -> subprocess.Popen[bytes]:
+    """``driftline monitor`` as a user starts it, returned once it has been assigned the
+    results ``topic`` (partition 0), so that the traffic a test sends next is read live."""
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftline", "monitor"],
+            env=env,
+            cwd=cwd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # faust prints each assignment as a table: "| <topic> | {0} |".
+        wait_for_log(log, re.escape(topic) + r"\s*\|\s*\{0", 90)
+    except AssertionError:
+        stop(proc)
+        raise
+    return proc

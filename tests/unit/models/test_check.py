@@ -137,7 +137,9 @@ def test_a_column_transformer_with_named_string_and_numeric_inputs_is_accepted(
     np.testing.assert_allclose(got.ravel(), pipe.predict(frame), rtol=1e-4, atol=1e-4)
 
 
-def test_the_monitor_reads_no_named_inputs_and_deploy_says_so(tmp_path: Path) -> None:
+def test_the_monitor_windows_numeric_named_inputs_and_deploy_refuses_strings(
+    tmp_path: Path,
+) -> None:
     import pandas as pd
     from skl2onnx import to_onnx
     from sklearn.compose import ColumnTransformer
@@ -156,11 +158,27 @@ def test_the_monitor_reads_no_named_inputs_and_deploy_says_so(tmp_path: Path) ->
         "age_drift": {"iopath": "price.inputs[1][0]", "baseline": {"values": [1.0, 2.0, 3.0]},
                       "window": {"width": "1m"}},
     }  # fmt: skip
-    with pytest.raises(SpecError, match="recorded by name") as info:
-        spec_from_dict(doc)
-    assert info.value.field == "assays.age_drift.iopath"
-    doc["assays"]["age_drift"]["iopath"] = "price.outputs[0][0]"
+    # The numeric input, by position or by name, is windowed.
     assert spec_from_dict(doc).assays["age_drift"]
+    doc["assays"]["age_drift"]["iopath"] = 'price.inputs["age"][0] * 2'
+    assert spec_from_dict(doc).assays["age_drift"]
+    # The string input is not, and deploy says which input and why.
+    for iopath in ("price.inputs[0][0]", 'price.inputs["city"][0]'):
+        doc["assays"]["age_drift"]["iopath"] = iopath
+        with pytest.raises(SpecError, match="input 'city' of model 'price', which holds strings"):
+            spec_from_dict(doc)
+    doc["assays"] = {}
+    doc["alerts"] = {"young": {"when": 'count(price.inputs["city"][0] > 1, "1m", "1m") > 3'}}
+    with pytest.raises(SpecError, match="holds strings") as info:
+        spec_from_dict(doc)
+    assert info.value.field == "alerts.young.when"
+    doc["alerts"]["young"]["when"] = 'count(price.inputs["age"][0] < 18, "1m", "1m") > 3'
+    assert spec_from_dict(doc).alerts["young"]
+    # With record_inputs: false there is nothing to window.
+    doc["options"] = {"record_inputs": False}
+    with pytest.raises(SpecError, match="results would not carry") as info:
+        spec_from_dict(doc)
+    assert info.value.field == "options.record_inputs"
 
 
 def test_a_model_fixed_to_batch_size_one_is_accepted_and_run_row_by_row(tmp_path: Path) -> None:
