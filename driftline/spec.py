@@ -1147,8 +1147,27 @@ class _Compiler:
             # the canonical spec stores the column index, read alike with or without the file
             expr = resolve_classes(expr, self.classes_of)
         except ExpressionError as exc:
+            self.check_string_inputs(where, expr)
             raise SpecError(where, str(exc)) from None
         return expr
+
+    def check_string_inputs(self, where: str, expr: Expr) -> None:
+        """Name the string input an expression misuses (the generic message speaks of
+        outputs, whose fix, comparing with a class label, rarely fits an input)."""
+        for var in sorted(variables(expr), key=str):
+            if var.kind != "inputs" or self.value_kind(var) != "string":
+                continue
+            info = self.models[var.model].info
+            assert info is not None  # value_kind knows the kind only from the file
+            position = var.index[0]
+            names = [t.name for t in info.inputs]
+            name = position if isinstance(position, str) else names[position]
+            raise SpecError(
+                where,
+                f"reads {var}, input {name!r} of model {var.model!r}, which holds strings; "
+                "the monitor windows numbers (counts, histograms, drift scores), so monitor a "
+                "numeric input or an output there, or compare the input with a quoted value",
+            )
 
     def row_expr(self, where: str, value: Any) -> Expr:
         expr = self.expr(where, value)
