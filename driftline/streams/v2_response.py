@@ -82,8 +82,14 @@ class ResponseForm:
 
 
 def _datatype_of(values: Sequence[Any]) -> str:
+    """
+    >>> _datatype_of([True]), _datatype_of([1, 2]), _datatype_of(["a"]), _datatype_of([])
+    ('BOOL', 'INT64', 'BYTES', 'FP64')
+    """
     # A ZipMap's per-class probabilities, or an output whose type the model does not declare.
     kinds = set(map(type, values))
+    if not kinds:
+        return "FP64"  # an empty row of an undeclared output: numbers are the common case
     if kinds <= {bool}:
         return "BOOL"
     if kinds <= {int}:
