@@ -64,8 +64,10 @@ def produce(
     p.commit_transaction(60)
 
 
-def read_all(conf: dict[str, Any], topic: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+def read_all(conf: dict[str, Any], topic: str, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every committed message of ``topic`` (all partitions), decoded."""
+    # EOF on every partition ends the read; the timeout only bounds a broker too slow to
+    # answer (a loaded machine), so it is generous rather than a guess at typical latency.
     c = Consumer(
         {
             **conf,
