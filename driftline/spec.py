@@ -242,7 +242,9 @@ class SourceSpec:
     """Where a pipeline without models finds the predictions another serving system made.
 
     ``format`` is ``driftline`` (result events on ``topic``) or ``v2-pairs`` (Open Inference
-    Protocol responses on ``topic``, their requests on ``requests``, paired by id). ``model``
+    Protocol responses on ``topic``, their requests on ``requests``, paired by id; when both
+    are one topic, as a payload logger writes them, each message's CloudEvents ``ce_type``
+    header says which half it is). ``model``
     is the name expressions use for the external model; ``info`` its declared tensors, from
     the spec's ``inputs`` and ``outputs`` (shape without the batch dimension).
     """
@@ -947,12 +949,6 @@ class _Compiler:
                     f"source.{key}",
                     f"{topic!r} is not a Kafka topic name (letters, digits, '.', '_', '-')",
                 )
-        if topics.get("requests") == topics["topic"]:
-            raise SpecError(
-                "source.requests",
-                f"{topics['topic']!r} is also source.topic; requests and responses need "
-                "topics of their own",
-            )
         from driftline.expressions import is_model_name
 
         model = value["model"]

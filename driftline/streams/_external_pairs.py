@@ -41,17 +41,20 @@ from driftline.streams.codec import (
 from driftline.streams.v2 import InputSpec, _feeds_of
 
 __all__ = [
+    "CLOUDEVENTS",
     "DUPLICATE_ID",
     "MISSING_ID",
     "PAIR_MISMATCH",
     "REQUEST",
     "RESPONSE",
+    "UNKNOWN_SIDE",
     "UNPAIRED",
     "Built",
     "Pairing",
     "Pending",
     "Record",
     "ResultBuilder",
+    "cloudevent_side",
     "message_id",
 ]
 
@@ -61,8 +64,13 @@ DUPLICATE_ID: Final = "duplicate_id"
 UNPAIRED: Final = "unpaired"
 PAIR_MISMATCH: Final = "pair_mismatch"
 
+UNKNOWN_SIDE: Final = "unknown_side"
+
 REQUEST: Final = "request"
 RESPONSE: Final = "response"
+#: The side of a topic carrying both requests and responses, told apart per message by the
+#: CloudEvents type header (KServe's payload logger through a Knative Kafka sink).
+CLOUDEVENTS: Final = "cloudevents"
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp: int
+    #: Kafka headers; read for CloudEvents' ``ce_id`` and ``ce_type`` (a payload logger's).
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,8 +142,41 @@ class Pending:
         return cls(d["side"], key.decode("utf-8", "replace"), record, d["seen_ms"])
 
 
+def _header(record: Record, *names: str) -> str | None:
+    for k, v in record.headers:
+        if k.lower() in names and v:
+            return v.decode("utf-8", "replace")
+    return None
+
+
+def cloudevent_side(record: Record) -> str:
+    """Whether a message of a shared topic is a request or a response, from its CloudEvents
+    type (``ce_type``, as a Knative Kafka sink writes KServe's payload logger's
+    ``org.kubeflow.serving.inference.request`` / ``...response``).
+
+    Raises ``_Reject`` (``unknown_side``) when the header is missing or names neither.
+
+    >>> ce = lambda t: Record("t", 0, 0, None, b"{}", 0, (("ce_type", t),))
+    >>> cloudevent_side(ce(b"org.kubeflow.serving.inference.response"))
+    'response'
+    >>> cloudevent_side(ce(b"org.kubeflow.serving.inference.request"))
+    'request'
+    """
+    kind = _header(record, "ce_type", "ce-type")
+    if kind is not None:
+        last = kind.rsplit(".", 1)[-1].lower()
+        if last in (REQUEST, RESPONSE):
+            return last
+    raise _Reject(
+        UNKNOWN_SIDE,
+        f"source.requests and source.topic are one topic, so each message's CloudEvents type "
+        f"header (ce_type) must end in .request or .response; this one has {kind!r}",
+    )
+
+
 def message_id(record: Record) -> str:
-    """The pairing id of a message: its key, else its body's ``id``.
+    """The pairing id of a message: its key, else its CloudEvents id (header ``ce_id``, which
+    a payload logger gives a request and its response alike), else its body's ``id``.
 
     Raises ``_Reject`` when the body is not a JSON object (``malformed_json``,
     ``missing_tensor``) or there is no id (``missing_id``).
@@ -142,6 +185,8 @@ def message_id(record: Record) -> str:
     'k-1'
     >>> message_id(Record("t", 0, 0, None, b'{"id": "b-2"}', 0))
     'b-2'
+    >>> message_id(Record("t", 0, 0, None, b'{"id": "b"}', 0, (("ce_id", b"ce-3"),)))
+    'ce-3'
     """
     # Read now, so that a malformed message is dead-lettered at once, not after it waited.
     doc = _parse(record.value)
@@ -149,6 +194,9 @@ def message_id(record: Record) -> str:
         raise _Reject(MISSING_TENSOR, f"expected a JSON object, got {type(doc).__name__}")
     if record.key:
         return record.key.decode("utf-8", "replace")
+    ce_id = _header(record, "ce_id", "ce-id")
+    if ce_id:
+        return ce_id
     rid = doc.get("id")
     if isinstance(rid, int) and not isinstance(rid, bool):
         rid = str(rid)

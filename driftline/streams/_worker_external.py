@@ -56,6 +56,7 @@ from driftline.kafka.clientlog import with_logger
 from driftline.kafka.deadletter import dead_letter
 from driftline.kafka.loop import StopSignal
 from driftline.streams._external_pairs import (
+    CLOUDEVENTS,
     REQUEST,
     RESPONSE,
     UNPAIRED,
@@ -64,6 +65,7 @@ from driftline.streams._external_pairs import (
     Pending,
     Record,
     ResultBuilder,
+    cloudevent_side,
     message_id,
 )
 from driftline.streams.codec import TOO_LARGE, _Reject
@@ -163,7 +165,9 @@ class ExternalWorker:
         self.deadletter_topic = kafka.topic(self.name, "deadletter")
         self.pairing_topic = kafka.topic(self.name, "pairing")
         self.sides = {self.source.topic: RESPONSE if self.source.requests else "event"}
-        if self.source.requests:
+        if self.source.requests == self.source.topic:
+            self.sides[self.source.topic] = CLOUDEVENTS  # one logger writes both halves
+        elif self.source.requests:
             self.sides[self.source.requests] = REQUEST
         self.pairing = Pairing(self.source.pair_timeout_ms)
         self.stats = ExternalStats()
@@ -372,7 +376,15 @@ class ExternalWorker:
             topic, partition, offset = m.topic() or "", m.partition() or 0, m.offset() or 0
             offsets[(topic, partition)] = offset + 1
             kind, ts = m.timestamp()
-            record = Record(topic, partition, offset, m.key(), m.value(), ts if kind else now)
+            record = Record(
+                topic,
+                partition,
+                offset,
+                m.key(),
+                m.value(),
+                ts if kind else now,
+                tuple(_bytes_headers(m)),
+            )
             side = self.sides[topic]
             size = len(record.value or b"")
             if size > self.builder.max_bytes:
@@ -386,6 +398,8 @@ class ExternalWorker:
                 events.append(record)
                 continue
             try:
+                if side == CLOUDEVENTS:
+                    side = cloudevent_side(record)
                 pair = self.pairing.offer(side, message_id(record), record, now)
             except _Reject as rej:
                 rejected.append((record, rej.reason, rej.detail))

@@ -277,3 +277,42 @@ def test_a_second_worker_fences_the_first_and_every_pair_is_served_once(
     counts = Counter(r["id"] for r in results)
     assert sorted(counts) == sorted([f"a{i}" for i in range(50)] + [f"b{i}" for i in range(50)])
     assert set(counts.values()) == {1}
+
+
+def test_a_payload_loggers_single_topic_is_paired_by_cloudevents_headers(
+    topic_prefix: str,
+) -> None:
+    """KServe's payload logger, through a Knative Kafka sink in binary mode, writes a request
+    and its response to one topic as CloudEvents: ``ce_id`` shared by both halves,
+    ``ce_type`` saying which half, no Kafka key and no ``id`` in the bodies."""
+    kafka = KafkaSettings(topic_prefix=topic_prefix)
+    doc = _spec(topic_prefix)
+    doc["source"]["requests"] = doc["source"]["topic"]
+    canonical = _deploy(kafka, doc)
+    producer = Producer(kafka.client_config())
+    kinds = "org.kubeflow.serving.inference."
+    for i in range(40):
+        ce = [("ce_specversion", b"1.0"), ("ce_id", f"ev-{i}".encode())]
+        request = orjson.loads(_request("unused", i))
+        response = orjson.loads(_response("unused", i))
+        del request["id"], response["id"]
+        halves = [(orjson.dumps(request), b"request"), (orjson.dumps(response), b"response")]
+        for value, kind in halves[:: 1 if i % 2 else -1]:  # responses first for half of them
+            producer.produce(
+                doc["source"]["topic"], value, headers=[*ce, ("ce_type", kinds.encode() + kind)]
+            )
+    producer.produce(doc["source"]["topic"], _request("x", 0), headers=[("ce_id", b"ev-x")])
+    producer.flush(30)
+    worker = ExternalWorker(kafka, WorkerSettings(worker_group=f"g{topic_prefix}"), canonical)
+    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 4})
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive()
+    results = [orjson.loads(m.value()) for m in _read(kafka, kafka.topic("ext", "results"))]
+    assert sorted(r["id"] for r in results) == sorted(f"ev-{i}" for i in range(40))
+    by_id = {r["id"]: r for r in results}
+    for i in range(40):  # FP32 data, as the schema declares
+        assert by_id[f"ev-{i}"]["outputs"]["scorer"] == [[pytest.approx((i % 10) / 10)]]
+    assert all(by_id[f"ev-{i}"]["inputs"][0] == pytest.approx(i / 100) for i in range(40))
+    letters = _read(kafka, kafka.topic("ext", "deadletter"))
+    assert [read_dead_letter(m.headers())["driftline-error"] for m in letters] == ["unknown_side"]
