@@ -269,6 +269,8 @@ class WorkerPlan:
     max_message_bytes: int
     record_inputs: bool
     source: Any = None
+    #: The champion's inputs results carry, by name (``None``: all, when ``record_inputs``).
+    recorded_inputs: tuple[str, ...] | None = None
     #: ``driftline`` or ``v2`` (results as Open Inference Protocol responses).
     result_format: str = "driftline"
 
@@ -283,6 +285,7 @@ def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Pat
     from driftline.spec import spec_from_canonical
 
     spec = spec_from_canonical(canonical, resolve_model=resolve_model)
+    record_inputs, recorded_inputs = spec.recorded_inputs()
     models = []
     for m in () if spec.source is not None else (spec.champion, *spec.shadows):
         if m.path is None or m.sha256 is None:
@@ -297,7 +300,8 @@ def worker_plan(canonical: Mapping[str, Any], resolve_model: Callable[[str], Pat
         champion=spec.champion.info,
         allow_nan=spec.options.allow_nan,
         max_message_bytes=spec.options.max_message_bytes,
-        record_inputs=spec.options.record_inputs,
+        record_inputs=record_inputs,
         source=spec.source,
+        recorded_inputs=recorded_inputs,
         result_format=spec.options.result_format,
     )

@@ -222,8 +222,9 @@ class SpecOptions:
     lateness_ms: int = 5000
     max_message_bytes: int = 1_000_000
     partitions: int = 3
-    #: Whether result events repeat the request's inputs (false: large tensors stay small).
-    record_inputs: bool = True
+    #: Whether result events repeat the request's inputs (false: large tensors stay small;
+    #: ``"used"``: only the inputs alerts, assays and performance entries read).
+    record_inputs: bool | str = True
     #: How results are written: ``driftline`` events, or ``v2`` inference responses.
     result_format: str = "driftline"
 
@@ -364,7 +365,11 @@ class PipelineSpec:
                 "max_message_bytes": self.options.max_message_bytes,
                 "partitions": self.options.partitions,
                 # only when set: specs without it keep their versions
-                **({} if self.options.record_inputs else {"record_inputs": False}),
+                **(
+                    {}
+                    if self.options.record_inputs is True
+                    else {"record_inputs": self.options.record_inputs}
+                ),
                 **(
                     {"result_format": self.options.result_format}
                     if self.options.result_format != "driftline"
@@ -383,6 +388,39 @@ class PipelineSpec:
         import hashlib
 
         return "sha256:" + hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def recorded_inputs(self) -> tuple[bool, tuple[str, ...] | None]:
+        """What results carry of each request's inputs: whether any, and which of the
+        champion's inputs by name (``None``: all of them).
+
+        With ``record_inputs: used``, only the inputs alerts, assays and performance entries
+        read; a champion with one input records it whole or not at all (its columns keep their
+        positions), one with several records the ones read, by name.
+        """
+        if self.options.record_inputs != "used":
+            return bool(self.options.record_inputs), None
+        from driftline.expressions import variables
+
+        info = self.champion.info
+        names = [t.name for t in info.inputs] if info is not None else []
+        exprs = [a.when for a in self.alerts.values()]
+        exprs += [a.iopath for a in self.assays.values()]
+        exprs += [e for p in self.performance.values() for e in p.prediction]
+        read: set[str] = set()
+        for v in (v for e in exprs for v in variables(e) if v.kind == "inputs"):
+            key = v.index[0]
+            if isinstance(key, int) and key < len(names):
+                read.add(names[key])
+            elif isinstance(key, str):
+                read.add(key)
+            else:
+                return True, None  # not known by name: keep them all
+        if not read:
+            return False, None
+        flat = info is not None and len(names) == 1 and info.inputs[0].dtype != "string"
+        if info is None or flat:
+            return True, None
+        return True, tuple(n for n in names if n in read)
 
     def tensor_names(self) -> dict[tuple[str, str], list[str]]:
         """``{(model, "outputs"): [names...], ...}`` for :func:`driftline.expressions.evaluate`."""
@@ -411,7 +449,7 @@ def _check_record_inputs(spec: PipelineSpec) -> None:
         exprs += [(f"performance.{k}.prediction", e) for e in p.prediction]
     for where, expr in exprs:
         reads = sorted((v for v in variables(expr) if v.kind == "inputs"), key=str)
-        if reads and not spec.options.record_inputs:
+        if reads and spec.options.record_inputs is False:
             raise SpecError(
                 "options.record_inputs",
                 f"false, but {where} reads {', '.join(map(str, reads))}, which results would "
@@ -1782,10 +1820,11 @@ class _Compiler:
                 "or split them",
             )
         record_inputs = value.get("record_inputs", defaults.record_inputs)
-        if not isinstance(record_inputs, bool):
+        if not isinstance(record_inputs, bool) and record_inputs != "used":
             raise SpecError(
                 "options.record_inputs",
-                f"expected true or false, got {record_inputs!r} (false: results omit inputs)",
+                f"expected true, false or used, got {record_inputs!r} (false: results omit "
+                "inputs; used: they keep only the inputs alerts, assays and performance read)",
             )
         result_format = value.get("result_format", defaults.result_format)
         if result_format not in RESULT_FORMATS:

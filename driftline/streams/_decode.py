@@ -179,7 +179,10 @@ def build_tensors(
             rows = [d.inputs for d in docs]  # type: ignore[union-attr]
             if n and type(rows[0]) is dict:
                 order = _input_order(rows[0], (names or {}).get((model, "inputs")))
-                out[(model, kind)] = [_column([r[k] for r in rows], n) for k in order]
+                out[(model, kind)] = [
+                    _column([r[k] for r in rows], n) if k in rows[0] else np.empty((n, 0))
+                    for k in order
+                ]
             else:
                 out[(model, kind)] = [np.array(rows, dtype=np.float64).reshape(n, -1)]
         else:
@@ -238,7 +241,14 @@ def output_column(rows: list[Any]) -> np.ndarray:
 
 
 def _input_order(first: dict[str, Any], wanted: Sequence[str] | None) -> list[str]:
-    if wanted and all(w in first for w in wanted):
+    """The declared order when the row records inputs it names (``record_inputs: used``
+    leaves out the ones nothing reads: they become empty placeholders, so the positions of
+    the others hold), else the recorded order.
+
+    >>> _input_order({"age": 1}, ["city", "age"]), _input_order({"b": 1, "a": 2}, None)
+    (['city', 'age'], ['b', 'a'])
+    """
+    if wanted and set(first) <= set(wanted):
         return list(wanted)
     return list(first)
 

@@ -81,6 +81,8 @@ class PipelineRuntime:
     feeds_only: bool = False
     #: Whether result events carry the request's inputs.
     record_inputs: bool = True
+    #: Which inputs by name they carry when recorded by name (``None``: all).
+    recorded_inputs: tuple[str, ...] | None = None
     #: With it, each result is written as an Open Inference Protocol response.
     response_form: ResponseForm | None = None
 
@@ -598,6 +600,7 @@ def _build_feeds(
     """
     champion = runtime.models[0].name
     names = [s.name for s in runtime.inputs or ()]
+    keep = runtime.recorded_inputs
     numeric = [a if a.dtype.kind == "O" else a.astype(np.float64) for a in ins[champion]]
     as_list = len(numeric) == 1 and numeric[0].dtype.kind != "O"
     wide: dict[str, list[Any]] = {
@@ -626,7 +629,11 @@ def _build_feeds(
                 event["inputs"] = (
                     numeric[0][r]
                     if as_list
-                    else {n: a[r].tolist() for n, a in zip(names, numeric, strict=True)}
+                    else {
+                        n: a[r].tolist()
+                        for n, a in zip(names, numeric, strict=True)
+                        if keep is None or n in keep
+                    }
                 )
             event["outputs"] = {m: [o[r] for o in v] for m, v in wide.items()}
             event["models"] = runtime.model_versions

@@ -67,6 +67,7 @@ def runtime_from_canonical(
         inputs=inputs,
         feeds_only=inputs is not None and not _plain_rows(inputs),
         record_inputs=plan.record_inputs,
+        recorded_inputs=plan.recorded_inputs,
         response_form=_response_form(plan.models[0].name, info)
         if plan.result_format == "v2"
         else None,
