@@ -162,7 +162,7 @@ def split_fetch(
 
 
 def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
-    """The faust app: one agent over all results topics, one timer for control and idle close."""
+    """The faust app: one task applying each results fetch, one timer for control and idle close."""
     ms = monitor.msettings
     k = monitor.settings.kafka
     App = _faust_classes(ms.monitor_fetch_wait_ms)
@@ -212,7 +212,7 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
             app.topics._flag_changes()
 
     # The results topics are read by the consumer's batch drain (see ``_faust_classes``): the
-    # agent receives one event per fetch, never one per record.
+    # task below receives one batch per fetch, never one event per record.
     async def until_done(work: Callable[[], object]) -> None:
         """Run ``work`` until it succeeds, waiting out Redis or Kafka being unreachable.
 
@@ -246,37 +246,50 @@ def create_app(monitor: Monitor, follower: Any | None = None) -> Any:
                 STALLED.set(0)
             return
 
-    fetches = app.channel(maxsize=4)
+    # A plain queue, not a faust channel: faust clears its channels' queues whenever it resumes
+    # the flow after a rebalance, and its streams skip events of an older generation. A fetch
+    # that lands in that window (one partition with records, read before recovery resumes the
+    # flow) was dropped while the consumer's position had moved past it; a partition without
+    # committed offsets (a pipeline's new topic) was then never read again, and one with them
+    # lost the records for good once a later batch was committed. The offset guard makes a
+    # batch of a partition revoked meanwhile harmless, and revoked partitions are not committed.
+    fetches: asyncio.Queue[FetchBatch] = asyncio.Queue(maxsize=4)
     pending: dict[Any, int] = {}
     committed_at = [time.monotonic()]
 
     async def to_agent(batch: FetchBatch) -> None:
-        await fetches.send(value=batch)
+        await fetches.put(batch)
 
     app.consumer.batch_sink = to_agent
     app.topics.add(results)  # subscribed by the conductor, drained by the batch drain
 
-    @app.agent(fetches)
-    async def consume(stream: Any) -> None:
-        async for batch in stream:
-            for topic, rows in batch.rows.items():
-                if topic == control_topic:
-                    continue
-                for i in range(0, len(rows), ms.monitor_batch_size):
-                    chunk = rows[i : i + ms.monitor_batch_size]
-                    try:
-                        await until_done(functools.partial(monitor.handle, topic, chunk))
-                    except Exception:
-                        # faust would restart the agent with the next batch and this one
-                        # would be lost; a new process re-reads it (nothing past it is
-                        # committed) and the offset guard keeps what was applied.
-                        _exit_on_bug(f"a batch of {topic}")
-            # A topic no engine watches (its spec waits for Redis, or was just replaced)
-            # keeps its committed offsets, so its records are read again once it is watched.
-            pending.update(
-                {tp: o for tp, o in batch.next_offsets.items() if tp.topic in monitor.by_topic}
-            )
-            await commit_pending()
+    async def apply(batch: FetchBatch) -> None:
+        for topic, rows in batch.rows.items():
+            if topic == control_topic:
+                continue
+            for i in range(0, len(rows), ms.monitor_batch_size):
+                chunk = rows[i : i + ms.monitor_batch_size]
+                try:
+                    await until_done(functools.partial(monitor.handle, topic, chunk))
+                except Exception:
+                    # A new process re-reads the batch (nothing past it is committed) and
+                    # the offset guard keeps what was applied.
+                    _exit_on_bug(f"a batch of {topic}")
+        # A topic no engine watches (its spec waits for Redis, or was just replaced)
+        # keeps its committed offsets, so its records are read again once it is watched.
+        pending.update(
+            {tp: o for tp, o in batch.next_offsets.items() if tp.topic in monitor.by_topic}
+        )
+        await commit_pending()
+
+    @app.task
+    async def consume() -> None:
+        while True:
+            batch = await fetches.get()
+            try:
+                await apply(batch)
+            except Exception:
+                _exit_on_bug("committing the applied offsets")
 
     async def commit_pending() -> None:
         # Redis holds the exact state (offset guard); the group's committed offsets only say

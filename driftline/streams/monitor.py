@@ -16,10 +16,11 @@ Reading committed data only
 Batches
     faust's consumer loop turns every record into a message and an event and awaits two
     tasks for it, which caps any per-event agent near 13k events/s on one core. The monitor's
-    consumer subclass hands each aiokafka fetch (up to ``monitor_batch_size`` records) to the
-    agent as one event instead; the agent applies it and commits the group's offsets once a
-    second. Committed offsets only say where to resume: the Redis offset guard makes a batch
-    seen twice change nothing.
+    consumer subclass hands each aiokafka fetch (up to ``monitor_batch_size`` records) to one
+    task through a plain queue instead (not a faust channel: faust empties those when it
+    resumes the flow after a rebalance, which dropped a fetch read in that window); the task
+    applies it and commits the group's offsets once a second. Committed offsets only say
+    where to resume: the Redis offset guard makes a batch seen twice change nothing.
 
 Following pipelines
     faust's pattern subscriptions do not work with its aiokafka driver, so the app follows the

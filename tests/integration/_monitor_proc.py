@@ -5,7 +5,9 @@
 repeat_ms}], assays: [{name, iopath, baseline, width_ms, interval_ms, metric, thresholds,
 raise_in_compare}]}]``,
 and optionally ``fail_first_batch`` or ``fail_first_tick`` (raise on the first batch or
-housekeeping tick, as a bug would) and ``metrics_port`` (serve ``/metrics`` there).
+housekeeping tick, as a bug would), ``resume_flow_after_first_batch`` (faust resumes its flow
+right after the first fetch of a results topic is handed over, as its recovery does when a
+fetch lands at the end of a rebalance) and ``metrics_port`` (serve ``/metrics`` there).
 """
 
 from __future__ import annotations
@@ -129,6 +131,17 @@ def main(path: str) -> None:
 
         monitor.tick = failing_tick  # type: ignore[method-assign]
     app = create_app(monitor, follower=_NoControl())
+    if conf.get("resume_flow_after_first_batch"):
+        sink, resumed = app.consumer.batch_sink, [False]
+
+        async def sink_then_resume(batch: Any) -> None:
+            await sink(batch)
+            if not resumed[0] and any(t in monitor.by_topic for t in batch.rows):
+                resumed[0] = True
+                app.flow_control.resume()
+                print("flow resumed after the first batch", flush=True)
+
+        app.consumer.batch_sink = sink_then_resume
 
     def assigned(_app: Any, assigned: Any, **_: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic in monitor.by_topic)
