@@ -39,6 +39,7 @@ from driftline.streams.codec import (
     _Reject,
 )
 from driftline.streams.v2 import InputSpec, _feeds_of
+from driftline.streams.v2_response import ResponseForm, to_responses
 
 __all__ = [
     "CLOUDEVENTS",
@@ -364,6 +365,7 @@ class ResultBuilder:
         record_inputs: bool = True,
         allow_nan: bool = True,
         max_bytes: int = 1_000_000,
+        response_form: ResponseForm | None = None,
     ):
         self.pipeline = pipeline
         self.version = version
@@ -374,6 +376,8 @@ class ResultBuilder:
         self.record_inputs = record_inputs
         self.allow_nan = allow_nan
         self.max_bytes = max_bytes
+        #: With it, results are written as V2 responses (``options.result_format: v2``).
+        self.response_form = response_form
         self.time_range: tuple[int, int] | None = None
         self._widths = [_width(s) for s in self.outputs]
 
@@ -557,6 +561,8 @@ class ResultBuilder:
                 event["elapsed_ns"] = elapsed
                 events.append(orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY))
                 r += 1
+            if self.response_form is not None:
+                events = to_responses(events, self.response_form)
             largest = max(len(e) for e in events) + len(rid.encode())
             if largest > self.max_bytes:
                 detail = (

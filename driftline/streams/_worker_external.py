@@ -108,6 +108,7 @@ def builder_from_canonical(canonical: Mapping[str, Any]) -> tuple[Any, ResultBui
     """The source and the :class:`ResultBuilder` of a deployed pipeline without models."""
     from driftline.compile import worker_plan
     from driftline.expressions import evaluate
+    from driftline.streams._worker_source import response_form
 
     def none(sha256: str) -> Any:  # pragma: no cover - a pipeline without models has none
         raise AssertionError(sha256)
@@ -133,6 +134,9 @@ def builder_from_canonical(canonical: Mapping[str, Any]) -> tuple[Any, ResultBui
         record_inputs=plan.record_inputs,
         allow_nan=plan.allow_nan,
         max_bytes=plan.max_message_bytes,
+        response_form=response_form(plan.source.model, info)
+        if plan.result_format == "v2"
+        else None,
     )
     return plan.source, builder
 

@@ -20,7 +20,13 @@ from driftline.streams._worker_core import PipelineRuntime, RuntimeModel, Valida
 from driftline.streams.v2 import InputSpec
 from driftline.streams.v2_response import ResponseForm, v2_datatype
 
-__all__ = ["ControlSource", "RuntimeSource", "StaticSource", "runtime_from_canonical"]
+__all__ = [
+    "ControlSource",
+    "RuntimeSource",
+    "StaticSource",
+    "response_form",
+    "runtime_from_canonical",
+]
 
 log = logging.getLogger("driftline.worker")
 
@@ -68,13 +74,13 @@ def runtime_from_canonical(
         feeds_only=inputs is not None and not _plain_rows(inputs),
         record_inputs=plan.record_inputs,
         recorded_inputs=plan.recorded_inputs,
-        response_form=_response_form(plan.models[0].name, info)
+        response_form=response_form(plan.models[0].name, info)
         if plan.result_format == "v2"
         else None,
     )
 
 
-def _response_form(model: str, info: Any) -> ResponseForm:
+def response_form(model: str, info: Any) -> ResponseForm:
     """How the champion's outputs are written in V2 responses, from its declared outputs."""
     if info is None:
         return ResponseForm(model, (), (), ())

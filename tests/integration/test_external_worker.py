@@ -316,3 +316,33 @@ def test_a_payload_loggers_single_topic_is_paired_by_cloudevents_headers(
     assert all(by_id[f"ev-{i}"]["inputs"][0] == pytest.approx(i / 100) for i in range(40))
     letters = _read(kafka, kafka.topic("ext", "deadletter"))
     assert [read_dead_letter(m.headers())["driftline-error"] for m in letters] == ["unknown_side"]
+
+
+def test_an_external_pipeline_writes_v2_responses_when_its_spec_asks(topic_prefix: str) -> None:
+    """``options.result_format: v2`` holds for predictions made elsewhere too: each result is
+    an Open Inference Protocol response, read back as driftline's event by one reader."""
+    from driftline.streams._decode import read_result
+
+    kafka = KafkaSettings(topic_prefix=topic_prefix)
+    doc = _spec(topic_prefix)
+    doc["options"] = {"result_format": "v2"}
+    canonical = _deploy(kafka, doc)
+    producer = Producer(kafka.client_config())
+    for i in range(10):
+        producer.produce(doc["source"]["requests"], _request(f"q{i}", i), f"q{i}".encode())
+        producer.produce(doc["source"]["topic"], _response(f"q{i}", i), f"q{i}".encode())
+    producer.flush(30)
+    worker = ExternalWorker(kafka, WorkerSettings(worker_group=f"g{topic_prefix}"), canonical)
+    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 4})
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive()
+    values = [m.value() for m in _read(kafka, kafka.topic("ext", "results"))]
+    responses = [orjson.loads(v) for v in values]
+    assert sorted(r["id"] for r in responses) == sorted(f"q{i}" for i in range(10))
+    assert {r["model_name"] for r in responses} == {"scorer"}
+    assert {(o["name"], o["datatype"]) for r in responses for o in r["outputs"]} == {("p", "FP32")}
+    events = {e["id"]: e for e in map(read_result, values)}
+    for i in range(10):
+        assert events[f"q{i}"]["outputs"]["scorer"] == [[pytest.approx((i % 10) / 10)]]
+        assert events[f"q{i}"]["check_failures"] == ([] if i % 10 < 5 else ["low"])
